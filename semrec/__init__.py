@@ -1,0 +1,3 @@
+"""semrec: sequential recommendation with semantic codes."""
+
+__version__ = "0.1.0"

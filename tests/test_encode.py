@@ -1,0 +1,64 @@
+"""Text encoding with the default offline MiniLM model and the content-hash cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from semrec.config import EmbedConfig
+from semrec.data.dataset import build_dataset
+from semrec.data.sources import load_source
+from semrec.errors import SemrecError
+from semrec.text.encode import TextEncoder, embed_dataset, embeddings_dir, load_view_embeddings
+from tests.test_sources import lcrec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TextEncoder:
+    return TextEncoder()
+
+
+def test_encode_normalised_and_deduplicated(encoder):
+    texts = ["a red lamp", "", "a red lamp", "stainless steel staples, 1000 count"]
+    out = encoder.encode(texts, progress=False)
+    assert out.shape == (4, 384) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(out[0], out[2])
+    assert not np.allclose(out[0], out[3])
+    # same result as encoding the text alone (batching / sorting does not change vectors)
+    np.testing.assert_allclose(encoder.encode(["a red lamp"], progress=False)[0], out[0], atol=1e-5)
+
+
+def test_embed_dataset_and_cache(tmp_path):
+    build_dataset(load_source(lcrec(tmp_path / "src"))).save(tmp_path / "ds")
+    first = embed_dataset(tmp_path / "ds", EmbedConfig(views=["title", "brand", "all"]), progress=False)
+    assert not any(v["cache_hit"] for v in first["views"].values())
+    matrices = load_view_embeddings(embeddings_dir(tmp_path / "ds"))
+    assert set(matrices) == {"title", "brand", "all"}
+    assert matrices["title"].shape == (5, 384)  # 4 items + padding row 0
+    assert not matrices["title"][0].any() and np.allclose(np.linalg.norm(matrices["title"][1:], axis=1), 1, atol=1e-5)
+    # every item has brand "B.": one distinct text, identical rows
+    assert first["views"]["brand"]["distinct_texts"] == 1 and np.ptp(matrices["brand"][1:], axis=0).max() == 0
+
+    # a re-run with the same texts and model is served without loading the model
+    again = embed_dataset(tmp_path / "ds", EmbedConfig(views=["title", "brand", "all"]), progress=False)
+    assert all(v["cache_hit"] for v in again["views"].values())
+    # the same texts in another dataset folder come from the content-hash cache
+    build_dataset(load_source(lcrec(tmp_path / "src"))).save(tmp_path / "ds2")
+    other = embed_dataset(tmp_path / "ds2", EmbedConfig(views=["title"]), progress=False)
+    assert other["views"]["title"]["cache_hit"]
+
+
+def test_unknown_view_and_missing_embeddings(tmp_path):
+    build_dataset(load_source(lcrec(tmp_path / "src"))).save(tmp_path / "ds")
+    with pytest.raises(SemrecError, match="no text view 'color'"):
+        embed_dataset(tmp_path / "ds", EmbedConfig(views=["color"]), progress=False)
+    with pytest.raises(SemrecError, match="run 'semrec embed' first"):
+        load_view_embeddings(tmp_path / "nothing")
+
+
+def test_unloadable_model_is_a_clear_error(tmp_path):
+    with pytest.raises(SemrecError, match="cannot load text encoder"):
+        TextEncoder(str(tmp_path / "no-such-model")).encode(["x"], progress=False)

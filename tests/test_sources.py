@@ -1,0 +1,233 @@
+"""Source readers on tiny generated fixtures, including every kind of bad input the CLI must explain."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semrec.data.dataset import SCHEMA_VERSION, CanonicalDataset, build_dataset
+from semrec.data.sources import detect_format, load_source
+from semrec.errors import DataFormatError, SemrecError
+from semrec.io import read_json, write_json
+
+
+def write(path: Path, text: str | bytes, gz: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode() if isinstance(text, str) else text
+    if gz:
+        with gzip.open(path, "wb") as fh:
+            fh.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def amazon_ratings(folder: Path, extra: str = "") -> Path:
+    rows = ["user_id,parent_asin,rating,timestamp"]
+    for user, items in {"U2": ["B1", "B2", "B3", "B4"], "U1": ["B3", "B1", "B2"]}.items():
+        rows += [f"{user},{item},5.0,{100 + k}" for k, item in enumerate(items)]
+    write(folder / "Toy.csv.gz", "\n".join(rows) + "\n" + extra, gz=True)
+    meta = [
+        {"parent_asin": "B1", "title": "First &amp; best!", "details": {"Brand": "Acme"},
+         "features": ["fast", "<b>small</b>"], "categories": ["Tools", "Hand"], "description": ["d1"]},
+        {"parent_asin": "B2", "title": "Second", "details": {}, "features": [], "categories": [], "description": []},
+        {"parent_asin": "B3", "title": "Third", "details": {"Brand": "Zed"}, "features": [], "categories": ["X"],
+         "description": []},
+        {"parent_asin": "B4", "title": "Fourth", "features": [], "categories": [], "description": ["four"]},
+        {"parent_asin": "B9", "title": "never bought"},
+    ]
+    write(folder / "meta_Toy.jsonl.gz", "\n".join(json.dumps(m) for m in meta) + "\n", gz=True)
+    return folder
+
+
+def lcrec(folder: Path, inter: str | None = None, items: str | None = None) -> Path:
+    write(folder / "S.inter.json", inter or json.dumps({"0": [2, 0, 1], "1": [1, 2, 10, 0], "2": [0, 1, 2, 1]}))
+    write(folder / "S.item.json", items or json.dumps({
+        str(i): {"title": f"Item {i}.", "brand": "B", "categories": "A,B", "description": f"about {i}"}
+        for i in range(11)
+    }))
+    return folder
+
+
+def movielens(folder: Path) -> Path:
+    write(folder / "u.data", "1\t10\t5\t881250949\n1\t20\t3\t881250950\n2\t10\t4\t881250951\n1\t30\t4\t881250952\n")
+    write(folder / "u.genre", "unknown|0\nAction|1\nComedy|2\n\n")
+    write(folder / "u.item", (
+        "10|Heat (1995)|01-Jan-1995||http://x|0|1|0\n"
+        "20|Babe (1995)|01-Jan-1995||http://x|0|0|1\n"
+        "30|Caf\xe9 Society|01-Jan-1997||http://x|1|0|0\n"
+    ).encode("latin-1"))
+    return folder
+
+
+def recbole_files(folder: Path) -> Path:
+    write(folder / "r.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                              "7\t1\t5\t10\n7\t2\t4\t9\n8\t2\t3\t1\n7\t3\t1\t11\n")
+    write(folder / "r.item", "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+                             "1\tAlpha\t1990\tDrama\n2\tBeta\t1991\tComedy Drama\n3\tGamma\t1992\tAction\n")
+    return folder
+
+
+# ----- happy paths ------------------------------------------------------------------------------------
+
+def test_amazon_rating_only(tmp_path):
+    ds = build_dataset(load_source(amazon_ratings(tmp_path)))
+    assert ds.name == "Toy"
+    assert ds.items["raw_id"].tolist() == ["B1", "B2", "B3", "B4"]  # B9 has no interaction: dropped
+    assert ds.users["raw_id"].tolist() == ["U1", "U2"]
+    assert [s.tolist() for s in ds.sequences] == [[3, 1, 2], [1, 2, 3, 4]]
+    row = ds.items.iloc[0]
+    assert row["title"] == "First & best" and row["brand"] == "Acme."
+    assert row["features"] == "fast small." and row["categories"] == "Tools Hand."
+    assert ds.items.iloc[1]["brand"] == "" and ds.items.iloc[3]["brand"] == ""
+    assert ds.timestamps is not None and ds.timestamps[0].tolist() == [100, 101, 102]
+
+
+def test_lcrec_dedups_and_counts(tmp_path):
+    ds = build_dataset(load_source(lcrec(tmp_path)))
+    assert ds.views == ["title", "brand", "categories", "description"]
+    assert ds.items["raw_id"].tolist() == ["0", "1", "2", "10"]  # numeric natural order, not "10" < "2"
+    # user 2 repeats item 1: the second occurrence is dropped and counted; list order is time order
+    assert [s.tolist() for s in ds.sequences] == [[3, 1, 2], [2, 3, 4, 1], [1, 2, 3]]
+    assert ds.manifest["skips"]["duplicate_interactions"] == 1
+    assert ds.timestamps is None
+
+
+def test_movielens_raw(tmp_path):
+    ds = build_dataset(load_source(movielens(tmp_path)))
+    assert ds.views == ["title", "genre", "year"]
+    assert ds.items[["title", "genre", "year"]].values.tolist() == [
+        ["Heat", "Action.", "1995."], ["Babe", "Comedy.", "1995."], ["Café Society", "unknown.", "1997."]]
+    assert [s.tolist() for s in ds.sequences] == [[1, 2, 3], [1]]
+
+
+def test_recbole_atomic_files(tmp_path):
+    ds = build_dataset(load_source(recbole_files(tmp_path)))
+    assert ds.views == ["title", "year", "genre"]
+    assert [s.tolist() for s in ds.sequences] == [[2, 1, 3], [2]]  # sorted by timestamp
+
+
+@pytest.mark.parametrize("maker,fmt", [(amazon_ratings, "amazon2023"), (lcrec, "lcrec"),
+                                       (movielens, "movielens"), (recbole_files, "recbole")])
+def test_detect_format(tmp_path, maker, fmt):
+    assert detect_format(maker(tmp_path)) == fmt
+
+
+def test_save_load_round_trip_and_determinism(tmp_path):
+    a = build_dataset(load_source(lcrec(tmp_path / "src")))
+    b = build_dataset(load_source(lcrec(tmp_path / "src")))
+    a.save(tmp_path / "out")
+    loaded = CanonicalDataset.load(tmp_path / "out")
+    assert loaded.items.equals(a.items) and loaded.items.equals(b.items)
+    assert all(np.array_equal(x, y) for x, y in zip(loaded.sequences, a.sequences))
+    assert loaded.manifest["source"]["files"][0]["sha256"] == a.manifest["source"]["files"][0]["sha256"]
+    assert loaded.stats() == a.stats()
+
+
+def test_other_schema_version_is_refused(tmp_path):
+    build_dataset(load_source(lcrec(tmp_path / "src"))).save(tmp_path / "out")
+    manifest = read_json(tmp_path / "out" / "manifest.json")
+    manifest["schema_version"] = SCHEMA_VERSION + 1
+    write_json(tmp_path / "out" / "manifest.json", manifest)
+    with pytest.raises(SemrecError, match="schema version"):
+        CanonicalDataset.load(tmp_path / "out")
+
+
+# ----- bad input --------------------------------------------------------------------------------------
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SemrecError, match="not found"):
+        load_source(tmp_path / "nope")
+    movielens(tmp_path / "ml")
+    (tmp_path / "ml" / "u.genre").unlink()
+    with pytest.raises(DataFormatError, match=r"u\.genre: file not found"):
+        load_source(tmp_path / "ml", "movielens")
+
+
+def test_malformed_csv_line_names_file_and_line(tmp_path):
+    amazon_ratings(tmp_path, extra="U3,B1,5.0\n")
+    with pytest.raises(DataFormatError, match=r"Toy\.csv\.gz:9: expected 4 fields, got 3"):
+        load_source(tmp_path)
+
+
+def test_bad_timestamp_names_field(tmp_path):
+    amazon_ratings(tmp_path, extra="U3,B1,5.0,yesterday\n")
+    with pytest.raises(DataFormatError, match=r":9 \(field 'timestamp'\)"):
+        load_source(tmp_path)
+
+
+def test_malformed_json(tmp_path):
+    lcrec(tmp_path, inter='{"0": [1, 2,\n  "1": [2]}')
+    with pytest.raises(DataFormatError, match=r"S\.inter\.json:2: malformed JSON"):
+        load_source(tmp_path)
+
+
+def test_malformed_jsonl_meta_line(tmp_path):
+    amazon_ratings(tmp_path)
+    write(tmp_path / "meta_Toy.jsonl.gz", '{"parent_asin": "B1", "title": "ok"}\n{"parent_asin": "B2", \n', gz=True)
+    with pytest.raises(DataFormatError, match=r"meta_Toy\.jsonl\.gz:2: malformed JSON line"):
+        load_source(tmp_path)
+
+
+def test_non_utf8_bytes(tmp_path):
+    lcrec(tmp_path)
+    write(tmp_path / "S.item.json", b'{"0": {"title": "caf\xe9"},\n "1": {"title": "\xff"}}')
+    with pytest.raises(DataFormatError, match=r"S\.item\.json:1: invalid utf-8 byte 0xe9 at column 21"):
+        load_source(tmp_path)
+
+
+def test_unknown_item_in_a_history(tmp_path):
+    header = "user_id,parent_asin,rating,timestamp,history\n"
+    write(tmp_path / "D.train.csv", header + "U,A,5,1,\nU,B,5,2,A\n")
+    write(tmp_path / "D.valid.csv", header + "U,C,5,3,A B\n")
+    write(tmp_path / "D.test.csv", header + "U,D,5,4,A X C\n")
+    write(tmp_path / "meta_D.jsonl", "\n".join(json.dumps({"parent_asin": a, "title": a}) for a in "ABCD"))
+    with pytest.raises(DataFormatError, match=r"D\.test\.csv:2 \(field 'history'\): user U: unknown item 'X'"):
+        load_source(tmp_path)
+    write(tmp_path / "D.test.csv", header + "U,D,5,4,A C B\n")
+    with pytest.raises(DataFormatError, match=r"D\.train\.csv:3 \(field 'history'\): user U: history and target"):
+        load_source(tmp_path)
+
+
+def test_items_without_metadata_are_dropped_and_counted(tmp_path):
+    lcrec(tmp_path, items=json.dumps({str(i): {"title": f"t{i}"} for i in (0, 1, 2)}))
+    ds = build_dataset(load_source(tmp_path))
+    assert ds.manifest["skips"]["interactions_on_items_without_metadata"] == 1
+    assert "10" not in ds.item_index
+    kept = build_dataset(load_source(tmp_path), missing_meta="keep")
+    assert kept.item_index["10"] == 4 and kept.items.iloc[3]["title"] == ""
+
+
+def test_empty_text_everywhere(tmp_path):
+    lcrec(tmp_path, items=json.dumps({str(i): {"title": "", "brand": "."} for i in range(11)}))
+    with pytest.raises(DataFormatError, match="every text field of every item is empty"):
+        build_dataset(load_source(tmp_path))
+
+
+def test_duplicate_interactions_are_counted(tmp_path):
+    amazon_ratings(tmp_path, extra="U1,B3,4.0,500\nU1,B3,4.0,500\n")
+    ds = build_dataset(load_source(tmp_path))
+    assert ds.manifest["skips"]["duplicate_interactions"] == 2
+    assert ds.sequences[0].tolist() == [3, 1, 2]
+
+
+def test_recbole_bad_header_and_row(tmp_path):
+    recbole_files(tmp_path)
+    write(tmp_path / "r.inter", "user_id\titem_id:token\n7\t1\n")
+    with pytest.raises(DataFormatError, match=r"r\.inter:1: bad header column 'user_id'"):
+        load_source(tmp_path)
+    write(tmp_path / "r.inter", "user_id:token\titem_id:token\n7\t1\n7\n")
+    with pytest.raises(DataFormatError, match=r"r\.inter:3: expected 2 tab-separated fields, got 1"):
+        load_source(tmp_path)
+
+
+def test_unknown_format(tmp_path):
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(SemrecError, match="cannot tell the input format"):
+        load_source(tmp_path)
+    with pytest.raises(SemrecError, match="unknown format 'parquet'"):
+        load_source(tmp_path, "parquet")
