@@ -170,3 +170,37 @@ class CodesConfig:
     fit_on: str | None = None  # all | train (items in training sequences); default per tokenizer
     dedup: bool = False  # append one extra digit that makes every item's code unique
     seed: int = 0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation, early stopping and evaluation settings shared by every model."""
+
+    epochs: int = 500
+    batch_size: int = 400  # global batch (split across ranks under torchrun)
+    eval_batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500  # linear ramp 0 -> lr, then the schedule
+    schedule: str = "constant"  # constant | linear | cosine (after warm-up, over all planned steps)
+    grad_clip: float | None = None  # max gradient norm
+    patience: int = 10  # evaluations without improvement before stopping
+    eval_every: int = 1  # epochs between validation passes
+    metric: str = "ndcg@10"  # validation metric for model selection
+    exclude_history: bool = False  # remove history items from the ranking
+    seed: int = 2020
+    device: str | None = None  # default: cuda when available
+    max_steps_per_epoch: int | None = None  # cap (quick runs and benchmarks); None = full epochs
+    progress: bool = True
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything ``semrec train`` needs; saved as config.yaml in the run folder."""
+
+    model: str = "sasrec"  # popularity | sasrec | ccfrec
+    dataset: str = "data/ml-100k"  # a folder written by 'semrec prepare'
+    codes: str = "pq"  # codes folder under <dataset>/codes (models that read codes or text vectors)
+    model_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    out: str | None = None  # run folder (default runs/<dataset>-<model>-<time>)

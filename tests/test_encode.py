@@ -31,7 +31,8 @@ def test_encode_normalised_and_deduplicated(encoder):
     np.testing.assert_allclose(encoder.encode(["a red lamp"], progress=False)[0], out[0], atol=1e-5)
 
 
-def test_embed_dataset_and_cache(tmp_path):
+def test_embed_dataset_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMREC_CACHE", str(tmp_path / "cache"))  # a cold cache, whatever ran before
     build_dataset(load_source(lcrec(tmp_path / "src"))).save(tmp_path / "ds")
     first = embed_dataset(tmp_path / "ds", EmbedConfig(views=["title", "brand", "all"]), progress=False)
     assert not any(v["cache_hit"] for v in first["views"].values())

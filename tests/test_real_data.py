@@ -11,6 +11,7 @@ import pytest
 from semrec.data.dataset import SourceData, build_dataset
 from semrec.data.sources import amazon2023, load_source
 from semrec.data.splits import last_out_w_his, leave_last_out
+from semrec.errors import SemrecError
 from tests.conftest import real_dataset
 
 pytestmark = pytest.mark.slow
@@ -79,3 +80,24 @@ def test_recbole_wheel_ml100k_matches_raw_movielens(shared_data):
     assert sorted(map(tuple, (s.tolist() for s in wheel.sequences))) == sorted(
         map(tuple, (s.tolist() for s in raw.sequences)))
     assert (wheel.items["title"] == raw.items["title"]).mean() > 0.95
+
+
+def test_all_beauty_embed_and_codes(shared_data, tmp_path):
+    """prepare -> embed (MiniLM) -> codes (CCFRec PQ layout and VQ-Rec OPQ layout) on real 2023 data."""
+    from semrec.config import CodesConfig, EmbedConfig, PrepareConfig
+    from semrec.data.prepare import prepare_dataset
+    from semrec.text.encode import embed_dataset
+    from semrec.tokenizers.pipeline import fit_codes, load_codes
+
+    source = real_dataset(shared_data, "amazon2023_All_Beauty_5core")
+    ds, folder = prepare_dataset(PrepareConfig(source=str(source), out=str(tmp_path / "beauty")))
+    manifest = embed_dataset(folder, EmbedConfig(), progress=False)
+    assert set(manifest["views"]) == {"title", "brand", "description", "all"}
+    report, codes_dir = fit_codes(folder, CodesConfig(tokenizer="pq"), progress=False)
+    assert report.n_levels == 12 and report.layout["brand"] == [4, 5, 6, 7]
+    assert 0 <= report.collision_rate < 0.5 and report.reconstruction_error < 1
+    codes, tokenizer = load_codes(codes_dir)
+    assert codes.shape == (357, 12) and (codes[0] == -1).all() and codes[1:].min() >= 0
+    # 244 training items < 384 dims: OPQ refuses clearly (faiss itself would abort the process)
+    with pytest.raises(SemrecError, match="OPQ needs at least as many training items as vector dims"):
+        fit_codes(folder, CodesConfig(tokenizer="opq", params={"M": 8, "nbits": 6}), progress=False)

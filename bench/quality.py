@@ -1,0 +1,89 @@
+"""Quality of Popularity, SASRec and CCFRec trained to early stop (full ranking, leave-last-out).
+
+Each (model config, seed) is trained with ``semrec``'s one trainer into ``runs/bench/<config>-s<seed>``;
+the table reports valid and test Recall/NDCG@5/10/20 as mean +- std over seeds (seed count shown),
+head/tail NDCG@10, epochs to early stop and wall time. Finished runs are reused (delete the run folder
+to retrain), so the script can be stopped and restarted.
+
+    python bench/quality.py                                   # all rows, 3 seeds
+    python bench/quality.py --configs sasrec/ml-100k --seeds 1
+    python bench/quality.py --set train.max_steps_per_epoch=20   # quick smoke run (NOT for reporting)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ["popularity/ml-100k", "sasrec/ml-100k", "ccfrec/ml-100k",
+           "popularity/Scientific", "sasrec/Scientific", "ccfrec/Scientific-cpu", "ccfrec/Scientific"]
+METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20"]
+
+
+def run_one(config: str, seed: int, overrides: list[str], runs: Path) -> dict:
+    from semrec.config import RunConfig, load_config
+    from semrec.train.trainer import Trainer
+
+    out = runs / f"{config.replace('/', '-')}-s{seed}"
+    if (out / "results.json").is_file():
+        return json.loads((out / "results.json").read_text())
+    cfg = load_config(RunConfig, ROOT / "configs" / f"{config}.yaml",
+                      [f"train.seed={seed}", f"out={out}", "train.progress=false", *overrides])
+    if (out / "checkpoints" / "last.pt").is_file():
+        trainer = Trainer(cfg, run_dir=out, resume=True)
+    else:
+        trainer = Trainer(cfg, run_dir=out)
+    t0 = time.perf_counter()
+    results = trainer.fit()
+    results["wall_seconds"] = time.perf_counter() - t0
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def fmt(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default=",".join(DEFAULT))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], help="config override for every run")
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "bench"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.md"))
+    args = parser.parse_args()
+    table: dict[str, list[dict]] = {}
+    for config in args.configs.split(","):
+        for seed in range(2020, 2020 + args.seeds):
+            if config.startswith("popularity") and seed > 2020:
+                continue  # deterministic: one run is all seeds
+            result = run_one(config, seed, args.set, Path(args.runs))
+            table.setdefault(config, []).append(result)
+            print(config, seed, {k: round(v, 4) for k, v in result["test"].items() if k in METRICS}, flush=True)
+    lines = ["# Quality (full ranking over all items, leave-last-out)", "",
+             f"Command: `python bench/quality.py {' '.join('--set ' + s for s in args.set)}`. Mean ± std over "
+             "seeds; model selection on valid NDCG@10, patience 10.", ""]
+    for split in ("valid", "test"):
+        lines += [f"## {split}", "", "| config | seeds | " + " | ".join(METRICS) + " | head NDCG@10 | tail NDCG@10 "
+                  "| epochs | wall s |", "|---" * (len(METRICS) + 6) + "|"]
+        for config, results in table.items():
+            cells = [fmt([r[split][m] for r in results]) for m in METRICS]
+            cells += [fmt([r[split].get("head_ndcg@10", float("nan")) for r in results]),
+                      fmt([r[split].get("tail_ndcg@10", float("nan")) for r in results])]
+            epochs = statistics.mean(r.get("epochs_run", 0) for r in results)
+            wall = statistics.mean(r.get("wall_seconds", r.get("train_wall_seconds", 0.0)) for r in results)
+            lines.append(f"| {config} | {len(results)} | " + " | ".join(cells) + f" | {epochs:.0f} | {wall:.0f} |")
+        lines.append("")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

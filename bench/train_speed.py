@@ -1,0 +1,119 @@
+"""Training and validation speed of SASRec and CCFRec on Scientific (the issue's anchor setting).
+
+For each (model, batch size): median seconds per training step (forward + backward + AdamW step, after
+one warm-up step), seconds per full validation pass (all users, full ranking), and the peak RSS of the
+process. Every configuration runs in its own subprocess so that peak RSS is its own.
+
+    python bench/train_speed.py                     # writes bench/results/train_speed.md
+    python bench/train_speed.py --steps 3 --models ccfrec --batches 200
+
+Prerequisite: data/Scientific prepared, embedded and coded (see configs/ccfrec/Scientific.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = {"sasrec": "configs/sasrec/Scientific.yaml", "ccfrec": "configs/ccfrec/Scientific.yaml"}
+REFERENCE = ("Reference CCFRec (issue anchor, same machine kind, Scientific, MiniLM vectors): 28-31 s per "
+             "training step at batch 200 with 3,900 negatives; about 90 s per validation pass; killed for "
+             "memory at 24 GB RSS at batch 400.")
+
+
+def measure(model: str, batch: int, steps: int, dataset: str | None) -> dict:
+    import torch
+
+    from semrec.config import RunConfig, load_config
+    from semrec.data.batching import build_train_samples, train_batches
+    from semrec.models import build_model
+    from semrec.train.evaluator import evaluate
+    from semrec.train.trainer import load_run_data, seed_everything
+
+    cfg = load_config(RunConfig, ROOT / CONFIGS[model], [f"dataset={dataset}"] if dataset else [])
+    seed_everything(cfg.train.seed)
+    data = load_run_data(cfg)
+    net = build_model(cfg.model, cfg.model_params, data.items)
+    max_len = net.config.max_len
+    samples = build_train_samples(data.split.train, max_len, net.sample_style)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    net.train()
+    times = []
+    batches = train_batches(samples, batch, cfg.train.seed, 0)
+    for i in range(steps + 1):
+        b = next(batches)
+        t0 = time.perf_counter()
+        loss, _ = net.loss(b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i > 0:  # the first step warms up allocators and kernels
+            times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    valid = evaluate(net, data.split.valid, max_len, cfg.train.eval_batch_size)
+    eval_seconds = time.perf_counter() - t0
+    return {
+        "model": model, "batch": batch, "steps": steps, "step_median_s": statistics.median(times),
+        "step_min_s": min(times), "valid_pass_s": eval_seconds,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "neg_num": getattr(net.config, "neg_num", None), "train_samples": len(samples),
+        "valid_rows": len(data.split.valid.targets), "n_items": data.dataset.n_items,
+        "threads": torch.get_num_threads(), "valid_ndcg@10_untrained": valid["ndcg@10"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="sasrec,ccfrec")
+    parser.add_argument("--batches", default="200,400")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--dataset", default=None, help="override the dataset folder of the configs")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_speed.md"))
+    parser.add_argument("--one", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.dataset)))
+        return
+    rows = []
+    for model in args.models.split(","):
+        for batch in map(int, args.batches.split(",")):
+            cmd = [sys.executable, __file__, "--one", model, str(batch), "--steps", str(args.steps)]
+            if args.dataset:
+                cmd += ["--dataset", args.dataset]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            if proc.returncode != 0:
+                print(proc.stderr[-2000:], file=sys.stderr)
+                rows.append({"model": model, "batch": batch, "error": f"exit {proc.returncode}"})
+                continue
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    lines = [
+        "# Training speed on Scientific", "",
+        f"Machine: {platform.processor() or platform.machine()}, {rows[0].get('threads', '?')} torch threads, "
+        f"CPU only. Command: `python bench/train_speed.py --steps {args.steps}`.", "",
+        REFERENCE, "",
+        "| model | batch | negatives | median s/step | min s/step | s/validation pass | peak RSS (GB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['batch']} | | {r['error']} | | | |")
+            continue
+        lines.append(f"| {r['model']} | {r['batch']} | {r['neg_num'] or 'all (softmax)'} | {r['step_median_s']:.2f} "
+                     f"| {r['step_min_s']:.2f} | {r['valid_pass_s']:.2f} | {r['peak_rss_gb']:.2f} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Models (one file each) and the registry: name -> (config dataclass, model class, what it reads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from semrec.config import from_dict
+from semrec.errors import SemrecError
+from semrec.models.base import ItemInputs, SequentialRecommender
+from semrec.models.ccfrec import CCFRec, CCFRecConfig
+from semrec.models.popularity import Popularity, PopularityConfig
+from semrec.models.sasrec import SASRec, SASRecConfig
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    config_class: type
+    model_class: type[SequentialRecommender]
+    needs: tuple[str, ...] = ()  # "codes", "text"
+    trainable: bool = True
+
+
+REGISTRY: dict[str, ModelEntry] = {
+    "popularity": ModelEntry(PopularityConfig, Popularity, trainable=False),
+    "sasrec": ModelEntry(SASRecConfig, SASRec),
+    "ccfrec": ModelEntry(CCFRecConfig, CCFRec, needs=("codes", "text")),
+}
+
+
+def model_entry(name: str) -> ModelEntry:
+    if name not in REGISTRY:
+        raise SemrecError(f"unknown model '{name}' (known: {', '.join(REGISTRY)})")
+    return REGISTRY[name]
+
+
+def build_model(name: str, params: dict[str, Any], items: ItemInputs) -> SequentialRecommender:
+    """Instantiate model ``name`` from a params mapping (validated against its config dataclass)."""
+    entry = model_entry(name)
+    config = from_dict(entry.config_class, params, prefix="model_params.")
+    try:
+        return entry.model_class(config, items)
+    except ValueError as exc:
+        raise SemrecError(f"{name}: {exc}") from None
+
+
+__all__ = ["REGISTRY", "ItemInputs", "SequentialRecommender", "build_model", "model_entry"]

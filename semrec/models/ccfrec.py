@@ -1,0 +1,208 @@
+"""CCFRec (Liu et al., KDD 2025): semantic codes fused with frozen text vectors, no item-ID embedding.
+
+Item v with codes c_1..c_M and per-view text vectors t_1..t_V: H = Qformer(code_emb(c), t) (self-attention
+over codes, cross-attention to the texts, FFN; 2 post-LN layers). History items use mean(H), candidates
+mean(H) + mean(code_emb(c)) (``symmetric_pooling`` makes both sides the latter). A causal SASRec-style
+backbone gives the user vector; scores are cosine similarities (divided by tau in the losses).
+Loss = L_rec (sampled softmax over ``neg_num`` shared uniform negatives) + mlm_weight * L_MCM (masked
+code modelling) + cl_weight * L_MSA (in-batch InfoNCE between original and masked sequence views).
+
+Deliberate deviations from the reference (spec ccfrec sections 4-9):
+* the fusion module runs once per unique item of a batch (histories, positives and negatives together)
+  for the original view, so an item repeated in a batch shares one dropout mask; the reference runs
+  history and candidate passes separately. Padding positions are never encoded.
+* masking is drawn on the fly from the torch RNG (vectorised) instead of in the Dataset with numpy.
+* MCM logits are computed for the masked slots of real items only (the reference computes all slots
+  and ignores the rest: same loss, far less memory), and recomputed in backward rather than stored.
+* the padding item is never ranked at evaluation, and with ``neg_num <= 0`` the full softmax covers
+  items 1..N (the reference includes the pad row).
+* the frozen text vectors are the PCA-whitened vectors of the code tokenizer (the reference fits a second,
+  identically configured PCA).
+* the crash bugs of the reference (collator keys, ``args.FN``, encode_emb paths) do not exist here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from semrec.models.base import ItemInputs, SequentialRecommender
+from semrec.models.layers import CrossTransformerLayer, TransformerEncoder, gather_last, init_weights
+
+
+@dataclass
+class CCFRecConfig:
+    embedding_size: int = 128
+    inner_size: int = 512  # FFN inner size ("hidden_size" in the reference)
+    n_layers: int = 2
+    n_layers_cross: int = 2
+    n_heads: int = 2
+    dropout: float = 0.3
+    dropout_cross: float = 0.3
+    max_len: int = 20
+    tau: float = 0.07
+    neg_num: int = 24000  # <= 0: full softmax over all items
+    mask_ratio: float = 0.5
+    mlm_weight: float = 0.6
+    cl_weight: float = 0.4
+    symmetric_pooling: bool = False  # ablation: history side also adds mean(code embeddings)
+    text_context: bool = True  # ablation: False drops the cross-attention to the text vectors
+    eval_chunk: int = 2048  # items per fusion-module chunk when building evaluation tables
+
+
+def _code_prediction_loss(hidden: torch.Tensor, table: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
+    """MCM: cosine(fusion output, every code embedding incl. row 0) / tau, cross-entropy against the true code."""
+    return F.cross_entropy(F.normalize(hidden, dim=-1) @ F.normalize(table, dim=-1).T / tau, labels)
+
+
+class SemanticFusion(nn.Module):
+    """The Q-Former-style fusion module: code tokens attend to each other and to the item's text vectors."""
+
+    def __init__(self, config: CCFRecConfig):
+        super().__init__()
+        d = config.embedding_size
+        self.layers = nn.ModuleList(
+            CrossTransformerLayer(d, config.n_heads, config.inner_size, config.dropout_cross, config.dropout_cross)
+            for _ in range(config.n_layers_cross)
+        )
+        self.text_context = config.text_context
+
+    def forward(self, code_emb: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        h = code_emb
+        for layer in self.layers:
+            h = layer(h, text) if self.text_context else layer.ffn(layer.self_attention(h))
+        return h
+
+
+class CCFRec(SequentialRecommender):
+    sample_style = "prefix"
+    similarity = "cosine"
+
+    def __init__(self, config: CCFRecConfig, items: ItemInputs):
+        super().__init__()
+        if items.codes is None or items.text is None or items.codebook_sizes is None:
+            raise ValueError("CCFRec needs item codes, codebook sizes and per-view text vectors")
+        if items.text.size(-1) != config.embedding_size:
+            raise ValueError(f"text vectors have dim {items.text.size(-1)} but embedding_size is "
+                             f"{config.embedding_size}; fit the codes with pca_dim={config.embedding_size}")
+        self.config = config
+        d = config.embedding_size
+        sizes = torch.tensor(items.codebook_sizes)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)[:-1]])
+        global_codes = items.codes + offsets + 1  # level l, code c -> offset_l + c + 1; 0 = pad/[MASK]
+        global_codes[0] = 0
+        self.register_buffer("codes", global_codes.long())
+        self.register_buffer("text", items.text.float())
+        self.n_code_ids = int(sizes.sum()) + 1
+        self.code_embedding = nn.Embedding(self.n_code_ids, d, padding_idx=0)
+        self.fusion = SemanticFusion(config)
+        self.position_embedding = nn.Embedding(config.max_len, d)
+        self.input_norm = nn.LayerNorm(d, eps=1e-12)
+        self.input_dropout = nn.Dropout(config.dropout)
+        self.encoder = TransformerEncoder(config.n_layers, d, config.n_heads, config.inner_size, config.dropout,
+                                          config.dropout)
+        self.apply(init_weights)  # also re-randomises the pad/[MASK] row, as the reference does
+
+    # ----- item side ------------------------------------------------------------------------------
+    def fuse(self, item_ids: torch.Tensor, codes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fusion outputs H [n, M, d] and raw code embeddings Z [n, M, d] of items (optionally masked codes)."""
+        z = self.code_embedding(self.codes[item_ids] if codes is None else codes)
+        return self.fusion(z, self.text[item_ids]), z
+
+    def _pool(self, h: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        candidate = h.mean(1) + z.mean(1)
+        history = candidate if self.config.symmetric_pooling else h.mean(1)
+        return candidate, history
+
+    @torch.no_grad()
+    def eval_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.codes.size(0)
+        candidate = torch.zeros(n, self.config.embedding_size, device=self.codes.device)
+        history = torch.zeros_like(candidate)
+        for start in range(1, n, self.config.eval_chunk):
+            ids = torch.arange(start, min(n, start + self.config.eval_chunk), device=self.codes.device)
+            candidate[ids], history[ids] = self._pool(*self.fuse(ids))
+        return candidate, history
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.eval_tables()[0]
+
+    # ----- sequence side --------------------------------------------------------------------------
+    def _backbone(self, item_vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(item_vectors.size(1), device=item_vectors.device)
+        x = self.input_dropout(self.input_norm(item_vectors + self.position_embedding(positions)))
+        return gather_last(self.encoder(x, is_causal=True), lengths)
+
+    def encode_sequence(self, items, lengths, history_table=None) -> torch.Tensor:
+        if history_table is None:
+            unique, inverse = torch.unique(items, return_inverse=True)
+            history_table = self._pool(*self.fuse(unique))[1]
+            vectors = history_table[inverse]
+        else:
+            vectors = history_table[items]
+        return self._backbone(vectors * (items > 0).unsqueeze(-1), lengths)
+
+    # ----- training -------------------------------------------------------------------------------
+    def sample_negatives(self, targets: torch.Tensor) -> torch.Tensor:
+        """``neg_num`` distinct uniform items from 1..N minus the batch's targets (shared by the batch)."""
+        n_items = self.codes.size(0) - 1
+        perm = torch.randperm(n_items, device=targets.device) + 1
+        perm = perm[~torch.isin(perm, targets)]
+        return perm[: self.config.neg_num]
+
+    def mask_codes(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """BERT-style masking of code slots: (masked codes, boolean selection)."""
+        chosen = torch.rand(codes.shape, device=codes.device) < self.config.mask_ratio
+        action = torch.rand(codes.shape, device=codes.device)
+        random_ids = torch.randint(1, self.n_code_ids, codes.shape, device=codes.device)
+        masked = torch.where(chosen & (action < 0.8), torch.zeros_like(codes), codes)
+        masked = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, masked)
+        return masked, chosen
+
+    def loss(self, batch):
+        cfg = self.config
+        items, lengths, targets = batch["items"], batch["lengths"], batch["targets"]
+        real = items > 0
+        negatives = self.sample_negatives(targets) if cfg.neg_num > 0 else torch.arange(
+            1, self.codes.size(0), device=items.device)
+        # original view: the fusion module once per unique item (histories, positives, negatives)
+        unique, inverse = torch.unique(torch.cat([items[real], targets, negatives]), return_inverse=True)
+        candidate, history = self._pool(*self.fuse(unique))
+        n_hist, n_tgt = int(real.sum()), targets.numel()
+        seq_vectors = items.new_zeros(*items.shape, cfg.embedding_size, dtype=candidate.dtype)
+        seq_vectors[real] = history[inverse[:n_hist]]
+        user = F.normalize(self._backbone(seq_vectors, lengths), dim=-1)
+        pos = F.normalize(candidate[inverse[n_hist: n_hist + n_tgt]], dim=-1)
+        if cfg.neg_num > 0:
+            neg = F.normalize(candidate[inverse[n_hist + n_tgt:]], dim=-1)
+            logits = torch.cat([(user * pos).sum(-1, keepdim=True), user @ neg.T], dim=1) / cfg.tau
+            rec = F.cross_entropy(logits, torch.zeros_like(targets))
+        else:  # full softmax over items 1..N
+            table = F.normalize(candidate[inverse[n_hist + n_tgt:]], dim=-1)
+            rec = F.cross_entropy(user @ table.T / cfg.tau, targets - 1)
+        parts = {"rec": float(rec.detach())}
+        total = rec
+        if cfg.mlm_weight > 0 or cfg.cl_weight > 0:
+            hist_items = items[real]
+            masked, chosen = self.mask_codes(self.codes[hist_items])
+            h_masked, _ = self.fuse(hist_items, masked)
+            masked_vectors = items.new_zeros(*items.shape, cfg.embedding_size, dtype=h_masked.dtype)
+            masked_vectors[real] = h_masked.mean(1)
+            if cfg.mlm_weight > 0 and chosen.any():
+                # logits [masked slots, all code ids] are recomputed in backward instead of stored
+                mcm = checkpoint(_code_prediction_loss, h_masked[chosen], self.code_embedding.weight,
+                                 self.codes[hist_items][chosen], cfg.tau, use_reentrant=False)
+                total = total + cfg.mlm_weight * mcm
+                parts["mcm"] = float(mcm.detach())
+            if cfg.cl_weight > 0:
+                user_masked = F.normalize(self._backbone(masked_vectors, lengths), dim=-1)
+                sim = user @ user_masked.T / cfg.tau
+                labels = torch.arange(sim.size(0), device=sim.device)
+                msa = 0.5 * (F.cross_entropy(sim, labels) + F.cross_entropy(sim.T, labels))
+                total = total + cfg.cl_weight * msa
+                parts["msa"] = float(msa.detach())
+        return total, parts

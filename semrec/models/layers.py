@@ -1,0 +1,119 @@
+"""Shared building blocks: post-LN multi-head attention (SDPA), feed-forward, Transformer stacks.
+
+The blocks follow the RecBole / CCFRec reference layout: separate Q, K, V projections with bias,
+dropout on attention probabilities, output projection, dropout, then a residual LayerNorm
+(post-LN); FFN is Linear -> GELU (erf) -> Linear -> dropout -> LayerNorm(out + x).
+Attention uses ``torch.nn.functional.scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with a post-LN residual: ``LN(dropout(W_o attn(q, kv)) + q)``."""
+
+    def __init__(self, d_model: int, n_heads: int, attn_dropout: float, hidden_dropout: float, eps: float = 1e-12):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.query = nn.Linear(d_model, d_model)
+        self.key = nn.Linear(d_model, d_model)
+        self.value = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.attn_dropout = attn_dropout
+        self.dropout = nn.Dropout(hidden_dropout)
+        self.norm = nn.LayerNorm(d_model, eps=eps)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        return x.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)
+
+    def forward(self, query: torch.Tensor, kv: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor:
+        kv = query if kv is None else kv
+        q, k, v = self._heads(self.query(query)), self._heads(self.key(kv)), self._heads(self.value(kv))
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_dropout if self.training else 0.0, is_causal=is_causal
+        )
+        b, _, t, _ = attended.shape
+        attended = attended.transpose(1, 2).reshape(b, t, -1)
+        return self.norm(self.dropout(self.out(attended)) + query)
+
+
+class FeedForward(nn.Module):
+    """``LN(dropout(W_2 gelu(W_1 x)) + x)``."""
+
+    def __init__(self, d_model: int, inner: int, dropout: float, eps: float = 1e-12):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, inner)
+        self.fc2 = nn.Linear(inner, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.dropout(self.fc2(F.gelu(self.fc1(x)))) + x)
+
+
+class TransformerLayer(nn.Module):
+    """Self-attention then feed-forward."""
+
+    def __init__(self, d_model: int, n_heads: int, inner: int, dropout: float, attn_dropout: float,
+                 eps: float = 1e-12):
+        super().__init__()
+        self.attention = MultiHeadAttention(d_model, n_heads, attn_dropout, dropout, eps)
+        self.ffn = FeedForward(d_model, inner, dropout, eps)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False):
+        return self.ffn(self.attention(x, attn_mask=attn_mask, is_causal=is_causal))
+
+
+class CrossTransformerLayer(nn.Module):
+    """Q-Former style: self-attention over queries, cross-attention to a fixed context, feed-forward."""
+
+    def __init__(self, d_model: int, n_heads: int, inner: int, dropout: float, attn_dropout: float,
+                 eps: float = 1e-12):
+        super().__init__()
+        self.self_attention = MultiHeadAttention(d_model, n_heads, attn_dropout, dropout, eps)
+        self.cross_attention = MultiHeadAttention(d_model, n_heads, attn_dropout, dropout, eps)
+        self.ffn = FeedForward(d_model, inner, dropout, eps)
+
+    def forward(self, queries: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.ffn(self.cross_attention(self.self_attention(queries), context))
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of :class:`TransformerLayer`; returns the last layer's output."""
+
+    def __init__(self, n_layers: int, d_model: int, n_heads: int, inner: int, dropout: float, attn_dropout: float,
+                 eps: float = 1e-12):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerLayer(d_model, n_heads, inner, dropout, attn_dropout, eps) for _ in range(n_layers)
+        )
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False):
+        for layer in self.layers:
+            x = layer(x, attn_mask=attn_mask, is_causal=is_causal)
+        return x
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """Reference initialisation: N(0, std) for Linear and Embedding weights, zero biases, LayerNorm (1, 0)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        module.weight.data.normal_(0.0, std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        module.bias.data.zero_()
+    elif isinstance(module, nn.LayerNorm):
+        module.weight.data.fill_(1.0)
+        module.bias.data.zero_()
+
+
+def gather_last(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Hidden state at position ``lengths - 1`` of each right-padded sequence: [B, L, d] -> [B, d]."""
+    index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
+    return hidden.gather(1, index).squeeze(1)

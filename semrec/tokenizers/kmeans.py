@@ -1,0 +1,104 @@
+"""K-means item clusters: one code per item (the semantic ids of SOLID, ``/work/shared/specs/solid.md``).
+
+faiss ``Kmeans(d, k)`` (L2, ``niter`` iterations, seeded) on one view or on the concatenation of
+several views, each optionally L2-normalised per row first (``normalize``) so that every view weighs
+the same. ``encode`` assigns the nearest centroid (L2). Deviation: SOLID's authors' sibling code
+uses sklearn ``KMeans(random_state=0)`` (k-means++ initialisation); faiss k-means (initialised from
+a random sample of the data, one run, seeded) is used here for speed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import faiss
+import numpy as np
+
+from semrec.tokenizers.base import (
+    BaseTokenizer,
+    as_view_list,
+    check_int,
+    check_train_size,
+    quiet_clustering,
+    relative_error,
+)
+
+
+class KMeansTokenizer(BaseTokenizer):
+    """One cluster id per item from faiss k-means with ``k`` centroids."""
+
+    kind = "kmeans"
+
+    def __init__(
+        self,
+        views: list[str] | tuple[str, ...] = ("all",),
+        k: int = 256,
+        normalize: bool = False,
+        niter: int = 25,
+        *,
+        dedup: bool = False,
+        dedup_size: int | None = None,
+        threads: int | None = None,
+    ):
+        super().__init__(dedup=dedup, dedup_size=dedup_size, threads=threads)
+        self.views = as_view_list(views)
+        self.k = check_int("k", k, 1)
+        self.normalize = bool(normalize)
+        self.niter = check_int("niter", niter, 1)
+        self.centroids: np.ndarray | None = None
+        self._index: Any = None
+
+    @property
+    def input_views(self) -> list[str]:
+        return list(self.views)
+
+    @property
+    def base_codebook_sizes(self) -> list[int]:
+        return [self.k]
+
+    def params(self) -> dict[str, Any]:
+        return {"views": list(self.views), "k": self.k, "normalize": self.normalize, "niter": self.niter}
+
+    def vectors(self, views: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The clustered vectors: the views (row-normalised if ``normalize``) concatenated in order."""
+        mats = []
+        for v in self.views:
+            x = np.asarray(views[v], dtype=np.float32)
+            if self.normalize:
+                norms = np.linalg.norm(x, axis=1, keepdims=True)
+                x = x / np.maximum(norms, np.float32(1e-12))
+            mats.append(x)
+        return np.ascontiguousarray(np.concatenate(mats, axis=1) if len(mats) > 1 else mats[0], dtype=np.float32)
+
+    def _fit(self, views: dict[str, np.ndarray], seed: int) -> None:
+        x = self.vectors(views)
+        check_train_size(x.shape[0], self.k, f"k-means with k={self.k}", "use a smaller k")
+        km = faiss.Kmeans(x.shape[1], self.k, niter=self.niter)
+        quiet_clustering(km.cp, seed)
+        km.train(x)
+        self._set_centroids(km.centroids)
+
+    def _set_centroids(self, centroids: np.ndarray) -> None:
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self._index = faiss.IndexFlatL2(self.centroids.shape[1])
+        self._index.add(self.centroids)
+
+    def _assign(self, x: np.ndarray) -> np.ndarray:
+        _, labels = self._index.search(x, 1)
+        return labels[:, 0].astype(np.int64)
+
+    def _encode(self, views: dict[str, np.ndarray]) -> np.ndarray:
+        return self._assign(self.vectors(views))[:, None]
+
+    def _reconstruction_error(self, views: dict[str, np.ndarray]) -> float:
+        assert self.centroids is not None
+        x = self.vectors(views)
+        return relative_error(x, self.centroids[self._assign(x)])
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+        assert self.centroids is not None
+        return {}, {"centroids": self.centroids}, {}
+
+    def _from_state(self, info: dict[str, Any], arrays: Mapping[str, np.ndarray], indexes: dict[str, Any]) -> None:
+        self._set_centroids(arrays["centroids"])

@@ -1,0 +1,103 @@
+"""``semrec codes``: fit a tokenizer on a prepared dataset's view embeddings and write its codes.
+
+Output folder ``<dataset>/codes/<name>/``: ``codes.npy`` (int64 ``[N+1, levels]``, row ``i`` = item id
+``i``, row 0 = -1 padding), ``tokenizer/`` (the fitted tokenizer, enough to encode new items),
+``report.json`` and ``codes.json`` (what the codes were made from), ``codes_config.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semrec.config import CodesConfig, save_config
+from semrec.data.dataset import CanonicalDataset
+from semrec.errors import SemrecError
+from semrec.io import read_json, sha256_file, write_json, write_npy
+from semrec.text.encode import embeddings_dir, load_view_embeddings
+from semrec.tokenizers import build_tokenizer, load_tokenizer
+from semrec.tokenizers.base import CodeReport
+from semrec.tokenizers.report import code_report
+
+DEFAULT_FIT_ON = {"opq": "train"}  # VQ-Rec fits its quantiser on training items only; others on all
+
+
+def _default_params(kind: str, params: dict[str, Any], dataset: CanonicalDataset) -> dict[str, Any]:
+    params = dict(params)
+    if kind in ("pq", "rq") and "views" not in params:
+        params["views"] = dataset.views
+    return params
+
+
+def fit_codes(dataset_dir: str | Path, config: CodesConfig, progress: bool = True) -> tuple[CodeReport, Path]:
+    """Fit ``config.tokenizer`` on the dataset's embeddings, encode all items, write the codes folder."""
+    dataset_dir = Path(dataset_dir)
+    dataset = CanonicalDataset.load(dataset_dir)
+    kind = config.tokenizer
+    tokenizer = build_tokenizer(kind, dedup=config.dedup, **_default_params(kind, config.params, dataset))
+    emb_dir = embeddings_dir(dataset_dir, config.model)
+    matrices = load_view_embeddings(emb_dir, list(tokenizer.input_views))
+    views = {name: matrix[1:] for name, matrix in matrices.items()}  # drop the padding row
+    for name, matrix in views.items():
+        if matrix.shape[0] != dataset.n_items:
+            raise SemrecError(f"{emb_dir}: view '{name}' has {matrix.shape[0]} rows but the dataset has "
+                              f"{dataset.n_items} items; re-run 'semrec embed'")
+    fit_on = config.fit_on or DEFAULT_FIT_ON.get(kind, "all")
+    if fit_on not in ("all", "train"):
+        raise SemrecError(f"fit_on must be 'all' or 'train', got {fit_on!r}")
+    fit_rows = dataset.train_items() - 1 if fit_on == "train" else None
+    tokenizer.fit(views, fit_rows, seed=config.seed)
+    codes = tokenizer.encode(views)
+    report = code_report(tokenizer, codes, views)
+
+    out = dataset_dir / "codes" / (config.name or kind)
+    padded = np.vstack([np.full((1, codes.shape[1]), -1, dtype=np.int64), codes.astype(np.int64)])
+    tokenizer.save(out / "tokenizer")
+    write_npy(out / "codes.npy", padded)
+    write_json(out / "report.json", report.to_dict())
+    emb_manifest = read_json(emb_dir / "embeddings.json")
+    write_json(out / "codes.json", {
+        "tokenizer": kind,
+        "n_items": dataset.n_items,
+        "n_levels": int(codes.shape[1]),
+        "codebook_sizes": [int(s) for s in tokenizer.codebook_sizes],
+        "padding_row": 0,
+        "fit_on": fit_on,
+        "n_fit_items": int(dataset.n_items if fit_rows is None else len(fit_rows)),
+        "dataset_manifest_sha256": sha256_file(dataset_dir / "manifest.json"),
+        "embeddings": {"model": config.model,
+                       "keys": {v: emb_manifest["views"][v]["key"] for v in tokenizer.input_views}},
+    })
+    save_config(config, out / "codes_config.yaml")
+    return report, out
+
+
+def load_codes(codes_dir: str | Path) -> tuple[np.ndarray, Any]:
+    """Codes ``[N+1, levels]`` (row 0 padding) and the fitted tokenizer of a codes folder."""
+    codes_dir = Path(codes_dir)
+    if not (codes_dir / "codes.npy").is_file():
+        raise SemrecError(f"{codes_dir}: no codes.npy; run 'semrec codes' first")
+    return np.load(codes_dir / "codes.npy"), load_tokenizer(codes_dir / "tokenizer")
+
+
+def format_report(report: CodeReport) -> str:
+    """Human-readable code report."""
+    util = report.utilisation
+    lines = [
+        f"tokenizer     {report.tokenizer}: {report.n_levels} levels, codebook sizes "
+        f"{sorted(set(report.codebook_sizes))}, {report.n_items:,} items",
+        f"utilisation   mean {np.mean(util):.1%}, min {np.min(util):.1%} (per level: "
+        + " ".join(f"{u:.0%}" for u in util) + ")",
+        f"perplexity    mean {np.mean(report.perplexity):.1f}",
+        f"collisions    {report.collision_rate:.2%} of items share their full code with another item "
+        f"(largest group {report.max_collision_group})",
+    ]
+    if report.reconstruction_error is not None:
+        lines.append(f"recon. error  {report.reconstruction_error:.4f} (relative squared error)")
+    if report.layout:
+        lines.append("layout        " + ", ".join(f"{v}: {s[0]}-{s[-1]}" for v, s in report.layout.items()))
+    if report.dedup_level:
+        lines.append("dedup         last level is the de-duplication digit")
+    return "\n".join(lines)

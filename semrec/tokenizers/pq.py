@@ -1,0 +1,172 @@
+"""Per-view PCA + product quantisation: the CCFRec code layout (``/work/shared/specs/ccfrec.md`` §3).
+
+For each view (in the given order) a PCA with ``n_components=pca_dim`` (whitened by default) is
+fitted; the projected views are concatenated and one faiss ``IndexPQ(d, M=codes_per_view*len(views),
+nbits, METRIC_INNER_PRODUCT)`` is trained on the concatenation. Because every view contributes
+``pca_dim`` dims and ``pca_dim`` is a multiple of ``codes_per_view``, each sub-quantiser sees a slice
+of one view only: codes ``0..codes_per_view-1`` come from the first view, the next ones from the
+second view, and so on (``layout``). With the defaults (5 views, 128 dims, 4 codes, 8 bits) this is
+CCFRec's ``pq.20_256.pca128`` setting.
+
+Deviations from the reference implementation:
+
+* The PCAs and the PQ are fitted on ``fit_rows`` (the reference fits on all items; pass no
+  ``fit_rows`` for that).
+* Vectors are projected with numpy using sklearn's ``PCA.transform`` formula, for fitting and
+  encoding alike; the reference feeds ``fit_transform``'s output to the PQ, which may differ from
+  ``transform`` by float rounding.
+* If a view has fewer dims than ``pca_dim``, or there are at most ``pca_dim`` fit items, the PCA size is
+  clamped to ``min(pca_dim, n_fit - 1, smallest view dim)`` rounded down to a multiple of
+  ``codes_per_view``, the same for every view (``n_fit - 1`` because centred data has rank at most
+  ``n_fit - 1``, and whitening a zero-variance component would blow it up). The size used is
+  ``pca_dim_used`` (stored in ``tokenizer.json``) and a warning is logged.
+* ``seed`` seeds the PQ k-means (``pq.cp.seed``; faiss's default is 1234) and the PCA's
+  ``random_state`` (only used by sklearn's randomized solver).
+* The index is trained but no vectors are added to it (the codes are computed directly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import faiss
+import numpy as np
+
+from semrec.errors import SemrecError
+from semrec.tokenizers.base import (
+    BaseTokenizer,
+    PCAProjection,
+    as_view_list,
+    check_int,
+    check_train_size,
+    logger,
+    quiet_clustering,
+    relative_error,
+    smaller_nbits_hint,
+    unpack_codes,
+)
+
+CCFREC_VIEWS = ["title", "brand", "features", "categories", "description"]
+
+
+class PQTokenizer(BaseTokenizer):
+    """CCFRec codes: per-view whitened PCA, then one product quantiser over the concatenation."""
+
+    kind = "pq"
+
+    def __init__(
+        self,
+        views: list[str] | tuple[str, ...] = tuple(CCFREC_VIEWS),
+        pca_dim: int = 128,
+        whiten: bool = True,
+        codes_per_view: int = 4,
+        nbits: int = 8,
+        *,
+        dedup: bool = False,
+        dedup_size: int | None = None,
+        threads: int | None = None,
+    ):
+        super().__init__(dedup=dedup, dedup_size=dedup_size, threads=threads)
+        self.views = as_view_list(views)
+        self.pca_dim = check_int("pca_dim", pca_dim, 1)
+        self.whiten = bool(whiten)
+        self.codes_per_view = check_int("codes_per_view", codes_per_view, 1)
+        self.nbits = check_int("nbits", nbits, 1, 16)
+        if self.pca_dim % self.codes_per_view:
+            raise SemrecError(
+                f"pca_dim={self.pca_dim} must be a multiple of codes_per_view={self.codes_per_view} "
+                "so that every code slot reads one view only"
+            )
+        self.pca_dim_used: int | None = None
+        self.pcas: dict[str, PCAProjection] = {}
+        self.index: Any = None
+
+    # -- description --------------------------------------------------------------------------------
+
+    @property
+    def input_views(self) -> list[str]:
+        return list(self.views)
+
+    @property
+    def n_codes(self) -> int:
+        return self.codes_per_view * len(self.views)
+
+    @property
+    def base_codebook_sizes(self) -> list[int]:
+        return [2**self.nbits] * self.n_codes
+
+    @property
+    def layout(self) -> dict[str, list[int]]:
+        cpv = self.codes_per_view
+        return {view: list(range(i * cpv, (i + 1) * cpv)) for i, view in enumerate(self.views)}
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "views": list(self.views),
+            "pca_dim": self.pca_dim,
+            "whiten": self.whiten,
+            "codes_per_view": self.codes_per_view,
+            "nbits": self.nbits,
+        }
+
+    # -- fitting and encoding -----------------------------------------------------------------------
+
+    def _fit(self, views: dict[str, np.ndarray], seed: int) -> None:
+        n_fit = next(iter(views.values())).shape[0]
+        check_train_size(n_fit, 2**self.nbits, f"PQ with nbits={self.nbits}", smaller_nbits_hint(n_fit))
+        min_dim = min(x.shape[1] for x in views.values())
+        dim = min(self.pca_dim, n_fit - 1, min_dim)
+        dim -= dim % self.codes_per_view
+        if dim < self.codes_per_view:
+            raise SemrecError(
+                f"PQ: cannot keep {self.codes_per_view} PCA dims per view "
+                f"({n_fit} fit items, smallest view dim {min_dim}); use fewer codes_per_view"
+            )
+        if dim != self.pca_dim:
+            logger.warning(
+                "PQ: pca_dim clamped from %d to %d (%d fit items, smallest view dim %d)",
+                self.pca_dim, dim, n_fit, min_dim,
+            )
+        self.pca_dim_used = dim
+        self.pcas = {name: PCAProjection.fit(views[name], dim, self.whiten, seed) for name in self.views}
+        x = self._concat(views)
+        index = faiss.IndexPQ(x.shape[1], self.n_codes, self.nbits, faiss.METRIC_INNER_PRODUCT)
+        quiet_clustering(index.pq.cp, seed)
+        index.train(x)
+        self.index = index
+
+    def transform(self, views: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The PCA(-whitened) vectors of each view: ``{view: float32 [n, pca_dim_used]}``."""
+        self._require_fitted()
+        checked = self._check_views(views, at_fit=False)
+        return {name: self.pcas[name].transform(checked[name]) for name in self.views}
+
+    def _concat(self, views: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.ascontiguousarray(
+            np.concatenate([self.pcas[name].transform(views[name]) for name in self.views], axis=1)
+        )
+
+    def _encode(self, views: dict[str, np.ndarray]) -> np.ndarray:
+        packed = self.index.pq.compute_codes(self._concat(views))
+        return unpack_codes(packed, self.n_codes, self.nbits)
+
+    def _reconstruction_error(self, views: dict[str, np.ndarray]) -> float:
+        x = self._concat(views)
+        x_hat = self.index.pq.decode(self.index.pq.compute_codes(x))
+        return relative_error(x, x_hat)
+
+    # -- persistence --------------------------------------------------------------------------------
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+        arrays: dict[str, np.ndarray] = {}
+        for i, name in enumerate(self.views):
+            arrays.update(self.pcas[name].to_arrays(f"pca_{i}"))
+        return {"pca_dim_used": self.pca_dim_used}, arrays, {"pq": self.index}
+
+    def _from_state(self, info: dict[str, Any], arrays: Mapping[str, np.ndarray], indexes: dict[str, Any]) -> None:
+        self.pca_dim_used = int(info["pca_dim_used"])
+        self.pcas = {
+            name: PCAProjection.from_arrays(arrays, f"pca_{i}", self.whiten) for i, name in enumerate(self.views)
+        }
+        self.index = indexes["pq"]  # read_index returns the concrete class and owns it

@@ -1,0 +1,1 @@
+"""One trainer, one evaluator, metrics and checkpoints for every model."""

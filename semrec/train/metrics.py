@@ -1,0 +1,44 @@
+"""Ranking metrics for one held-out item per row (full ranking).
+
+With a single relevant item at 0-based rank r: Recall@K = Hit@K = [r < K], NDCG@K = 1/log2(r + 2) if r < K,
+MRR = 1/(r + 1). The rank counts the items scored strictly higher than the target (ties favour the target,
+the same as a stable top-k that lists the target first among equals).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+DEFAULT_KS = (5, 10, 20)
+
+
+def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of ``targets[b]`` among ``scores[b]`` ([B, n_items]); -inf entries never outrank."""
+    target_scores = scores.gather(1, targets.view(-1, 1))
+    return (scores > target_scores).sum(dim=1)
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
+    """Mean Recall@K, NDCG@K (for each K) and MRR over rows, from 0-based ranks."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    out: dict[str, float] = {}
+    if ranks.size == 0:
+        return {**{f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg")}, "mrr": 0.0}
+    for k in ks:
+        hit = ranks < k
+        out[f"recall@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+    out["mrr"] = float((1.0 / (ranks + 1.0)).mean())
+    return out
+
+
+def head_items(train_sequences: list[np.ndarray], n_items: int, fraction: float = 0.2) -> np.ndarray:
+    """Boolean mask over item ids 0..N: the most popular ``fraction`` of items by training frequency."""
+    counts = np.bincount(np.concatenate(train_sequences) if train_sequences else np.zeros(0, dtype=np.int64),
+                         minlength=n_items + 1)[: n_items + 1]
+    n_head = max(1, int(round(fraction * n_items)))
+    order = np.argsort(-counts[1:], kind="stable") + 1  # ties: lower id first, deterministic
+    mask = np.zeros(n_items + 1, dtype=bool)
+    mask[order[:n_head]] = True
+    return mask

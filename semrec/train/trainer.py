@@ -1,0 +1,299 @@
+"""The one trainer: AdamW, warm-up + schedule, clipping, early stopping on a validation metric,
+atomic per-epoch checkpoints with exact resume, JSON-lines / TensorBoard / PNG logging, and
+DistributedDataParallel under ``torchrun`` (gloo on CPU, nccl on GPU; rank 0 logs and checkpoints).
+
+Run folder: ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``curve.png``, ``checkpoints/last.pt`` and
+``best.pt``, ``results.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from semrec.config import RunConfig, from_dict, save_config, to_dict
+from semrec.data.batching import build_train_samples, n_train_batches, train_batches
+from semrec.data.dataset import CanonicalDataset
+from semrec.data.splits import LeaveLastOutSplit
+from semrec.errors import SemrecError
+from semrec.io import read_json, sha256_file, write_json
+from semrec.models import ItemInputs, SequentialRecommender, build_model, model_entry
+from semrec.text.encode import embeddings_dir, load_view_embeddings
+from semrec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from semrec.train.evaluator import evaluate
+from semrec.train.metrics import head_items
+
+
+@dataclass
+class RunData:
+    dataset: CanonicalDataset
+    split: LeaveLastOutSplit
+    items: ItemInputs
+    head_mask: np.ndarray
+    fingerprints: dict[str, str]
+
+
+def load_run_data(config: RunConfig) -> RunData:
+    """Dataset, split and the item tensors the model needs (codes, frozen text vectors, popularity)."""
+    from semrec.tokenizers.pipeline import load_codes
+
+    folder = Path(config.dataset)
+    dataset = CanonicalDataset.load(folder)
+    split = dataset.split()
+    train = np.concatenate(split.train) if split.train else np.zeros(0, dtype=np.int64)
+    counts = np.bincount(train, minlength=dataset.n_items + 1)
+    items = ItemInputs(n_items=dataset.n_items, popularity=torch.from_numpy(counts))
+    fingerprints = {"dataset": sha256_file(folder / "manifest.json")}
+    needs = model_entry(config.model).needs
+    if needs:
+        codes_dir = folder / "codes" / config.codes
+        codes, tokenizer = load_codes(codes_dir)
+        items.codes = torch.from_numpy(codes)
+        items.codebook_sizes = [int(s) for s in tokenizer.codebook_sizes]
+        fingerprints["codes"] = sha256_file(codes_dir / "codes.npy")
+        if "text" in needs:
+            if not hasattr(tokenizer, "transform"):
+                raise SemrecError(f"{config.model} reads the PCA text vectors of a 'pq' tokenizer; {codes_dir} "
+                                  f"holds a '{tokenizer.kind}' tokenizer")
+            model_name = read_json(codes_dir / "codes.json")["embeddings"]["model"]
+            matrices = load_view_embeddings(embeddings_dir(folder, model_name), list(tokenizer.input_views))
+            text = tokenizer.transform({v: m[1:] for v, m in matrices.items()})
+            stacked = np.stack([text[v] for v in tokenizer.input_views], axis=1).astype(np.float32)
+            items.text = torch.from_numpy(np.concatenate([np.zeros_like(stacked[:1]), stacked]))
+    return RunData(dataset, split, items, head_items(split.train, dataset.n_items), fingerprints)
+
+
+def lr_lambda(warmup: int, total: int, schedule: str):
+    """Multiplier of the base lr at optimizer step s (HF-style warm-up: 0 at step 0)."""
+    if schedule not in ("constant", "linear", "cosine"):
+        raise SemrecError(f"unknown schedule '{schedule}' (constant | linear | cosine)")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{Path(config.dataset).name}-{config.model}-{stamp}"
+
+
+class Trainer:
+    """Train ``config.model`` on ``config.dataset``; ``resume=True`` continues from ``run_dir``'s last.pt."""
+
+    def __init__(self, config: RunConfig, run_dir: str | Path | None = None, resume: bool = False):
+        self.config = config
+        self.run_dir = Path(run_dir or config.out or default_run_dir(config))
+        self.resume = resume
+        self.rank, self.world = _distributed()
+        tc = config.train
+        self.device = torch.device(tc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        seed_everything(tc.seed + self.rank)
+        self.data = load_run_data(config)
+        self.model: SequentialRecommender = build_model(config.model, config.model_params, self.data.items)
+        self.model.to(self.device)
+        self.max_len = int(getattr(getattr(self.model, "config", None), "max_len", 50))
+        self.samples = build_train_samples(self.data.split.train, self.max_len, self.model.sample_style)
+        self.steps_per_epoch = n_train_batches(self.samples, tc.batch_size, self.world)
+        if tc.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, tc.max_steps_per_epoch)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(tc.warmup_steps, tc.epochs * self.steps_per_epoch, tc.schedule))
+        self.epoch, self.step, self.best_score, self.best_epoch, self.bad_evals = 0, 0, -math.inf, -1, 0
+        self.history: list[dict[str, Any]] = []
+        if resume:
+            self._restore()
+        self.is_main = self.rank == 0
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.run_dir / "config.yaml")
+
+    # ----- checkpoints ----------------------------------------------------------------------------
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "epoch": self.epoch, "step": self.step,
+            "best_score": self.best_score, "best_epoch": self.best_epoch, "bad_evals": self.bad_evals,
+            "history": self.history, "config": to_dict(self.config), "fingerprints": self.data.fingerprints,
+        }
+
+    def _restore(self) -> None:
+        state = load_checkpoint(self.ckpt_dir / "last.pt", self.device)
+        if state["fingerprints"] != self.data.fingerprints:
+            raise SemrecError(f"{self.run_dir}: the dataset or codes changed since this run started "
+                              f"(fingerprints differ); start a new run")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.best_score, self.best_epoch, self.bad_evals = state["best_score"], state["best_epoch"], state["bad_evals"]
+        self.history = list(state["history"])
+
+    # ----- loop -----------------------------------------------------------------------------------
+    def _train_epoch(self, module: torch.nn.Module) -> dict[str, float]:
+        tc = self.config.train
+        self.model.train()
+        sums: dict[str, float] = {}
+        n, seen, start = 0, 0, time.perf_counter()
+        batches = train_batches(self.samples, tc.batch_size, tc.seed, self.epoch, self.rank, self.world,
+                                self.device)
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch}", leave=False,
+                   disable=not (self.is_main and tc.progress))
+        for batch in batches:
+            if n >= self.steps_per_epoch:
+                break
+            loss, parts = module(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            n += 1
+            seen += len(batch["lengths"]) * self.world  # approximate under DDP
+            for key, value in {"loss": float(loss.detach()), **parts}.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}")
+            bar.update()
+        bar.close()
+        out = {k: v / max(1, n) for k, v in sums.items()}
+        out["train_seconds"] = time.perf_counter() - start
+        return out
+
+    def _evaluate(self, split: str) -> dict[str, float]:
+        rows = self.data.split.valid if split == "valid" else self.data.split.test
+        tc = self.config.train
+        return evaluate(self.model, rows, self.max_len, tc.eval_batch_size, tc.exclude_history,
+                        self.data.head_mask, device=self.device)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to early stop (or ``epochs``), then evaluate the best model on valid and test."""
+        tc = self.config.train
+        module: torch.nn.Module = self.model
+        if self.world > 1:
+            module = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        writer = self._writer() if self.is_main else None
+        trainable = model_entry(self.config.model).trainable
+        start_time = time.perf_counter()
+        while trainable and self.epoch < tc.epochs:
+            record: dict[str, Any] = {"epoch": self.epoch, **self._train_epoch(module)}
+            stop = False
+            if (self.epoch + 1) % tc.eval_every == 0:
+                flag = torch.zeros(2)
+                if self.is_main:
+                    t0 = time.perf_counter()
+                    valid = self._evaluate("valid")
+                    record.update({f"valid_{k}": v for k, v in valid.items()}, eval_seconds=time.perf_counter() - t0)
+                    score = valid[tc.metric]
+                    if score > self.best_score:
+                        self.best_score, self.best_epoch, self.bad_evals = score, self.epoch, 0
+                        save_checkpoint(self.ckpt_dir / "best.pt", {"model": self.model.state_dict(),
+                                                                    "epoch": self.epoch, "score": score})
+                    else:
+                        self.bad_evals += 1
+                    flag[0] = float(self.bad_evals >= tc.patience)
+                if self.world > 1:
+                    dist.broadcast(flag, 0)
+                stop = bool(flag[0])
+            self.epoch += 1
+            if self.is_main:
+                self.history.append(record)
+                save_checkpoint(self.ckpt_dir / "last.pt", self._payload())
+                self._log(writer, record)
+            if stop:
+                break
+        results: dict[str, Any] = {}
+        if self.is_main:
+            if trainable and (self.ckpt_dir / "best.pt").is_file():
+                self.model.load_state_dict(load_checkpoint(self.ckpt_dir / "best.pt", self.device)["model"])
+            results = {
+                "model": self.config.model, "dataset": self.data.dataset.name, "best_epoch": self.best_epoch,
+                "epochs_run": self.epoch, "train_wall_seconds": time.perf_counter() - start_time,
+                "valid": self._evaluate("valid"), "test": self._evaluate("test"),
+            }
+            write_json(self.run_dir / "results.json", results)
+            if writer is not None:
+                writer.close()
+        if self.world > 1:
+            dist.barrier()
+        return results
+
+    # ----- logging --------------------------------------------------------------------------------
+    def _writer(self):
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.epoch)
+
+    def _log(self, writer, record: dict[str, Any]) -> None:
+        from semrec.train.plots import plot_curve
+
+        write_json_lines(self.run_dir / "metrics.jsonl", self.history)
+        if writer is not None:
+            for key, value in record.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    writer.add_scalar(key.replace("_", "/", 1), value, record["epoch"])
+            writer.flush()
+        plot_curve(self.history, self.run_dir / "curve.png", self.config.train.metric)
+        if self.config.train.progress:
+            shown = {k: round(v, 4) for k, v in record.items() if k in ("loss", f"valid_{self.config.train.metric}")}
+            tqdm.write(f"epoch {record['epoch']}: {shown}")
+
+
+def write_json_lines(path: Path, rows: list[dict[str, Any]]) -> None:
+    import json
+
+    from semrec.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config saved in a run folder."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise SemrecError(f"{run_dir}: not a run folder (no config.yaml)")
+    return from_dict(RunConfig, yaml.safe_load(path.read_text()))

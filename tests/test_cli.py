@@ -1,0 +1,82 @@
+"""The command line: help on every command, the prepare -> embed -> codes chain, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from semrec.cli import app
+from tests.test_sources import amazon_ratings, lcrec
+
+runner = CliRunner()
+COMMANDS = ["prepare", "info", "embed", "codes", "quickstart"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_console_script_help():
+    result = subprocess.run([sys.executable, "-m", "semrec.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert all(c in result.stdout for c in COMMANDS)
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def test_prepare_bad_inputs(tmp_path):
+    assert "not found" in _one_line_error(runner.invoke(app, ["prepare", str(tmp_path / "missing")]))
+    amazon_ratings(tmp_path / "a", extra="U9,B1\n")
+    line = _one_line_error(runner.invoke(app, ["prepare", str(tmp_path / "a"), "-o", str(tmp_path / "o")]))
+    assert "Toy.csv.gz:9" in line
+    assert "unknown format" in _one_line_error(runner.invoke(app, ["prepare", str(tmp_path / "a"), "-f", "xml"]))
+    line = _one_line_error(runner.invoke(app, ["prepare", str(tmp_path / "a"), "--set", "nonsense=1"]))
+    assert "unknown config key" in line
+    line = _one_line_error(runner.invoke(app, ["prepare", str(tmp_path / "a"), "-c", str(tmp_path / "no.yaml")]))
+    assert "config file not found" in line
+
+
+def test_commands_on_missing_or_unprepared_folders(tmp_path):
+    assert "run 'semrec prepare' first" in _one_line_error(runner.invoke(app, ["info", str(tmp_path)]))
+    assert "run 'semrec prepare' first" in _one_line_error(runner.invoke(app, ["embed", str(tmp_path)]))
+    lcrec(tmp_path / "src")
+    assert runner.invoke(app, ["prepare", str(tmp_path / "src"), "-o", str(tmp_path / "ds")]).exit_code == 0
+    assert "run 'semrec embed' first" in _one_line_error(runner.invoke(app, ["codes", str(tmp_path / "ds")]))
+    line = _one_line_error(runner.invoke(app, ["codes", str(tmp_path / "ds"), "-t", "zzz"]))
+    assert "zzz" in line
+
+
+@pytest.mark.slow
+def test_prepare_embed_codes_chain(tmp_path):
+    lcrec(tmp_path / "src", items=None)
+    result = runner.invoke(app, ["prepare", str(tmp_path / "src"), "-o", str(tmp_path / "ds"), "--name", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert "users        3" in result.output and "items        4" in result.output
+    assert "duplicate interactions: 1" in result.output
+    assert (tmp_path / "ds" / "prepare_config.yaml").is_file()
+    result = runner.invoke(app, ["embed", str(tmp_path / "ds"), "--views", "title,description"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["embed", str(tmp_path / "ds"), "--views", "title,description"])
+    assert "(cached)" in result.output
+    # 4 items cannot feed 2^8 centroids: the error says so and suggests a fix
+    line = _one_line_error(runner.invoke(app, ["codes", str(tmp_path / "ds"), "-p", "views=title,description"]))
+    assert "nbits" in line
+    result = runner.invoke(app, ["codes", str(tmp_path / "ds"), "-p", "views=title,description", "-p", "nbits=1",
+                                 "-p", "pca_dim=2", "-p", "codes_per_view=2", "--name", "pq_small"])
+    assert result.exit_code == 0, result.output
+    assert "collisions" in result.output
+    codes = np.load(tmp_path / "ds" / "codes" / "pq_small" / "codes.npy")
+    assert codes.shape == (5, 4) and (codes[0] == -1).all() and codes[1:].min() >= 0 and codes[1:].max() <= 1

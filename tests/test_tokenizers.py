@@ -1,0 +1,466 @@
+"""Item tokenizers on small generated data: shapes, faiss equality, persistence, dedup, reports, errors."""
+
+from __future__ import annotations
+
+import json
+
+import faiss
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+
+from semrec.errors import SemrecError
+from semrec.tokenizers import (
+    TOKENIZERS,
+    KMeansTokenizer,
+    OPQTokenizer,
+    PQTokenizer,
+    RQTokenizer,
+    add_dedup_level,
+    build_tokenizer,
+    code_report,
+    load_tokenizer,
+    next_dedup_digits,
+)
+from semrec.tokenizers.base import PCAProjection, unpack_codes
+
+VIEWS5 = ["title", "brand", "features", "categories", "description"]
+
+
+def clustered(n: int, dim: int, seed: int, k: int = 12, spread: float = 0.4) -> np.ndarray:
+    """Gaussian blobs around ``k`` random centres (float32)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k, dim)).astype(np.float32)
+    x = centres[rng.integers(0, k, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32)
+    return x.astype(np.float32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_faiss_thread():
+    """Run faiss single-threaded here: on a 2-core machine shared with other jobs, OpenMP's busy-waiting
+    made these tiny fits 10-20x slower with 2 threads. (The tokenizers' ``threads`` option does the same.)"""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def views() -> dict[str, np.ndarray]:
+    out = {name: clustered(700, 40, seed=i) for i, name in enumerate(VIEWS5)}
+    out["all"] = clustered(700, 32, seed=99)
+    return out
+
+
+# small, fast settings per kind (used by the generic tests)
+SMALL = {
+    "pq": dict(views=VIEWS5, pca_dim=16, codes_per_view=4, nbits=5),
+    "opq": dict(view="all", M=8, nbits=5, niter=8, polysemous=False),
+    "rq": dict(views=["title", "brand"], mode="per_view", levels=3, nbits=5),
+    "kmeans": dict(views=["title", "brand"], k=24, normalize=True),
+}
+
+
+def test_registry_lists_all_kinds() -> None:
+    assert set(TOKENIZERS) == {"pq", "opq", "rq", "kmeans"}
+    assert isinstance(build_tokenizer("pq"), PQTokenizer)
+    assert build_tokenizer("opq").factory_string == "OPQ32,IVF1,PQ32x8"
+
+
+@pytest.mark.parametrize("kind", sorted(SMALL))
+def test_fit_encode_shapes_and_ranges(kind: str, views: dict[str, np.ndarray]) -> None:
+    tok = build_tokenizer(kind, **SMALL[kind])
+    tok.fit(views, seed=3)
+    codes = tok.encode(views)
+    assert codes.dtype == np.int64
+    assert codes.shape == (700, tok.n_levels)
+    assert len(tok.codebook_sizes) == tok.n_levels
+    assert codes.min() >= 0
+    assert (codes < np.asarray(tok.codebook_sizes)[None, :]).all()
+    assert np.array_equal(tok.fit_codes, codes)
+    assert tok.encode({k: v[:0] for k, v in views.items()}).shape == (0, tok.n_levels)
+
+
+@pytest.mark.parametrize("kind", sorted(SMALL))
+@pytest.mark.parametrize("dedup", [False, True])
+def test_save_load_round_trip(kind: str, dedup: bool, views: dict[str, np.ndarray], tmp_path) -> None:
+    tok = build_tokenizer(kind, dedup=dedup, **SMALL[kind])
+    tok.fit(views, fit_rows=np.arange(0, 700, 2), seed=1)
+    codes = tok.encode(views)
+    tok.save(tmp_path / "tok")
+    meta = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    assert meta["kind"] == kind and meta["format_version"] == 1
+    assert meta["params"]["dedup"] is dedup
+    loaded = load_tokenizer(tmp_path / "tok")
+    assert type(loaded) is type(tok)
+    assert loaded.codebook_sizes == tok.codebook_sizes
+    assert np.array_equal(loaded.encode(views), codes)
+    assert np.array_equal(loaded.fit_codes, tok.fit_codes)
+    assert loaded.reconstruction_error(views) == pytest.approx(tok.reconstruction_error(views), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", sorted(SMALL))
+def test_same_seed_same_codes(kind: str, views: dict[str, np.ndarray]) -> None:
+    runs = []
+    for _ in range(2):
+        tok = build_tokenizer(kind, **SMALL[kind])
+        tok.fit(views, seed=7)
+        runs.append(tok.encode(views))
+    assert np.array_equal(runs[0], runs[1])
+
+
+def test_seed_changes_kmeans(views: dict[str, np.ndarray]) -> None:
+    a, b = (build_tokenizer("kmeans", **SMALL["kmeans"]) for _ in range(2))
+    a.fit(views, seed=0)
+    b.fit(views, seed=1)
+    assert not np.array_equal(a.centroids, b.centroids)
+
+
+@pytest.mark.parametrize("kind", sorted(SMALL))
+def test_fit_uses_only_fit_rows(kind: str, views: dict[str, np.ndarray]) -> None:
+    rows = np.arange(0, 700, 2)
+    shifted = {k: v.copy() for k, v in views.items()}
+    for v in shifted.values():
+        v[1::2] += 25.0  # rows outside the fit set come from a very different distribution
+    on_rows = build_tokenizer(kind, **SMALL[kind])
+    on_rows.fit(shifted, fit_rows=rows, seed=5)
+    on_subset = build_tokenizer(kind, **SMALL[kind])
+    on_subset.fit({k: v[rows] for k, v in shifted.items()}, seed=5)
+    assert on_rows.n_fit == 350
+    assert np.array_equal(on_rows.encode(shifted), on_subset.encode(shifted))
+    mask = np.zeros(700, dtype=bool)
+    mask[rows] = True
+    on_mask = build_tokenizer(kind, **SMALL[kind])
+    on_mask.fit(shifted, fit_rows=mask, seed=5)
+    assert np.array_equal(on_mask.encode(shifted), on_subset.encode(shifted))
+
+
+# ---------------------------------------------------------------------------------------------------- PQ
+
+
+def test_pq_layout_five_views_four_codes(views: dict[str, np.ndarray]) -> None:
+    tok = PQTokenizer(views=VIEWS5, pca_dim=16, codes_per_view=4, nbits=5)
+    assert tok.layout == {
+        "title": [0, 1, 2, 3],
+        "brand": [4, 5, 6, 7],
+        "features": [8, 9, 10, 11],
+        "categories": [12, 13, 14, 15],
+        "description": [16, 17, 18, 19],
+    }
+    tok.fit(views)
+    assert tok.n_levels == 20 and tok.codebook_sizes == [32] * 20
+    assert tok.index.pq.M == 20 and tok.index.d == 80 and tok.index.metric_type == faiss.METRIC_INNER_PRODUCT
+    # the codes of a view's slots depend on that view only
+    changed = dict(views)
+    changed["brand"] = views["brand"][::-1].copy()
+    before, after = tok.encode(views), tok.encode(changed)
+    other = [s for s in range(20) if s not in tok.layout["brand"]]
+    assert np.array_equal(before[:, other], after[:, other])
+    assert not np.array_equal(before[:, tok.layout["brand"]], after[:, tok.layout["brand"]])
+
+
+@pytest.mark.parametrize("nbits", [5, 8])
+def test_pq_codes_equal_faiss(nbits: int, views: dict[str, np.ndarray]) -> None:
+    tok = PQTokenizer(views=VIEWS5, pca_dim=16, codes_per_view=4, nbits=nbits)
+    tok.fit(views, seed=2)
+    codes = tok.encode(views)
+    x = np.concatenate([tok.transform(views)[v] for v in VIEWS5], axis=1)
+    # 1) argmin of the squared L2 distance to each sub-quantiser's centroids
+    pq = tok.index.pq
+    centroids = faiss.vector_to_array(pq.centroids).reshape(pq.M, pq.ksub, pq.dsub)
+    sub = x.reshape(len(x), pq.M, pq.dsub)
+    dist = ((sub[:, :, None, :] - centroids[None]) ** 2).sum(-1)
+    assert np.array_equal(codes, dist.argmin(-1))
+    # 2) what faiss stores after add
+    index = faiss.clone_index(tok.index)
+    index.add(x)
+    stored = faiss.vector_to_array(index.codes).reshape(len(x), pq.code_size)
+    assert np.array_equal(codes, unpack_codes(stored, pq.M, nbits))
+
+
+def test_pq_transform_is_sklearn_pca(views: dict[str, np.ndarray]) -> None:
+    tok = PQTokenizer(views=VIEWS5, pca_dim=16, codes_per_view=4, nbits=5)
+    tok.fit(views, fit_rows=np.arange(400), seed=0)
+    out = tok.transform(views)
+    for v in VIEWS5:
+        ref = PCA(n_components=16, whiten=True, random_state=0).fit(views[v][:400]).transform(views[v])
+        assert out[v].shape == (700, 16) and out[v].dtype == np.float32
+        np.testing.assert_allclose(out[v], ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("whiten", [True, False])
+def test_pca_with_numpy_equals_sklearn(whiten: bool) -> None:
+    x = clustered(500, 30, seed=4)
+    new = clustered(50, 30, seed=5)
+    ref = PCA(n_components=12, whiten=whiten, random_state=0).fit(x)
+    ours = PCAProjection.fit(x, 12, whiten, seed=0)
+    np.testing.assert_array_equal(ours.transform(new), ref.transform(new))
+    again = PCAProjection.from_arrays(ours.to_arrays("p"), "p", whiten)
+    np.testing.assert_array_equal(again.transform(new), ref.transform(new))
+
+
+def test_pq_pca_dim_clamped_to_small_views(views: dict[str, np.ndarray]) -> None:
+    small = {v: views[v][:, :10].copy() for v in VIEWS5}
+    tok = PQTokenizer(views=VIEWS5, pca_dim=128, codes_per_view=4, nbits=4)
+    tok.fit(small)
+    assert tok.pca_dim_used == 8  # min(128, 699, 10) rounded down to a multiple of 4
+    assert tok.transform(small)["title"].shape == (700, 8)
+    assert tok.encode(small).shape == (700, 20)
+
+
+# ---------------------------------------------------------------------------------------------------- OPQ
+
+
+def _invlist_codes(index) -> np.ndarray:
+    ivf = faiss.extract_index_ivf(index)
+    invlists = ivf.invlists
+    size = invlists.list_size(0)
+    return faiss.rev_swig_ptr(invlists.get_codes(0), size * invlists.code_size).reshape(size, -1).copy()
+
+
+@pytest.mark.parametrize(("M", "nbits", "polysemous"), [(8, 5, False), (2, 8, True), (4, 8, False)])
+def test_opq_codes_equal_faiss_index_for_cold_items(M: int, nbits: int, polysemous: bool, views) -> None:
+    fit_rows = np.arange(500)
+    tok = OPQTokenizer(view="all", M=M, nbits=nbits, niter=6, polysemous=polysemous)
+    tok.fit(views, fit_rows=fit_rows, seed=0)
+    codes = tok.encode(views)
+    assert codes.shape == (700, M)
+    index = faiss.clone_index(tok.index)
+    assert index.ntotal == 0
+    assert faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training == polysemous
+    index.add(views["all"])  # includes the 200 cold rows the quantiser never saw
+    assert np.array_equal(codes, unpack_codes(_invlist_codes(index), M, nbits))
+    # the spec's encoding maths: y = A x - c, then a squared-L2 argmin per chunk
+    arrays = tok.quantiser_arrays()
+    y = views["all"] @ arrays["rotation"].T - arrays["coarse_centroid"]
+    cents = arrays["pq_centroids"]
+    chunks = y.reshape(len(y), M, -1)
+    dist = ((chunks[:, :, None, :] - cents[None]) ** 2).sum(-1)
+    agree = (dist.argmin(-1) == codes).mean()
+    assert agree > 0.999  # float32 rounding may flip a near-tie
+    assert np.linalg.norm(arrays["coarse_centroid"]) == pytest.approx(1.0, abs=1e-4)  # spherical k-means
+
+
+def test_opq_rejects_dim_not_multiple_of_m(views: dict[str, np.ndarray]) -> None:
+    with pytest.raises(SemrecError, match="multiple of M=7"):
+        OPQTokenizer(view="all", M=7, nbits=4).fit(views)
+
+
+# ---------------------------------------------------------------------------------------------------- RQ / k-means
+
+
+def test_rq_layout_and_unpacking(views: dict[str, np.ndarray]) -> None:
+    tok = RQTokenizer(views=["title", "brand", "features"], mode="per_view", levels=3, nbits=5, pca_dim=12)
+    tok.fit(views, seed=0)
+    codes = tok.encode(views)
+    assert codes.shape == (700, 9)
+    assert tok.layout == {"title": [0, 1, 2], "brand": [3, 4, 5], "features": [6, 7, 8]}
+    # rebuild the title reconstruction from the unpacked codes and the codebooks
+    rq = tok.indexes[0].rq
+    books = faiss.vector_to_array(rq.codebooks).reshape(3, 32, 12)
+    x_title = tok.transform(views)["title"]
+    ours = sum(books[level][codes[:, level]] for level in range(3))
+    np.testing.assert_allclose(ours, rq.decode(rq.compute_codes(x_title)), rtol=1e-5, atol=1e-5)
+
+
+def test_rq_joint_mode(views: dict[str, np.ndarray]) -> None:
+    tok = RQTokenizer(views=["title", "brand"], mode="joint", levels=4, nbits=4)
+    tok.fit(views)
+    assert tok.encode(views).shape == (700, 4)
+    assert tok.layout == {}
+    assert tok.indexes[0].d == 80
+
+
+def test_kmeans_assigns_nearest_centroid(views: dict[str, np.ndarray]) -> None:
+    tok = KMeansTokenizer(views=["title", "brand"], k=16, normalize=False)
+    tok.fit(views, seed=0)
+    codes = tok.encode(views)
+    x = np.concatenate([views["title"], views["brand"]], axis=1)
+    dist = ((x[:, None, :] - tok.centroids[None]) ** 2).sum(-1)
+    assert codes.shape == (700, 1)
+    assert (codes[:, 0] == dist.argmin(1)).mean() > 0.999
+
+
+@pytest.mark.parametrize(
+    ("kind", "low", "high"),
+    [
+        ("pq", dict(nbits=2), dict(nbits=6)),
+        ("opq", dict(nbits=2), dict(nbits=6)),
+        ("rq", dict(levels=1), dict(levels=4)),
+        ("kmeans", dict(k=4), dict(k=64)),
+    ],
+)
+def test_reconstruction_error_lower_with_more_bits(kind: str, low: dict, high: dict, views) -> None:
+    errors = []
+    for extra in (low, high):
+        tok = build_tokenizer(kind, **{**SMALL[kind], **extra})
+        tok.fit(views, seed=0)
+        errors.append(tok.reconstruction_error(views))
+    assert 0.0 < errors[1] < errors[0] <= 1.5
+
+
+# ---------------------------------------------------------------------------------------------------- report / dedup
+
+
+class _Stub:
+    kind = "stub"
+    codebook_sizes = [4, 4]
+    layout = {"v": [0, 1]}
+    dedup = False
+
+
+def test_code_report_on_hand_made_codes() -> None:
+    codes = np.array([[0, 1], [0, 1], [0, 1], [1, 2], [1, 2], [2, 3]])
+    rep = code_report(_Stub(), codes)
+    assert rep.n_items == 6 and rep.n_levels == 2 and rep.codebook_sizes == [4, 4]
+    assert rep.collision_rate == pytest.approx(5 / 6)
+    assert rep.max_collision_group == 3
+    assert rep.utilisation == [0.75, 0.75]
+    p = np.array([3, 2, 1]) / 6
+    assert rep.perplexity[0] == pytest.approx(np.exp(-(p * np.log(p)).sum()))
+    assert rep.reconstruction_error is None and rep.layout == {"v": [0, 1]}
+    unique = code_report(_Stub(), np.array([[0, 0], [1, 1], [2, 2], [3, 3]]))
+    assert unique.collision_rate == 0.0 and unique.max_collision_group == 1
+    assert unique.perplexity == [pytest.approx(4.0), pytest.approx(4.0)]
+    with pytest.raises(SemrecError, match="outside"):
+        code_report(_Stub(), np.array([[0, 4]]))
+
+
+def test_code_report_of_a_tokenizer(views: dict[str, np.ndarray]) -> None:
+    tok = build_tokenizer("pq", **SMALL["pq"])
+    tok.fit(views)
+    rep = code_report(tok, tok.encode(views), views)
+    assert rep.tokenizer == "pq" and rep.n_levels == 20 and rep.layout == tok.layout
+    assert rep.reconstruction_error == pytest.approx(tok.reconstruction_error(views))
+    assert all(0 < u <= 1 for u in rep.utilisation)
+
+
+def test_add_dedup_level_and_next_digit() -> None:
+    codes = np.array([[3, 1], [0, 2], [3, 1], [3, 1], [0, 2], [5, 5]])
+    with_dedup, size = add_dedup_level(codes)
+    assert size == 3
+    assert with_dedup[:, -1].tolist() == [0, 0, 1, 2, 1, 0]
+    assert np.array_equal(with_dedup[:, :-1], codes)
+    assert len({tuple(r) for r in with_dedup.tolist()}) == 6
+    new = np.array([[3, 1], [9, 9], [0, 2], [3, 1]])
+    assert next_dedup_digits(with_dedup, new).tolist() == [3, 0, 2, 4]
+
+
+def test_tokenizer_dedup_level(views: dict[str, np.ndarray]) -> None:
+    tok = KMeansTokenizer(views=["title"], k=8, dedup=True)
+    fit_rows = np.arange(600)
+    tok.fit(views, fit_rows=fit_rows, seed=0)
+    assert tok.n_levels == 2
+    codes = tok.encode(views)
+    assert len({tuple(r) for r in codes.tolist()}) == 700  # every item unique
+    assert np.array_equal(codes[:600], tok.fit_codes)  # fit items keep their fit codes
+    base_counts = np.bincount(codes[:, 0], minlength=8)
+    assert tok.codebook_sizes == [8, int(base_counts.max())]
+    # new items alone: next free digit of their collision group, after the fit items
+    new = {"title": views["title"][600:]}
+    new_codes = tok.encode(new)
+    assert np.array_equal(new_codes[:, 1], next_dedup_digits(tok.fit_codes, new_codes[:, :1]))
+    assert np.array_equal(new_codes, codes[600:])
+    # a new item with the same vector as fit item 0 (in a call without item 0) gets the next digit
+    twin = tok.encode({"title": views["title"][[0, 0]]})
+    group = codes[0, 0]
+    n_fit_in_group = int((tok.fit_codes[:, 0] == group).sum())
+    assert twin.tolist() == [codes[0].tolist(), [group, n_fit_in_group]]
+
+
+def test_dedup_overflow_raises(views: dict[str, np.ndarray]) -> None:
+    tok = KMeansTokenizer(views=["title"], k=4, dedup=True)
+    fit_view = {"title": views["title"][:300]}
+    tok.fit(fit_view, seed=0)
+    biggest = int(np.bincount(tok.fit_codes[:, 0]).argmax())
+    member = np.flatnonzero(tok.fit_codes[:, 0] == biggest)[0]
+    extra = {"title": views["title"][[member]] + 1e-3}
+    with pytest.raises(SemrecError, match="dedup_size"):
+        tok.encode(extra)
+    roomy = KMeansTokenizer(views=["title"], k=4, dedup=True, dedup_size=400)
+    roomy.fit(fit_view, seed=0)
+    assert roomy.encode(extra)[0].tolist() == [biggest, int((roomy.fit_codes[:, 0] == biggest).sum())]
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+
+
+def test_too_few_items_raises_with_hint(views: dict[str, np.ndarray]) -> None:
+    few = {k: v[:100] for k, v in views.items()}
+    with pytest.raises(SemrecError, match=r"at least 256 training items.*nbits=6"):
+        OPQTokenizer(view="all", M=8, nbits=8).fit(few)
+    with pytest.raises(SemrecError, match="at least 256"):
+        PQTokenizer(views=VIEWS5, pca_dim=16, nbits=8).fit(few)
+    with pytest.raises(SemrecError, match="at least 256"):
+        RQTokenizer(views=["title"], nbits=8).fit(few)
+    with pytest.raises(SemrecError, match="smaller k"):
+        KMeansTokenizer(views=["title"], k=256).fit(few)
+
+
+def test_missing_view_raises(views: dict[str, np.ndarray]) -> None:
+    tok = PQTokenizer(views=[*VIEWS5, "reviews"], pca_dim=16, nbits=4)
+    with pytest.raises(SemrecError, match=r"missing.*reviews"):
+        tok.fit(views)
+
+
+def test_wrong_dim_at_encode_raises(views: dict[str, np.ndarray]) -> None:
+    tok = build_tokenizer("opq", **SMALL["opq"])
+    tok.fit(views)
+    with pytest.raises(SemrecError, match="has dim 16, but the tokenizer was fitted on dim 32"):
+        tok.encode({"all": views["all"][:, :16]})
+
+
+def test_unknown_kind_and_param_raise() -> None:
+    with pytest.raises(SemrecError, match=r"unknown tokenizer kind 'lsh'.*pq, opq, rq, kmeans"):
+        build_tokenizer("lsh")
+    with pytest.raises(SemrecError, match="unknown parameter 'n_bits'"):
+        build_tokenizer("pq", n_bits=8)
+
+
+def test_other_bad_inputs_raise(views: dict[str, np.ndarray], tmp_path) -> None:
+    with pytest.raises(SemrecError, match="not fitted"):
+        PQTokenizer().encode(views)
+    with pytest.raises(SemrecError, match="multiple of codes_per_view"):
+        PQTokenizer(pca_dim=10, codes_per_view=4)
+    with pytest.raises(SemrecError, match="nbits"):
+        PQTokenizer(nbits=0)
+    with pytest.raises(SemrecError, match="unknown RQ mode"):
+        RQTokenizer(mode="stacked")
+    bad = {"all": views["all"].copy()}
+    bad["all"][3, 2] = np.nan
+    with pytest.raises(SemrecError, match="NaN"):
+        build_tokenizer("opq", **SMALL["opq"]).fit(bad)
+    with pytest.raises(SemrecError, match="fit_rows must lie"):
+        build_tokenizer("opq", **SMALL["opq"]).fit(views, fit_rows=np.array([0, 700]))
+    with pytest.raises(SemrecError, match="duplicate"):
+        build_tokenizer("opq", **SMALL["opq"]).fit(views, fit_rows=np.array([0, 1, 1]))
+    with pytest.raises(SemrecError, match="row-aligned"):
+        build_tokenizer("kmeans", **SMALL["kmeans"]).fit({"title": views["title"], "brand": views["brand"][:5]})
+    with pytest.raises(SemrecError, match="no tokenizer found"):
+        load_tokenizer(tmp_path / "nothing")
+
+
+def test_failed_fit_leaves_tokenizer_unfitted(views: dict[str, np.ndarray]) -> None:
+    tok = KMeansTokenizer(views=["title"], k=8, dedup=True, dedup_size=1)
+    with pytest.raises(SemrecError, match="dedup_size=1 is too small"):
+        tok.fit(views)
+    assert not tok.is_fitted
+
+
+def test_threads_setting_is_restored(views: dict[str, np.ndarray]) -> None:
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(3)
+    try:
+        tok = build_tokenizer("kmeans", threads=1, **SMALL["kmeans"])
+        tok.fit(views)
+        tok.encode(views)
+        assert faiss.omp_get_max_threads() == 3
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def test_opq_refuses_fewer_training_items_than_dims() -> None:
+    # faiss aborts the whole process (double free) on this input; semrec must raise a clear error first
+    x = np.random.default_rng(0).standard_normal((300, 384)).astype("float32")
+    with pytest.raises(SemrecError, match="at least as many training items as vector dims"):
+        build_tokenizer("opq", M=8, nbits=6).fit({"all": x})

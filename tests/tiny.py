@@ -1,0 +1,44 @@
+"""A tiny synthetic dataset with learnable structure, plus fake text embeddings (no PLM needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from semrec.data.dataset import SourceData, build_dataset
+from semrec.io import write_json
+from semrec.text.encode import DEFAULT_MODEL, embeddings_dir, write_view_matrix
+
+
+def make_tiny_dataset(folder: Path, n_users: int = 120, n_items: int = 60, seed: int = 0) -> Path:
+    """Users walk through items mostly in steps of +1 (mod n), so next-item prediction is learnable."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        item = int(rng.integers(0, n_items))
+        seen = set()
+        for t in range(int(rng.integers(5, 12))):
+            if item not in seen:
+                rows.append((f"u{u}", f"i{item}", float(t)))
+                seen.add(item)
+            item = (item + (1 if rng.random() < 0.8 else int(rng.integers(2, 6)))) % n_items
+    inter = pd.DataFrame(rows, columns=["user", "item", "timestamp"])
+    items = pd.DataFrame({"raw_id": [f"i{i}" for i in range(n_items)],
+                          "title": [f"item {i}" for i in range(n_items)],
+                          "brand": [f"brand {i % 7}" for i in range(n_items)]})
+    dataset = build_dataset(SourceData("tiny", "synthetic", inter, items, ["title", "brand"], []))
+    dataset.save(folder)
+    # fake, deterministic "text embeddings": a smooth function of the item index plus noise
+    out = embeddings_dir(folder, DEFAULT_MODEL)
+    manifest = {"model": DEFAULT_MODEL, "dataset": "tiny", "n_items": dataset.n_items, "padding_row": 0, "views": {}}
+    idx = np.array([int(r[1:]) for r in dataset.items["raw_id"]])
+    for k, view in enumerate(["title", "brand", "all"]):
+        base = np.stack([np.sin(idx * (j + 1) / n_items * 2 * np.pi + k) for j in range(32)], axis=1)
+        vectors = (base + 0.1 * rng.standard_normal(base.shape)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        name = write_view_matrix(out, view, vectors)
+        manifest["views"][view] = {"file": name, "key": f"fake-{view}", "dim": 32, "distinct_texts": len(idx)}
+    write_json(out / "embeddings.json", manifest)
+    return folder
