@@ -218,31 +218,46 @@ def evaluate(
     typer.echo(format_metrics(rows))
 
 
+QUICK_CCFREC = {"dropout": 0.3, "dropout_cross": 0.3, "neg_num": 1500, "mlm_weight": 0.6, "cl_weight": 0.4}
+
+
 @app.command()
 @friendly_errors
 def quickstart(
     source: str = typer.Option("recbole:ml-100k", help="Dataset to run on (default: MovieLens-100K "
                                                        "from the recbole wheel)."),
     data_dir: Path = typer.Option(Path("data"), help="Where prepared datasets go."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Where the training run goes."),
+    epochs: int = typer.Option(3, help="CCFRec epochs (a demo budget, not a converged model)."),
+    steps_per_epoch: int = typer.Option(20, help="Training steps per epoch (batch 128)."),
 ):
-    """End-to-end run on the default dataset: prepare, embed, codes (CCFRec layout), with reports."""
-    from semrec.config import CodesConfig, EmbedConfig, PrepareConfig
+    """End-to-end demo: prepare, embed, codes (CCFRec layout), train CCFRec briefly, evaluate, print metrics."""
+    from semrec.config import CodesConfig, EmbedConfig, PrepareConfig, RunConfig, TrainConfig
     from semrec.data.prepare import format_stats, prepare_dataset
     from semrec.text.encode import embed_dataset
     from semrec.tokenizers.pipeline import fit_codes, format_report
+    from semrec.train.trainer import Trainer
 
-    out = data_dir / source.replace("recbole:", "").replace("/", "_").replace(":", "_")
-    typer.echo(f"== 1/3 prepare {source}")
-    dataset, folder = prepare_dataset(PrepareConfig(source=source, out=str(out)))
+    name = source.replace("recbole:", "").replace("/", "_").replace(":", "_")
+    typer.echo(f"== 1/4 prepare {source}")
+    dataset, folder = prepare_dataset(PrepareConfig(source=source, out=str(data_dir / name)))
     typer.echo(format_stats(dataset))
-    typer.echo("== 2/3 embed text views (all-MiniLM-L6-v2)")
+    typer.echo("== 2/4 embed text views (all-MiniLM-L6-v2)")
     manifest = embed_dataset(folder, EmbedConfig())
     typer.echo(", ".join(f"{v}: {e['dim']}-d{' (cached)' if e.get('cache_hit') else ''}"
                          for v, e in manifest["views"].items()))
-    typer.echo("== 3/3 semantic codes (CCFRec layout: per-view PCA + product quantisation)")
+    typer.echo("== 3/4 semantic codes (CCFRec layout: per-view PCA + product quantisation)")
     report, codes_dir = fit_codes(folder, CodesConfig(tokenizer="pq"))
     typer.echo(format_report(report))
-    typer.echo(f"done: dataset in {folder}, codes in {codes_dir}")
+    typer.echo(f"== 4/4 train CCFRec for {epochs} x {steps_per_epoch} steps (demo budget), evaluate")
+    run = RunConfig(model="ccfrec", dataset=str(folder), codes="pq", model_params=dict(QUICK_CCFREC),
+                    out=str(runs_dir / f"quickstart-{name}-ccfrec"),
+                    train=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, warmup_steps=20,
+                                      max_steps_per_epoch=steps_per_epoch))
+    trainer = Trainer(run)
+    results = trainer.fit()
+    typer.echo(format_metrics({"valid": results["valid"], "test": results["test"]}))
+    typer.echo(f"done: dataset {folder}, codes {codes_dir}, run {trainer.run_dir}")
 
 
 def main() -> None:  # pragma: no cover
