@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -254,6 +255,7 @@ def quickstart(
                     out=str(runs_dir / f"quickstart-{name}-ccfrec"),
                     train=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, warmup_steps=20,
                                       max_steps_per_epoch=steps_per_epoch))
+    shutil.rmtree(run.out, ignore_errors=True)  # the demo run is rebuilt from scratch every time
     trainer = Trainer(run)
     results = trainer.fit()
     typer.echo(format_metrics({"valid": results["valid"], "test": results["test"]}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -80,3 +81,36 @@ def test_prepare_embed_codes_chain(tmp_path):
     assert "collisions" in result.output
     codes = np.load(tmp_path / "ds" / "codes" / "pq_small" / "codes.npy")
     assert codes.shape == (5, 4) and (codes[0] == -1).all() and codes[1:].min() >= 0 and codes[1:].max() <= 1
+
+
+def test_train_and_evaluate_bad_inputs(tmp_path):
+    from tests.tiny import make_tiny_dataset
+
+    ds = make_tiny_dataset(tmp_path / "ds")
+    line = _one_line_error(runner.invoke(app, ["train", "--model", "nope", "--dataset", str(ds)]))
+    assert "unknown model 'nope'" in line
+    line = _one_line_error(runner.invoke(app, ["train", "--model", "ccfrec", "--dataset", str(ds)]))
+    assert "run 'semrec codes' first" in line
+    line = _one_line_error(runner.invoke(app, ["train", "--dataset", str(tmp_path / "none")]))
+    assert "run 'semrec prepare' first" in line
+    line = _one_line_error(runner.invoke(app, ["train", "--resume", str(tmp_path), "--epochs", "3"]))
+    assert "drop the other options" in line
+    line = _one_line_error(runner.invoke(app, ["train", "--dataset", str(ds), "--set", "train.lr=fast"]))
+    assert "train.lr" in line
+    assert "not a run folder" in _one_line_error(runner.invoke(app, ["evaluate", str(tmp_path)]))
+
+
+def test_train_then_evaluate(tmp_path):
+    from tests.tiny import make_tiny_dataset
+
+    ds = make_tiny_dataset(tmp_path / "ds")
+    args = ["train", "--model", "sasrec", "--dataset", str(ds), "--out", str(tmp_path / "run"), "--epochs", "2",
+            "--set", "model_params.hidden_size=16", "--set", "train.progress=false"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "ndcg@10" in result.output and "test" in result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    trained = json.loads((tmp_path / "run" / "results.json").read_text())
+    test_line = next(line for line in result.output.splitlines() if line.startswith("test"))
+    assert f"{trained['test']['ndcg@10']:.4f}" in test_line

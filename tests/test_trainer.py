@@ -97,9 +97,12 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny, tmp_path):
     assert strip(hist_a) == strip(hist_b)
 
 
-def test_resume_refuses_a_non_run_folder(tmp_path):
+def test_resume_refuses_a_non_run_folder_and_train_refuses_an_existing_run(tiny, tmp_path):
     with pytest.raises(SemrecError, match="not a run folder"):
         load_run_config(tmp_path)
+    Trainer(run_config(tiny, tmp_path / "run", epochs=1)).fit()
+    with pytest.raises(SemrecError, match="already holds a run"):
+        Trainer(run_config(tiny, tmp_path / "run", epochs=1))
 
 
 def test_ccfrec_trains_end_to_end(tiny, tmp_path):

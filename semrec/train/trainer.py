@@ -115,6 +115,8 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir or config.out or default_run_dir(config))
         self.resume = resume
+        if not resume and (self.run_dir / "checkpoints" / "last.pt").is_file():
+            raise SemrecError(f"{self.run_dir} already holds a run; continue it with --resume or choose another --out")
         self.rank, self.world = _distributed()
         tc = config.train
         self.device = torch.device(tc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
