@@ -139,3 +139,15 @@ def test_text_dim_mismatch_is_a_clear_error():
     with pytest.raises(Exception, match="model_params.nope"):
         build_model("sasrec", {"nope": 1}, tiny_items())
     assert isinstance(CCFRecConfig(), CCFRecConfig)
+
+
+def test_memory_saving_gelu_linear_matches_autograd():
+    from semrec.models.layers import GeluLinear
+
+    torch.manual_seed(0)
+    h = torch.randn(3, 5, 8, dtype=torch.double, requires_grad=True)
+    w = torch.randn(4, 8, dtype=torch.double, requires_grad=True)
+    b = torch.randn(4, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(GeluLinear.apply, (h, w, b))
+    out = GeluLinear.apply(h, w, b)
+    torch.testing.assert_close(out, torch.nn.functional.linear(torch.nn.functional.gelu(h), w, b))

@@ -189,9 +189,9 @@ class CCFRec(SequentialRecommender):
         if cfg.mlm_weight > 0 or cfg.cl_weight > 0:
             hist_items = items[real]
             masked, chosen = self.mask_codes(self.codes[hist_items])
-            h_masked, _ = self.fuse(hist_items, masked)
+            h_masked, z_masked = self.fuse(hist_items, masked)
             masked_vectors = items.new_zeros(*items.shape, cfg.embedding_size, dtype=h_masked.dtype)
-            masked_vectors[real] = h_masked.mean(1)
+            masked_vectors[real] = self._pool(h_masked, z_masked)[1]  # history-side pooling, masked codes
             if cfg.mlm_weight > 0 and chosen.any():
                 # logits [masked slots, all code ids] are recomputed in backward instead of stored
                 mcm = checkpoint(_code_prediction_loss, h_masked[chosen], self.code_embedding.weight,

@@ -35,14 +35,44 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, kv: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
                 is_causal: bool = False) -> torch.Tensor:
-        kv = query if kv is None else kv
-        q, k, v = self._heads(self.query(query)), self._heads(self.key(kv)), self._heads(self.value(kv))
+        if kv is None:  # self-attention: one fused GEMM for Q, K and V
+            weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+            bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+            q, k, v = (self._heads(t) for t in F.linear(query, weight, bias).chunk(3, dim=-1))
+        else:
+            weight = torch.cat([self.key.weight, self.value.weight])
+            bias = torch.cat([self.key.bias, self.value.bias])
+            q = self._heads(self.query(query))
+            k, v = (self._heads(t) for t in F.linear(kv, weight, bias).chunk(2, dim=-1))
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.attn_dropout if self.training else 0.0, is_causal=is_causal
         )
         b, _, t, _ = attended.shape
         attended = attended.transpose(1, 2).reshape(b, t, -1)
         return self.norm(self.dropout(self.out(attended)) + query)
+
+
+class GeluLinear(torch.autograd.Function):
+    """``linear(gelu(h), W, b)`` that keeps only ``h`` for backward and recomputes ``gelu(h)`` there.
+
+    Autograd would store both ``h`` and ``gelu(h)`` (two [tokens, inner] tensors per FFN); recomputing the
+    cheap elementwise GELU saves one of them, which is most of CCFRec's activation memory at batch 400.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(h, weight)
+        return F.linear(F.gelu(h), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        h, weight = ctx.saved_tensors
+        activated = F.gelu(h)
+        flat_grad = grad_out.reshape(-1, grad_out.size(-1))
+        grad_weight = flat_grad.T @ activated.reshape(-1, activated.size(-1))
+        grad_bias = flat_grad.sum(0)
+        grad_h = torch.ops.aten.gelu_backward(grad_out @ weight, h)
+        return grad_h, grad_weight, grad_bias
 
 
 class FeedForward(nn.Module):
@@ -56,7 +86,12 @@ class FeedForward(nn.Module):
         self.norm = nn.LayerNorm(d_model, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.dropout(self.fc2(F.gelu(self.fc1(x)))) + x)
+        h = self.fc1(x)
+        if torch.is_grad_enabled() and h.requires_grad:
+            out = GeluLinear.apply(h, self.fc2.weight, self.fc2.bias)
+        else:
+            out = self.fc2(F.gelu(h))
+        return self.norm(self.dropout(out) + x)
 
 
 class TransformerLayer(nn.Module):
