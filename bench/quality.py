@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="config override for every run")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.md"))
+    parser.add_argument("--note", default="", help="conditions to record in the results file")
     args = parser.parse_args()
     table: dict[str, list[dict]] = {}
     for config in args.configs.split(","):
@@ -68,7 +69,7 @@ def main() -> None:
             print(config, seed, {k: round(v, 4) for k, v in result["test"].items() if k in METRICS}, flush=True)
     lines = ["# Quality (full ranking over all items, leave-last-out)", "",
              f"Command: `python bench/quality.py {' '.join('--set ' + s for s in args.set)}`. Mean ± std over "
-             "seeds; model selection on valid NDCG@10, patience 10.", ""]
+             "seeds; model selection on valid NDCG@10, patience 10.", *([args.note, ""] if args.note else [""])]
     for split in ("valid", "test"):
         lines += [f"## {split}", "", "| config | seeds | " + " | ".join(METRICS) + " | head NDCG@10 | tail NDCG@10 "
                   "| epochs | wall s |", "|---" * (len(METRICS) + 6) + "|"]
