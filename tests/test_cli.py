@@ -114,3 +114,11 @@ def test_train_then_evaluate(tmp_path):
     trained = json.loads((tmp_path / "run" / "results.json").read_text())
     test_line = next(line for line in result.output.splitlines() if line.startswith("test"))
     assert f"{trained['test']['ndcg@10']:.4f}" in test_line
+
+
+def test_evaluate_bad_checkpoint_name_and_quickstart_bad_source(tmp_path):
+    line = _one_line_error(runner.invoke(app, ["evaluate", str(tmp_path), "--checkpoint", "newest"]))
+    assert "--checkpoint must be best or last" in line
+    line = _one_line_error(runner.invoke(app, ["quickstart", "--source", str(tmp_path / "nowhere"),
+                                               "--data-dir", str(tmp_path / "d"), "--runs-dir", str(tmp_path / "r")]))
+    assert "not found" in line
