@@ -119,6 +119,8 @@ def test_train_then_evaluate(tmp_path):
 def test_evaluate_bad_checkpoint_name_and_quickstart_bad_source(tmp_path):
     line = _one_line_error(runner.invoke(app, ["evaluate", str(tmp_path), "--checkpoint", "newest"]))
     assert "--checkpoint must be best or last" in line
-    line = _one_line_error(runner.invoke(app, ["quickstart", "--source", str(tmp_path / "nowhere"),
-                                               "--data-dir", str(tmp_path / "d"), "--runs-dir", str(tmp_path / "r")]))
-    assert "not found" in line
+    result = runner.invoke(app, ["quickstart", "--source", str(tmp_path / "nowhere"),
+                                 "--data-dir", str(tmp_path / "d"), "--runs-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]  # after the step header, one error line
+    assert last.startswith("error: ") and "nowhere: not found" in last
