@@ -47,6 +47,11 @@ def write_npy(path: str | Path, array: np.ndarray) -> None:
             np.save(fh, array)
 
 
+def cache_root() -> Path:
+    """semrec's cache folder: ``$SEMREC_CACHE`` or ``~/.cache/semrec``."""
+    return Path(os.environ.get("SEMREC_CACHE", Path.home() / ".cache" / "semrec"))
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -18,14 +18,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from semrec.errors import SemrecError
-from semrec.io import sha256_text, write_npy
+from semrec.io import cache_root, sha256_text, write_npy
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SEMREC_CACHE", Path.home() / ".cache" / "semrec"))
 
 
 def resolve_model(name: str) -> str:

@@ -9,7 +9,6 @@ installing recbole or its dependencies: use the source ``recbole:ml-100k``.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -21,16 +20,12 @@ import pandas as pd
 from semrec.data.dataset import SourceData
 from semrec.data.sources._read import iter_lines, require_file
 from semrec.errors import DataFormatError, SemrecError
-from semrec.io import atomic_path
+from semrec.io import atomic_path, cache_root
 from semrec.text.clean import clean_text, clean_title
 
 RECBOLE_VERSION = "1.2.1"
 VIEW_NAMES = {"movie_title": "title", "title": "title", "release_year": "year", "class": "genre"}
 TEXT_TYPES = {"token", "token_seq"}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SEMREC_CACHE", Path.home() / ".cache" / "semrec"))
 
 
 def fetch_recbole_example(name: str, version: str = RECBOLE_VERSION) -> Path:
