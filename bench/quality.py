@@ -19,20 +19,30 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = ["popularity/ml-100k", "sasrec/ml-100k", "ccfrec/ml-100k",
-           "popularity/Scientific", "sasrec/Scientific", "ccfrec/Scientific-cpu", "ccfrec/Scientific"]
+DEFAULT = ["popularity/ml-100k", "sasrec/ml-100k", "gru4rec/ml-100k", "bert4rec/ml-100k", "unisrec/ml-100k",
+           "vqrec/ml-100k", "ccfrec/ml-100k",
+           "popularity/Scientific", "sasrec/Scientific", "gru4rec/Scientific", "bert4rec/Scientific",
+           "unisrec/Scientific", "unisrec/Scientific-inductive", "vqrec/Scientific-scratch", "ccfrec/Scientific-cpu",
+           "ccfrec/Scientific"]
 METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20"]
 
 
 def run_one(config: str, seed: int, overrides: list[str], runs: Path) -> dict:
     from semrec.config import RunConfig, load_config
-    from semrec.train.trainer import Trainer
+    from semrec.io import write_json
+    from semrec.train.evaluator import EVALUATOR_VERSION
+    from semrec.train.trainer import Trainer, evaluate_run
 
     out = runs / f"{config.replace('/', '-')}-s{seed}"
     if (out / "results.json").is_file():
-        return json.loads((out / "results.json").read_text())
+        results = json.loads((out / "results.json").read_text())
+        if results.get("evaluator") != EVALUATOR_VERSION:  # an older evaluator: re-rank the same checkpoint
+            results.update(evaluate_run(out), evaluator=EVALUATOR_VERSION)
+            write_json(out / "results.json", results)
+        return results
     cfg = load_config(RunConfig, ROOT / "configs" / f"{config}.yaml",
                       [f"train.seed={seed}", f"out={out}", "train.progress=false", *overrides])
+    ensure_codes(cfg)
     if (out / "checkpoints" / "last.pt").is_file():
         trainer = Trainer(cfg, run_dir=out, resume=True)
     else:
@@ -40,8 +50,20 @@ def run_one(config: str, seed: int, overrides: list[str], runs: Path) -> dict:
     t0 = time.perf_counter()
     results = trainer.fit()
     results["wall_seconds"] = time.perf_counter() - t0
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(out / "results.json", results)
     return results
+
+
+def ensure_codes(cfg) -> None:
+    """Fit the default pq / opq codes of a dataset the first time a model needs them."""
+    from semrec.config import CodesConfig
+    from semrec.models import model_entry
+    from semrec.tokenizers.pipeline import fit_codes
+
+    needs = model_entry(cfg.model).needs
+    folder = Path(cfg.dataset) / "codes" / cfg.codes
+    if ("codes" in needs or "text" in needs) and not (folder / "codes.npy").is_file() and cfg.codes in ("pq", "opq"):
+        fit_codes(cfg.dataset, CodesConfig(tokenizer=cfg.codes), progress=False)
 
 
 def fmt(values: list[float]) -> str:
@@ -58,12 +80,18 @@ def main() -> None:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.md"))
     parser.add_argument("--note", default="", help="conditions to record in the results file")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate the finished runs among --configs x --seeds (older "
+                             "evaluations are still re-ranked)")
     args = parser.parse_args()
     table: dict[str, list[dict]] = {}
     for config in args.configs.split(","):
         for seed in range(2020, 2020 + args.seeds):
             if config.startswith("popularity") and seed > 2020:
                 continue  # deterministic: one run is all seeds
+            finished = (Path(args.runs) / f"{config.replace('/', '-')}-s{seed}" / "results.json").is_file()
+            if args.report_only and not finished:
+                continue
             result = run_one(config, seed, args.set, Path(args.runs))
             table.setdefault(config, []).append(result)
             print(config, seed, {k: round(v, 4) for k, v in result["test"].items() if k in METRICS}, flush=True)
@@ -78,7 +106,7 @@ def main() -> None:
             cells += [fmt([r[split].get("head_ndcg@10", float("nan")) for r in results]),
                       fmt([r[split].get("tail_ndcg@10", float("nan")) for r in results])]
             epochs = statistics.mean(r.get("epochs_run", 0) for r in results)
-            wall = statistics.mean(r.get("wall_seconds", r.get("train_wall_seconds", 0.0)) for r in results)
+            wall = statistics.mean(r.get("train_wall_seconds", r.get("wall_seconds", 0.0)) for r in results)
             lines.append(f"| {config} | {len(results)} | " + " | ".join(cells) + f" | {epochs:.0f} | {wall:.0f} |")
         lines.append("")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

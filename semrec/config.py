@@ -198,9 +198,12 @@ class TrainConfig:
 class RunConfig:
     """Everything ``semrec train`` needs; saved as config.yaml in the run folder."""
 
-    model: str = "sasrec"  # popularity | sasrec | ccfrec
+    model: str = "sasrec"  # a name in semrec.models.REGISTRY (see `semrec train --help`)
     dataset: str = "data/ml-100k"  # a folder written by 'semrec prepare'
     codes: str = "pq"  # codes folder under <dataset>/codes (models that read codes or text vectors)
+    text_model: str = "all-MiniLM-L6-v2"  # whose embeddings models reading raw text vectors ('plm') use
+    text_view: str = "all"  # which view those models read
+    init_from: str | None = None  # run folder or checkpoint whose weights initialise the model (fine-tuning)
     model_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     out: str | None = None  # run folder (default runs/<dataset>-<model>-<time>)

@@ -28,6 +28,7 @@ class ItemInputs:
     codebook_sizes: list[int] | None = None
     text: torch.Tensor | None = None  # [N+1, views, dim] float (frozen text vectors), row 0 = 0
     popularity: torch.Tensor | None = None  # [N+1] training frequency
+    plm: torch.Tensor | None = None  # [N+1, dim] float raw PLM vectors of one text view, row 0 = 0
 
 
 class SequentialRecommender(nn.Module):
@@ -54,6 +55,11 @@ class SequentialRecommender(nn.Module):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each training epoch (staged schedules, e.g. VQ-Rec fine-tuning).
+
+        Must depend only on ``epoch`` and the model state, so that a resumed run behaves identically."""
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """``loss(batch)``: forward is the loss so that DistributedDataParallel can wrap any model."""

@@ -17,31 +17,64 @@ from semrec.data.splits import EvalRows
 from semrec.models.base import SequentialRecommender
 from semrec.train.metrics import DEFAULT_KS, metrics_from_ranks
 
+# 2: the target score comes from the same matrix product as the others, ties broken by item id (version 1 could
+# rank a target below itself through rounding); results.json records it, bench/quality.py re-evaluates older runs
+EVALUATOR_VERSION = 2
+
+
+def _chunk_scores(user: torch.Tensor, candidate: torch.Tensor, start: int, stop: int,
+                  history: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+    """Scores of items ``start..stop-1`` (0-based rows of ``candidate``), history items (not the target) at -inf."""
+    scores = user @ candidate[start:stop].T
+    if history is not None:
+        cols = history - start
+        inside = (history >= 0) & (cols >= 0) & (cols < stop - start) & (history != targets.unsqueeze(1))
+        rows = torch.arange(len(user), device=user.device).unsqueeze(1).expand_as(cols)
+        scores[rows[inside], cols[inside]] = float("-inf")
+    return scores
+
 
 @torch.no_grad()
 def rank_targets(model: SequentialRecommender, rows: EvalRows, max_len: int, batch_size: int = 1024,
                  exclude_history: bool = False, item_chunk: int = 65536,
                  device: torch.device | str = "cpu") -> np.ndarray:
-    """0-based rank of each row's target among items 1..N."""
+    """0-based rank of each row's target among items 1..N.
+
+    The target's score is read from the same matrix product as every other item's (an elementwise
+    recomputation rounds differently and can rank the target below itself). Ties are broken by item id,
+    as ``torch.topk`` does: an item with exactly the target's score ranks above it iff its id is smaller.
+    With several item chunks the products are computed twice (target scores first) to keep this exact.
+    """
     was_training = model.training
     model.eval()
     candidate, history_table = model.eval_tables()
     if model.similarity == "cosine":
         candidate = F.normalize(candidate, dim=-1)
     candidate = candidate[1:]  # padding is never ranked
+    n = candidate.size(0)
+    chunks = [(start, min(n, start + item_chunk)) for start in range(0, n, item_chunk)]
     ranks = []
     for batch in eval_batches(rows, max_len, batch_size, device):
         user = model.encode_sequence(batch["items"], batch["lengths"], history_table)
         if model.similarity == "cosine":
             user = F.normalize(user, dim=-1)
-        target_score = (user * candidate[batch["targets"] - 1]).sum(-1, keepdim=True)
-        above = torch.zeros(user.size(0), dtype=torch.long, device=user.device)
-        for start in range(0, candidate.size(0), item_chunk):
-            above += (user @ candidate[start: start + item_chunk].T > target_score).sum(1)
-        if exclude_history:
-            items = batch["items"]
-            hist_scores = (user.unsqueeze(1) * candidate[(items - 1).clamp(min=0)]).sum(-1)
-            above -= ((hist_scores > target_score) & (items > 0)).sum(1)
+        targets = batch["targets"] - 1
+        history = batch["items"] - 1 if exclude_history else None
+        target_score = torch.empty(len(user), device=user.device, dtype=user.dtype)
+        if len(chunks) > 1:
+            for start, stop in chunks:
+                inside = (targets >= start) & (targets < stop)
+                if inside.any():
+                    scores = user @ candidate[start:stop].T
+                    target_score[inside] = scores[inside, targets[inside] - start]
+        above = torch.zeros(len(user), dtype=torch.long, device=user.device)
+        for start, stop in chunks:
+            scores = _chunk_scores(user, candidate, start, stop, history, targets)
+            if len(chunks) == 1:
+                target_score = scores.gather(1, targets.unsqueeze(1)).squeeze(1)
+            ts = target_score.unsqueeze(1)
+            ids = torch.arange(start, stop, device=user.device)
+            above += ((scores > ts) | ((scores == ts) & (ids < targets.unsqueeze(1)))).sum(1)
         ranks.append(above.cpu())
     model.train(was_training)
     return torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)

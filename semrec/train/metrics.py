@@ -14,9 +14,12 @@ DEFAULT_KS = (5, 10, 20)
 
 
 def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of ``targets[b]`` among ``scores[b]`` ([B, n_items]); -inf entries never outrank."""
+    """0-based rank of ``targets[b]`` among ``scores[b]`` ([B, n_items]); -inf entries never outrank.
+
+    Ties are broken by index (a tied item ranks above the target iff its index is smaller), as ``torch.topk``."""
     target_scores = scores.gather(1, targets.view(-1, 1))
-    return (scores > target_scores).sum(dim=1)
+    ids = torch.arange(scores.size(1), device=scores.device)
+    return ((scores > target_scores) | ((scores == target_scores) & (ids < targets.view(-1, 1)))).sum(dim=1)
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:

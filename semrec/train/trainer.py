@@ -31,7 +31,7 @@ from semrec.io import read_json, sha256_file, write_json
 from semrec.models import ItemInputs, SequentialRecommender, build_model, model_entry
 from semrec.text.encode import embeddings_dir, load_view_embeddings
 from semrec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from semrec.train.evaluator import evaluate
+from semrec.train.evaluator import EVALUATOR_VERSION, evaluate
 from semrec.train.metrics import head_items
 
 
@@ -56,7 +56,7 @@ def load_run_data(config: RunConfig) -> RunData:
     items = ItemInputs(n_items=dataset.n_items, popularity=torch.from_numpy(counts))
     fingerprints = {"dataset": sha256_file(folder / "manifest.json")}
     needs = model_entry(config.model).needs
-    if needs:
+    if "codes" in needs or "text" in needs:
         codes_dir = folder / "codes" / config.codes
         codes, tokenizer = load_codes(codes_dir)
         items.codes = torch.from_numpy(codes)
@@ -71,7 +71,32 @@ def load_run_data(config: RunConfig) -> RunData:
             text = tokenizer.transform({v: m[1:] for v, m in matrices.items()})
             stacked = np.stack([text[v] for v in tokenizer.input_views], axis=1).astype(np.float32)
             items.text = torch.from_numpy(np.concatenate([np.zeros_like(stacked[:1]), stacked]))
+    if "plm" in needs:
+        folder_emb = embeddings_dir(folder, config.text_model)
+        matrix = load_view_embeddings(folder_emb, [config.text_view])[config.text_view]
+        items.plm = torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))
+        fingerprints["plm"] = sha256_file(folder_emb / f"{config.text_view}.npy")
     return RunData(dataset, split, items, head_items(split.train, dataset.n_items), fingerprints)
+
+
+def load_init_weights(model: torch.nn.Module, source: str | Path, device: torch.device) -> dict[str, list[str]]:
+    """Copy matching weights from a run folder (its best.pt) or a checkpoint file into ``model``.
+
+    Parameters whose name and shape match are loaded; the rest keep their initialisation (like
+    ``strict=False``). Buffers (item codes, text vectors: the target dataset's own) are never copied.
+    Returns the names that were loaded and skipped, for the run log."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    if not path.is_file():
+        raise SemrecError(f"init_from: {source} is neither a checkpoint nor a run folder with checkpoints/best.pt")
+    state = load_checkpoint(path, device)["model"]
+    own = dict(model.named_parameters())
+    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not loaded:
+        raise SemrecError(f"init_from: no parameter of {path} matches this model (wrong model or sizes?)")
+    model.load_state_dict(loaded, strict=False)
+    return {"loaded": sorted(loaded), "skipped": sorted(set(own) - set(loaded))}
 
 
 def lr_lambda(warmup: int, total: int, schedule: str):
@@ -126,13 +151,16 @@ class Trainer:
         self.data = load_run_data(config)
         self.model: SequentialRecommender = build_model(config.model, config.model_params, self.data.items)
         self.model.to(self.device)
+        self.init_report: dict[str, list[str]] = {}
+        if config.init_from and not resume:
+            self.init_report = load_init_weights(self.model, config.init_from, self.device)
         self.max_len = int(getattr(getattr(self.model, "config", None), "max_len", 50))
         self.samples = build_train_samples(self.data.split.train, self.max_len, self.model.sample_style)
         self.steps_per_epoch = n_train_batches(self.samples, tc.batch_size, self.world)
         if tc.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, tc.max_steps_per_epoch)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        # every parameter: models freeze and unfreeze parts per epoch (begin_epoch); AdamW skips grad-less ones
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(tc.warmup_steps, tc.epochs * self.steps_per_epoch, tc.schedule))
         self.epoch, self.step, self.best_score, self.best_epoch, self.bad_evals = 0, 0, -math.inf, -1, 0
@@ -173,6 +201,7 @@ class Trainer:
     # ----- loop -----------------------------------------------------------------------------------
     def _train_epoch(self, module: torch.nn.Module) -> dict[str, float]:
         tc = self.config.train
+        self.model.begin_epoch(self.epoch)
         self.model.train()
         sums: dict[str, float] = {}
         n, seen, start = 0, 0, time.perf_counter()
@@ -217,7 +246,6 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         writer = self._writer() if self.is_main else None
         trainable = model_entry(self.config.model).trainable
-        start_time = time.perf_counter()
         while trainable and self.epoch < tc.epochs:
             record: dict[str, Any] = {"epoch": self.epoch, **self._train_epoch(module)}
             stop = False
@@ -251,8 +279,10 @@ class Trainer:
                 self.model.load_state_dict(load_checkpoint(self.ckpt_dir / "best.pt", self.device)["model"])
             results = {
                 "model": self.config.model, "dataset": self.data.dataset.name, "best_epoch": self.best_epoch,
-                "epochs_run": self.epoch, "train_wall_seconds": time.perf_counter() - start_time,
-                "valid": self._evaluate("valid"), "test": self._evaluate("test"),
+                "epochs_run": self.epoch,
+                "train_wall_seconds": sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0)
+                                          for r in self.history),
+                "valid": self._evaluate("valid"), "test": self._evaluate("test"), "evaluator": EVALUATOR_VERSION,
             }
             write_json(self.run_dir / "results.json", results)
             if writer is not None:
@@ -289,6 +319,26 @@ def write_json_lines(path: Path, rows: list[dict[str, Any]]) -> None:
 
     with atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def evaluate_run(run_dir: str | Path, checkpoint: str = "best",
+                 exclude_history: bool | None = None) -> dict[str, dict[str, float]]:
+    """Valid and test metrics of a run folder's ``best`` or ``last`` checkpoint with the current evaluator."""
+    if checkpoint not in ("best", "last"):
+        raise SemrecError(f"checkpoint must be best or last, got {checkpoint!r}")
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    data = load_run_data(cfg)
+    model = build_model(cfg.model, cfg.model_params, data.items)
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    if model_entry(cfg.model).trainable:
+        if not path.is_file():
+            raise SemrecError(f"{run_dir}: no checkpoints/{checkpoint}.pt")
+        model.load_state_dict(load_checkpoint(path)["model"])
+    max_len = int(getattr(getattr(model, "config", None), "max_len", 50))
+    excl = cfg.train.exclude_history if exclude_history is None else exclude_history
+    return {split: evaluate(model, getattr(data.split, split), max_len, cfg.train.eval_batch_size, excl,
+                            data.head_mask) for split in ("valid", "test")}
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
