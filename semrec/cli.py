@@ -192,6 +192,93 @@ def train(
 
 @app.command()
 @friendly_errors
+def pretrain(
+    datasets: str = typer.Option(..., help="Comma-separated prepared dataset folders (each with 'semrec embed' done)."),
+    config: Path | None = typer.Option(Path("configs/vqrec/pretrain.yaml"), "--config", "-c",
+                                       help="Run YAML of the pre-training stage."),
+    merged: Path | None = typer.Option(None, help="Folder of the merged dataset (default data/pretrain-<names>)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default runs/<merged>-<model>-<time>)."),
+    epochs: int | None = typer.Option(None, help="Maximum epochs."),
+    seed: int | None = typer.Option(None, help="Random seed."),
+    device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+    param: list[str] | None = typer.Option(None, "--param", "-p",
+                                              help="Joint OPQ tokenizer parameter key=value (repeatable), e.g. "
+                                                   "-p M=32 -p nbits=8 (used when the codes are first fitted)."),
+    set_: list[str] | None = SetOpt,
+):
+    """Pre-train on several datasets at once (VQ-Rec): merge them into one multi-domain dataset, fit one joint
+    OPQ tokenizer on the training items of all domains, then train with mixed-domain batches.
+
+    The merged dataset and its codes are built once and reused. Fine-tune the result with 'semrec finetune'.
+    """
+    from semrec.config import CodesConfig, RunConfig, load_config
+    from semrec.data.dataset import CanonicalDataset
+    from semrec.data.merge import merge_datasets
+    from semrec.data.prepare import format_stats
+    from semrec.io import sha256_file
+    from semrec.tokenizers.pipeline import fit_codes, format_report
+    from semrec.train.trainer import Trainer
+
+    folders = [Path(f) for f in datasets.split(",") if f]
+    cfg = load_config(RunConfig, config, _overrides({"out": out, "train.epochs": epochs, "train.seed": seed,
+                                                     "train.device": device}, set_))
+    target = merged or Path("data") / ("pretrain-" + "+".join(f.name for f in folders))
+    shas = [sha256_file(f / "manifest.json") if (f / "manifest.json").is_file() else None for f in folders]
+    current = CanonicalDataset.load(target).manifest.get("domains") if (target / "manifest.json").is_file() else None
+    if current is None or [d["manifest_sha256"] for d in current] != shas:
+        typer.echo(f"merging {len(folders)} datasets into {target}")
+        merged_data = merge_datasets(folders, target, cfg.text_model)
+        typer.echo(format_stats(merged_data))
+    codes_dir = target / "codes" / cfg.codes
+    if not (codes_dir / "codes.npy").is_file():
+        typer.echo(f"fitting the joint tokenizer ({cfg.codes}) on the training items of every domain")
+        codes_cfg = load_config(CodesConfig, None, [f"params.{p}" for p in (param or [])])
+        codes_cfg.tokenizer, codes_cfg.name, codes_cfg.model = "opq", cfg.codes, cfg.text_model
+        report, _ = fit_codes(target, codes_cfg)
+        typer.echo(format_report(report))
+    cfg.dataset = str(target)
+    trainer = Trainer(cfg)
+    results = trainer.fit()
+    if results:
+        typer.echo(format_metrics({"valid": results["valid"], "test": results["test"]}))
+        typer.echo(f"pre-trained run folder {trainer.run_dir}; fine-tune with: semrec finetune {trainer.run_dir} "
+                   f"--dataset <prepared dataset>")
+
+
+@app.command()
+@friendly_errors
+def finetune(
+    pretrained: Path = typer.Argument(..., help="Pre-trained run folder (its best.pt) or a checkpoint file."),
+    dataset: str = typer.Option(..., help="Prepared target dataset folder (with its own codes)."),
+    config: Path | None = typer.Option(None, "--config", "-c",
+                                       help="Run YAML of the fine-tuning stage (e.g. configs/vqrec/Scientific.yaml)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default runs/<dataset>-<model>-<time>)."),
+    epochs: int | None = typer.Option(None, help="Maximum epochs."),
+    lr: float | None = typer.Option(None, help="Learning rate."),
+    seed: int | None = typer.Option(None, help="Random seed."),
+    device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+    set_: list[str] | None = SetOpt,
+):
+    """Fine-tune a pre-trained model on a target dataset: parameters of matching name and shape are copied from
+    the pre-trained checkpoint (the target's own item codes are kept), then trained as 'semrec train' does."""
+    from semrec.config import RunConfig, load_config
+    from semrec.train.trainer import Trainer
+
+    cfg = load_config(RunConfig, config, _overrides(
+        {"dataset": dataset, "out": out, "init_from": str(pretrained), "train.epochs": epochs, "train.lr": lr,
+         "train.seed": seed, "train.device": device}, set_))
+    trainer = Trainer(cfg)
+    report = trainer.init_report
+    typer.echo(f"initialised {len(report['loaded'])} tensors from {pretrained}; kept fresh: "
+               f"{', '.join(report['skipped']) or 'none'}")
+    results = trainer.fit()
+    if results:
+        typer.echo(format_metrics({"valid": results["valid"], "test": results["test"]}))
+        typer.echo(f"best epoch {results['best_epoch']}, run folder {trainer.run_dir}")
+
+
+@app.command()
+@friendly_errors
 def evaluate(
     run: Path = typer.Argument(..., help="A run folder written by 'semrec train'."),
     checkpoint: str = typer.Option("best", help="best | last."),
@@ -199,24 +286,11 @@ def evaluate(
                                                    help="Remove history items from the ranking."),
 ):
     """Evaluate a trained run on valid and test (full ranking over all items)."""
-    from semrec.models import build_model
-    from semrec.train.checkpoint import load_checkpoint
-    from semrec.train.evaluator import evaluate as run_evaluation
-    from semrec.train.trainer import load_run_config, load_run_data
+    from semrec.train.trainer import evaluate_run
 
     if checkpoint not in ("best", "last"):
         raise SemrecError(f"--checkpoint must be best or last, got {checkpoint!r}")
-    cfg = load_run_config(run)
-    data = load_run_data(cfg)
-    model = build_model(cfg.model, cfg.model_params, data.items)
-    path = run / "checkpoints" / f"{checkpoint}.pt"
-    if path.is_file() or cfg.model != "popularity":
-        model.load_state_dict(load_checkpoint(path)["model"])
-    max_len = int(getattr(getattr(model, "config", None), "max_len", 50))
-    excl = cfg.train.exclude_history if exclude_history is None else exclude_history
-    rows = {split: run_evaluation(model, getattr(data.split, split), max_len, cfg.train.eval_batch_size, excl,
-                                  data.head_mask) for split in ("valid", "test")}
-    typer.echo(format_metrics(rows))
+    typer.echo(format_metrics(evaluate_run(run, checkpoint, exclude_history)))
 
 
 QUICK_CCFREC = {"dropout": 0.3, "dropout_cross": 0.3, "neg_num": 1500, "mlm_weight": 0.6, "cl_weight": 0.4}

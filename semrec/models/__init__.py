@@ -8,23 +8,31 @@ from typing import Any
 from semrec.config import from_dict
 from semrec.errors import SemrecError
 from semrec.models.base import ItemInputs, SequentialRecommender
+from semrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from semrec.models.ccfrec import CCFRec, CCFRecConfig
+from semrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from semrec.models.popularity import Popularity, PopularityConfig
 from semrec.models.sasrec import SASRec, SASRecConfig
+from semrec.models.unisrec import UniSRec, UniSRecConfig
+from semrec.models.vqrec import VQRec, VQRecConfig
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     config_class: type
     model_class: type[SequentialRecommender]
-    needs: tuple[str, ...] = ()  # "codes", "text"
+    needs: tuple[str, ...] = ()  # "codes", "text" (PCA vectors of a pq tokenizer), "plm" (raw vectors)
     trainable: bool = True
 
 
 REGISTRY: dict[str, ModelEntry] = {
     "popularity": ModelEntry(PopularityConfig, Popularity, trainable=False),
     "sasrec": ModelEntry(SASRecConfig, SASRec),
+    "gru4rec": ModelEntry(GRU4RecConfig, GRU4Rec),
+    "bert4rec": ModelEntry(BERT4RecConfig, BERT4Rec),
     "ccfrec": ModelEntry(CCFRecConfig, CCFRec, needs=("codes", "text")),
+    "vqrec": ModelEntry(VQRecConfig, VQRec, needs=("codes",)),
+    "unisrec": ModelEntry(UniSRecConfig, UniSRec, needs=("plm",)),
 }
 
 
