@@ -2,7 +2,8 @@
 
 Rows (one run folder each under ``runs/bench/transfer/``; finished runs are reused, interrupted ones resumed):
 * ``pretrain``: VQ-Rec pre-trained on the merged ``--pretrain`` datasets (joint OPQ tokenizer), for reference;
-* ``scratch``: VQ-Rec on the target without pre-training (configs/vqrec/<target>-scratch.yaml);
+* ``scratch``: VQ-Rec on the target without pre-training (configs/vqrec/<target>-scratch.yaml; the run folder
+  is bench/quality.py's ``runs/bench/vqrec-<target>-scratch-s<seed>``);
 * ``finetune-learned``: fine-tuned from the pre-trained run with the learned permutation (the default);
 * ``finetune-reference``: the same with the reference's zero-gradient re-assignment;
 * ``finetune-none``: fine-tuned without any re-assignment stage (codes of the two quantisers matched by id).
@@ -46,6 +47,8 @@ def main() -> None:
     parser.add_argument("--target", default="data/Scientific")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], help="config override for every run")
+    parser.add_argument("--pretrain-epochs", type=int, default=None,
+                        help="cap on pre-training epochs (a CPU budget; default: the config's 300 with early stop)")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench" / "transfer"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "transfer.md"))
     parser.add_argument("--note", default="")
@@ -65,11 +68,14 @@ def main() -> None:
     for seed in range(2020, 2020 + args.seeds):
         pre_run = runs / f"pretrain-s{seed}"
         pre_cfg = load_config(RunConfig, ROOT / "configs/vqrec/pretrain.yaml",
-                              [f"dataset={merged}", f"train.seed={seed}", *common])
+                              [f"dataset={merged}", f"train.seed={seed}", *common,
+                               *([f"train.epochs={args.pretrain_epochs}"] if args.pretrain_epochs else [])])
         table.setdefault("pretrain (merged valid)", []).append(train(pre_cfg, pre_run))
         scratch = load_config(RunConfig, ROOT / f"configs/vqrec/{target.name}-scratch.yaml",
                               [f"dataset={target}", f"train.seed={seed}", *common])
-        table.setdefault("scratch", []).append(train(scratch, runs / f"scratch-s{seed}"))
+        # the same run folder as bench/quality.py's row for this config, so it is trained once
+        scratch_run = ROOT / "runs" / "bench" / f"vqrec-{target.name}-scratch-s{seed}"
+        table.setdefault("scratch", []).append(train(scratch, scratch_run))
         for mode in ("learned", "reference", "none"):
             overrides = [f"dataset={target}", f"train.seed={seed}", f"init_from={pre_run}", *common]
             if mode == "none":
@@ -88,8 +94,10 @@ def main() -> None:
 
     lines = [f"# VQ-Rec transfer: pre-train on {', '.join(p.name for p in sources)}, fine-tune on {target.name}", "",
              f"Command: `python bench/transfer.py --pretrain {args.pretrain} --target {args.target} --seeds "
-             f"{args.seeds}{''.join(' --set ' + s for s in args.set)}`. Full ranking, leave-last-out; the pretrain "
-             "row is measured on the merged pre-training datasets, every other row on the target.",
+             f"{args.seeds}{''.join(' --set ' + s for s in args.set)}"
+             f"{f' --pretrain-epochs {args.pretrain_epochs}' if args.pretrain_epochs else ''}`. Full ranking, "
+             "leave-last-out; the pretrain row is measured on the merged pre-training datasets, every other row "
+             "on the target.",
              *([args.note] if args.note else []), ""]
     for split in ("valid", "test"):
         lines += [f"## {split}", "", "| run | seeds | " + " | ".join(METRICS) + " | epochs | wall s |",

@@ -151,3 +151,21 @@ def test_memory_saving_gelu_linear_matches_autograd():
     assert torch.autograd.gradcheck(GeluLinear.apply, (h, w, b))
     out = GeluLinear.apply(h, w, b)
     torch.testing.assert_close(out, torch.nn.functional.linear(torch.nn.functional.gelu(h), w, b))
+
+
+def test_by_length_groups_match_the_full_width_pass_at_real_positions():
+    from semrec.models.layers import TransformerEncoder, by_length
+
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(2, 16, 2, 32, 0.0, 0.0).eval()
+    lengths = torch.tensor([1, 9, 3, 2, 12, 1, 5, 4, 2, 7])
+    x = torch.randn(10, 12, 16) * (torch.arange(12) < lengths[:, None]).unsqueeze(-1)
+    full = encoder(x, is_causal=True)
+    grouped = by_length(lambda v: encoder(v, is_causal=True), x, lengths, groups=3)
+    real = torch.arange(12) < lengths[:, None]
+    assert torch.allclose(full[real], grouped[real], atol=1e-5)
+    # gradients flow back to every real input position
+    x.requires_grad_(True)
+    weights = torch.randn(16)  # (a plain sum of LayerNorm outputs is constant: no gradient)
+    (by_length(lambda v: encoder(v, is_causal=True), x, lengths, groups=3)[real] @ weights).sum().backward()
+    assert (x.grad.abs().sum(-1)[real] > 0).all()

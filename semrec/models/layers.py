@@ -152,3 +152,23 @@ def gather_last(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Hidden state at position ``lengths - 1`` of each right-padded sequence: [B, L, d] -> [B, d]."""
     index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
     return hidden.gather(1, index).squeeze(1)
+
+
+def by_length(fn, x: torch.Tensor, lengths: torch.Tensor, groups: int = 4) -> torch.Tensor:
+    """``fn`` over ``[B, L, ...]`` right-padded rows, run on ``groups`` groups of rows of similar length, each
+    trimmed to its longest row; returns ``[B, L, d]`` with zeros at the trimmed positions.
+
+    Exact for any ``fn`` whose outputs at real positions do not depend on trailing padding (causal or
+    key-masked attention, RNNs): a batch with a few long rows then no longer pays full width for every row
+    (on Scientific, where most histories are short, this removes most of the padded positions).
+    """
+    if groups <= 1 or x.size(0) < 2 * groups:
+        return fn(x)
+    out = None
+    for idx in torch.argsort(lengths).tensor_split(groups):
+        width = max(1, int(lengths[idx].max()))
+        part = fn(x[idx, :width])
+        if out is None:
+            out = part.new_zeros(x.size(0), x.size(1), part.size(-1))
+        out[idx, :width] = part
+    return out

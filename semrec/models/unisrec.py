@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semrec.models.base import ItemInputs, SequentialRecommender
-from semrec.models.layers import TransformerEncoder, gather_last, init_weights
+from semrec.models.layers import TransformerEncoder, by_length, gather_last, init_weights
 
 
 @dataclass
@@ -144,20 +144,23 @@ class UniSRec(SequentialRecommender):
         return self.eval_tables()[0]
 
     # ----- sequence side --------------------------------------------------------------------------
-    def _hidden(self, items: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(items.size(1), device=items.device)
-        x = self.input_dropout(self.input_norm(table[items] + self.position_embedding(positions)))
+    def _transformer(self, vectors: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(vectors.size(1), device=vectors.device)
+        x = self.input_dropout(self.input_norm(vectors + self.position_embedding(positions)))
         return self.encoder(x, is_causal=True)
+
+    def _hidden(self, items: torch.Tensor, table: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return by_length(self._transformer, table[items], lengths)
 
     def encode_sequence(self, items, lengths, history_table=None) -> torch.Tensor:
         table = self.item_table() if history_table is None else history_table
-        return gather_last(self._hidden(items, table), lengths)
+        return gather_last(self._hidden(items, table, lengths), lengths)
 
     # ----- training -------------------------------------------------------------------------------
     def loss(self, batch):
         items, lengths, targets = batch["items"], batch["lengths"], batch["targets"]
         table = self.item_table()  # once per step, shared by the inputs and the candidates
-        hidden = self._hidden(items, table)
+        hidden = self._hidden(items, table, lengths)
         if targets.dim() == 2:  # "sequence" samples: a target at every real position
             mask = targets > 0
             user, targets = hidden[mask], targets[mask]

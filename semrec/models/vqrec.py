@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semrec.models.base import ItemInputs, SequentialRecommender
-from semrec.models.layers import TransformerEncoder, gather_last, init_weights
+from semrec.models.layers import TransformerEncoder, by_length, gather_last, init_weights
 from semrec.models.permutation import CodePermutation
 
 
@@ -115,13 +115,16 @@ class VQRec(SequentialRecommender):
         return self.item_vectors(self.codes)
 
     # ----- sequence side --------------------------------------------------------------------------
-    def _hidden(self, vectors: torch.Tensor) -> torch.Tensor:
+    def _transformer(self, vectors: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(vectors.size(1), device=vectors.device)
         x = self.input_dropout(self.input_norm(vectors + self.position_embedding(positions)))
         return self.encoder(x, is_causal=True)
 
+    def _hidden(self, vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return by_length(self._transformer, vectors, lengths)
+
     def _encode(self, vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return gather_last(self._hidden(vectors), lengths)
+        return gather_last(self._hidden(vectors, lengths), lengths)
 
     def encode_sequence(self, items, lengths, history_table=None) -> torch.Tensor:
         table = self.item_embeddings() if history_table is None else history_table
@@ -190,7 +193,7 @@ class VQRec(SequentialRecommender):
         catalogue = self.item_vectors(self.codes, table)
         if targets.dim() == 2:  # sequence style: every real position of each window
             real = targets > 0
-            user, targets = F.normalize(self._hidden(catalogue[items])[real], dim=-1), targets[real]
+            user, targets = F.normalize(self._hidden(catalogue[items], lengths)[real], dim=-1), targets[real]
         else:
             user = F.normalize(self._encode(catalogue[items], lengths), dim=-1)
         logits = user @ F.normalize(catalogue[1:], dim=-1).T / cfg.tau  # the padding item is never a class
