@@ -137,3 +137,8 @@ def test_ddp_two_cpu_processes_match_a_single_process(tiny, tmp_path):
         for metric in ("ndcg@10", "recall@10"):
             assert abs(a[split][metric] - b[split][metric]) <= 0.02, (split, metric, a[split], b[split])
     assert yaml.safe_load((tmp_path / "ddp" / "config.yaml").read_text())["train"]["batch_size"] == 32
+    # every rank's RNG state is checkpointed, so a resumed rank continues its own stream (seeded seed + rank)
+    state = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=True)
+    ranks = state["rng_ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
+    assert torch.equal(ranks[0]["torch"], state["rng"]["torch"])

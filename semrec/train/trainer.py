@@ -185,6 +185,14 @@ class Trainer:
             "history": self.history, "config": to_dict(self.config), "fingerprints": self.data.fingerprints,
         }
 
+    def _gather_rng_states(self) -> list[dict[str, Any]] | None:
+        """Every rank's RNG state (collective under DDP), so that a resumed rank r continues its own stream."""
+        if self.world == 1:
+            return None
+        states: list[Any] = [None] * self.world
+        dist.all_gather_object(states, rng_state())
+        return states
+
     def _restore(self) -> None:
         state = load_checkpoint(self.ckpt_dir / "last.pt", self.device)
         if state["fingerprints"] != self.data.fingerprints:
@@ -193,7 +201,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")
+        set_rng_state(ranks[self.rank] if ranks and len(ranks) == self.world else state["rng"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.best_score, self.best_epoch, self.bad_evals = state["best_score"], state["best_epoch"], state["bad_evals"]
         self.history = list(state["history"])
@@ -267,9 +276,10 @@ class Trainer:
                     dist.broadcast(flag, 0)
                 stop = bool(flag[0])
             self.epoch += 1
+            rank_rngs = self._gather_rng_states()
             if self.is_main:
                 self.history.append(record)
-                save_checkpoint(self.ckpt_dir / "last.pt", self._payload())
+                save_checkpoint(self.ckpt_dir / "last.pt", {**self._payload(), "rng_ranks": rank_rngs})
                 self._log(writer, record)
             if stop:
                 break
