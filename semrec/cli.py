@@ -1,4 +1,4 @@
-"""The ``semrec`` command line: prepare -> embed -> codes -> train -> evaluate (recommend and serve come later)."""
+"""The ``semrec`` command line: prepare, embed, codes, train, pretrain, finetune, evaluate, recommend, export, serve."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 app = typer.Typer(
     help="semrec: sequential recommendation with semantic codes.\n\n"
          "Pipeline: prepare (raw data -> canonical dataset) -> embed (text views -> PLM vectors) -> "
-         "codes (vectors -> semantic codes). 'semrec quickstart' runs it all on MovieLens-100K.",
+         "codes (vectors -> semantic codes) -> train / pretrain / finetune -> evaluate -> recommend / export / "
+         "serve. 'semrec quickstart' runs it all on MovieLens-100K.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -306,7 +307,8 @@ def quickstart(
     epochs: int = typer.Option(3, help="CCFRec epochs (a demo budget, not a converged model)."),
     steps_per_epoch: int = typer.Option(20, help="Training steps per epoch (batch 128)."),
 ):
-    """End-to-end demo: prepare, embed, codes (CCFRec layout), train CCFRec briefly, evaluate, print metrics."""
+    """End-to-end demo: prepare, embed, codes (CCFRec layout), train CCFRec briefly, evaluate, print metrics,
+    then the top-10 recommendations (raw ids and titles) for one user."""
     from semrec.config import CodesConfig, EmbedConfig, PrepareConfig, RunConfig, TrainConfig
     from semrec.data.prepare import format_stats, prepare_dataset
     from semrec.text.encode import embed_dataset
@@ -333,7 +335,125 @@ def quickstart(
     trainer = Trainer(run)
     results = trainer.fit()
     typer.echo(format_metrics({"valid": results["valid"], "test": results["test"]}))
+    from semrec.serve import Recommender
+
+    rec = Recommender.load(trainer.run_dir)
+    user = str(dataset.users["raw_id"].iloc[0])
+    history = rec.user_history(user)
+    typer.echo(f"== top-10 for user {user} (history of {len(history)} items, last: {history[-1]})")
+    for rank, item in enumerate(rec.recommend(history, k=10).items, 1):
+        typer.echo(f"{rank:>3}  {item.raw_id:<10} {item.score:>8.4f}  {item.title or ''}")
     typer.echo(f"done: dataset {folder}, codes {codes_dir}, run {trainer.run_dir}")
+    typer.echo(f"more: semrec recommend {trainer.run_dir} --user {user} | semrec serve {trainer.run_dir}")
+
+
+def _key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SemrecError(f"{what} must be key=value, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@app.command()
+@friendly_errors
+def recommend(
+    run: Path = typer.Argument(..., help="A run folder written by 'semrec train'."),
+    history: str | None = typer.Option(None, help="Comma-separated raw item ids (as in the source data), "
+                                                  "oldest first."),
+    user: str | None = typer.Option(None, help="Use this dataset user's whole sequence as the history "
+                                               "(raw user id)."),
+    k: int = typer.Option(10, help="How many items to recommend."),
+    exclude_seen: bool = typer.Option(True, "--exclude-seen/--include-seen", help="Never recommend a history item."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+):
+    """Top-k next items (raw ids, scores, titles) for a history of raw item ids.
+
+    Unknown ids are reported and ignored; cold-start items added to the run are ranked too.
+    """
+    import dataclasses
+    import json
+
+    from semrec.serve import Recommender
+
+    if (history is None) == (user is None):
+        raise SemrecError("give exactly one of --history id1,id2,... or --user RAW_USER_ID")
+    if k < 1:
+        raise SemrecError(f"--k must be at least 1, got {k}")
+    rec = Recommender.load(run, device=device)
+    ids = rec.user_history(user) if user is not None else [h.strip() for h in history.split(",") if h.strip()]
+    result = rec.recommend(ids, k=k, exclude_seen=exclude_seen)
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(result), ensure_ascii=False, indent=2))
+        return
+    if result.unknown:
+        typer.echo(f"ignored {len(result.unknown)} unknown id(s): {', '.join(result.unknown[:20])}", err=True)
+    if result.fallback:
+        typer.echo("no known item in the history: showing the most popular items", err=True)
+    who = f"user {user}" if user is not None else "the history"
+    typer.echo(f"top-{k} for {who} ({len(ids)} items; {rec.config.model} on {rec.dataset.name}, "
+               f"{rec.similarity} scores)")
+    for rank, item in enumerate(result.items, 1):
+        typer.echo(f"{rank:>3}  {item.raw_id:<16} {item.score:>9.4f}  {item.title or ''}")
+
+
+@app.command()
+@friendly_errors
+def export(
+    run: Path = typer.Argument(..., help="A run folder written by 'semrec train'."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default <run>/export)."),
+    approx: str = typer.Option("hnsw", help="Approximate index: hnsw | ivf."),
+    param: list[str] | None = typer.Option(None, "--param", "-p",
+                                           help="Index parameter key=value (repeatable): hnsw M, ef_construction, "
+                                                "ef_search; ivf nlist (0 = about 4 sqrt(n)), nprobe."),
+    queries: int = typer.Option(5000, help="Validation histories used to measure recall@10 (a seeded sample)."),
+    device: str = typer.Option("cpu", help="cpu | cuda (user vectors of the recall queries)."),
+):
+    """Export item vectors and faiss indexes (exact + HNSW or IVF) with the approximate index's recall@10.
+
+    Writes items.npy + item_ids.json, exact.index (inner product) and approx.index; recall@10 is measured
+    against exact search on validation histories.
+    """
+    from semrec.serve import Recommender
+    from semrec.serve.export import export_run
+
+    rec = Recommender.load(run, device=device)
+    summary = export_run(rec, out, approx, _key_values(param, "--param"), max_queries=queries)
+    folder = out or Path(run) / "export"
+    typer.echo(f"items       {summary['n_items']:,} x {summary['dim']} ({summary['similarity']}"
+               f"{', L2-normalised' if summary['normalised'] else ''}; {summary['n_cold_items']} cold-start)")
+    typer.echo(f"approx      {approx} {summary['approx']['params']} built in {summary['approx']['build_seconds']} s")
+    typer.echo(f"recall@10   {summary['recall@10']:.4f} of exact search ({summary['recall_queries']:,} validation "
+               f"histories)")
+    typer.echo(f"written to  {folder}")
+
+
+@app.command()
+@friendly_errors
+def serve(
+    run: Path = typer.Argument(..., help="A run folder written by 'semrec train'."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="TCP port."),
+    retrieval: str = typer.Option("exact", help="exact (score every item) | hnsw | ivf (approximate faiss index)."),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help="Index parameter key=value (see export)."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+):
+    """Serve a run over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs.
+
+    POST /recommend, POST /items (cold-start items), GET /items/{raw_id}, GET /health. One process: added
+    items live in its memory (and in the run folder).
+    """
+    from semrec.serve import Recommender
+    from semrec.serve.app import serve as serve_app
+
+    rec = Recommender.load(run, device=device, retrieval=retrieval, retrieval_params=_key_values(param, "--param"))
+    typer.echo(f"serving {rec.config.model} on {rec.dataset.name} ({rec.n_items:,} items, {retrieval} retrieval) "
+               f"at http://{host}:{port} (docs: /docs)")
+    serve_app(rec, host, port, log_level)
 
 
 def main() -> None:  # pragma: no cover

@@ -14,7 +14,8 @@ from semrec.cli import app
 from tests.test_sources import amazon_ratings, lcrec
 
 runner = CliRunner()
-COMMANDS = ["prepare", "info", "embed", "codes", "quickstart"]
+COMMANDS = ["prepare", "info", "embed", "codes", "train", "pretrain", "finetune", "evaluate", "recommend", "export",
+            "serve", "quickstart"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -7,6 +7,7 @@ Output folder ``<dataset>/codes/<name>/``: ``codes.npy`` (int64 ``[N+1, levels]`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,13 @@ def fit_codes(dataset_dir: str | Path, config: CodesConfig, progress: bool = Tru
     })
     save_config(config, out / "codes_config.yaml")
     return report, out
+
+
+def pca_text(tokenizer: Any, matrices: Mapping[str, np.ndarray]) -> np.ndarray:
+    """CCFRec's frozen text vectors ``[n, views, dim]``: a pq tokenizer's PCA of each input view, stacked in the
+    tokenizer's view order (the trainer prepends the padding row; serving uses it for cold-start items)."""
+    text = tokenizer.transform({v: matrices[v] for v in tokenizer.input_views})
+    return np.stack([text[v] for v in tokenizer.input_views], axis=1).astype(np.float32)
 
 
 def load_codes(codes_dir: str | Path) -> tuple[np.ndarray, Any]:

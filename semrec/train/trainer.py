@@ -46,7 +46,7 @@ class RunData:
 
 def load_run_data(config: RunConfig) -> RunData:
     """Dataset, split and the item tensors the model needs (codes, frozen text vectors, popularity)."""
-    from semrec.tokenizers.pipeline import load_codes
+    from semrec.tokenizers.pipeline import load_codes, pca_text
 
     folder = Path(config.dataset)
     dataset = CanonicalDataset.load(folder)
@@ -68,8 +68,7 @@ def load_run_data(config: RunConfig) -> RunData:
                                   f"holds a '{tokenizer.kind}' tokenizer")
             model_name = read_json(codes_dir / "codes.json")["embeddings"]["model"]
             matrices = load_view_embeddings(embeddings_dir(folder, model_name), list(tokenizer.input_views))
-            text = tokenizer.transform({v: m[1:] for v, m in matrices.items()})
-            stacked = np.stack([text[v] for v in tokenizer.input_views], axis=1).astype(np.float32)
+            stacked = pca_text(tokenizer, {v: m[1:] for v, m in matrices.items()})
             items.text = torch.from_numpy(np.concatenate([np.zeros_like(stacked[:1]), stacked]))
     if "plm" in needs:
         folder_emb = embeddings_dir(folder, config.text_model)

@@ -1,0 +1,212 @@
+"""The HTTP API: a FastAPI app built by :func:`create_app` from a :class:`Recommender` (no global state).
+
+``POST /recommend`` (one history or a batch), ``POST /items`` (cold-start items), ``GET /items/{raw_id}``,
+``GET /health``; OpenAPI at ``/docs`` and ``/openapi.json``. Requests are validated against the limits below
+(422 with the offending field); errors of the request's content are 400 (bad input), 404 (unknown item) or 409
+(raw id already in the catalogue, or an ID-only model asked to add items); 503 when the text encoder cannot be
+loaded. Endpoints are synchronous: FastAPI runs them on its thread pool, and the recommender's readers-writer
+lock keeps concurrent recommendations safe while items are being added. Serve one process per run folder (the
+catalogue lives in memory; several workers would not see each other's additions).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from semrec import __version__
+from semrec.errors import SemrecError
+from semrec.serve.items import ColdStartUnsupported, EncoderUnavailable
+from semrec.serve.recommender import Recommender
+from semrec.serve.types import ItemConflict, UnknownItem
+
+MAX_HISTORY = 1000  # raw ids per history (the model reads the last max_len; all are excluded from the results)
+MAX_BATCH = 256  # histories per request
+MAX_K = 1000
+MAX_ITEMS = 100  # items per POST /items
+MAX_FIELDS = 32  # text fields per item
+MAX_TEXT = 20_000  # characters per text field
+MAX_RAW_ID = 256
+
+RawId = Annotated[str, Field(min_length=1, max_length=MAX_RAW_ID)]
+History = Annotated[list[RawId], Field(max_length=MAX_HISTORY, description="Raw item ids, oldest first.")]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"history": ["i1", "i2"], "k": 10}]})
+    history: History | None = Field(None, description="One history (give this or 'histories').")
+    histories: Annotated[list[History], Field(min_length=1, max_length=MAX_BATCH)] | None = Field(
+        None, description="Several histories, scored in one batch (give this or 'history').")
+    k: int = Field(10, ge=1, le=MAX_K, description="Items to return per history.")
+    exclude_seen: bool = Field(True, description="Never recommend an item of the history.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RecommendRequest:
+        if (self.history is None) == (self.histories is None):
+            raise ValueError("give exactly one of 'history' (one list of raw ids) or 'histories' (a list of lists)")
+        return self
+
+
+class ScoredItemOut(BaseModel):
+    raw_id: str
+    score: float
+    title: str | None = None
+
+
+class RecommendationOut(BaseModel):
+    items: list[ScoredItemOut]
+    unknown: list[str] = Field(description="History ids not in the catalogue (ignored).")
+    history_used: int = Field(description="Known history items the model read (the most recent ones).")
+    fallback: str | None = Field(None, description="'popularity' when no history item is known.")
+
+
+class RecommendResponse(BaseModel):
+    results: list[RecommendationOut] = Field(description="One entry per history, in request order.")
+
+
+class ItemIn(BaseModel):
+    """A new item: ``raw_id`` plus one text per dataset view (e.g. title, brand, categories, description)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={
+        "maxProperties": MAX_FIELDS + 1, "examples": [{"raw_id": "B0NEW", "title": "Digital caliper", "brand": "X"}]})
+    __pydantic_extra__: dict[str, Text] = Field(init=False)
+    raw_id: RawId
+
+    @model_validator(mode="after")
+    def _few_fields(self) -> ItemIn:
+        if len(self.__pydantic_extra__ or {}) > MAX_FIELDS:
+            raise ValueError(f"at most {MAX_FIELDS} text fields per item")
+        return self
+
+
+class AddItemsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: Annotated[list[ItemIn], Field(min_length=1, max_length=MAX_ITEMS)]
+
+
+class AddedItem(BaseModel):
+    raw_id: str
+    item_id: int
+    codes: list[int] | None = None
+
+
+class AddItemsResponse(BaseModel):
+    added: list[AddedItem]
+    n_items: int
+
+
+class ItemOut(BaseModel):
+    raw_id: str
+    cold_start: bool = Field(description="Added after training through POST /items.")
+    texts: dict[str, str]
+    added_at: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    dataset: str
+    n_items: int
+    n_cold_items: int
+    similarity: str
+    retrieval: str
+    cold_start: bool = Field(description="Whether this model can add items (POST /items).")
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+STATUS = ((UnknownItem, 404), (ItemConflict, 409), (ColdStartUnsupported, 409), (EncoderUnavailable, 503))
+
+
+def _status(exc: SemrecError) -> int:
+    return next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
+
+
+def create_app(rec: Recommender) -> FastAPI:
+    """A FastAPI app serving ``rec`` (kept in ``app.state.recommender``)."""
+    app = FastAPI(title="semrec", version=__version__,
+                  description=f"Next-item recommendations of run `{rec.run_dir}` ({rec.config.model} on "
+                              f"{rec.dataset.name}).")
+    app.state.recommender = rec
+    errors = {code: {"model": ErrorOut} for code in (400, 404, 409, 503)}
+
+    @app.exception_handler(SemrecError)
+    def _semrec_error(request: Request, exc: SemrecError) -> JSONResponse:
+        return JSONResponse(status_code=_status(exc), content={"detail": str(exc)})
+
+    @app.get("/health", response_model=Health)
+    def health() -> dict[str, Any]:
+        """Liveness and what is being served."""
+        return {"status": "ok", **rec.info()}
+
+    @app.post("/recommend", response_model=RecommendResponse, responses={400: errors[400]})
+    def recommend(body: RecommendRequest) -> dict[str, Any]:
+        """Top-k raw item ids with scores for one history or a batch of histories (raw ids, oldest first)."""
+        histories = [body.history] if body.history is not None else body.histories
+        results = rec.recommend_batch(histories, k=body.k, exclude_seen=body.exclude_seen)
+        return {"results": [{"items": [vars(i) for i in r.items], "unknown": r.unknown,
+                             "history_used": r.history_used, "fallback": r.fallback} for r in results]}
+
+    @app.post("/items", status_code=201, response_model=AddItemsResponse,
+              responses={c: errors[c] for c in (400, 409, 503)})
+    def add_items(body: AddItemsRequest) -> dict[str, Any]:
+        """Add cold-start items (rankable at once, no retraining; saved in the run folder). Models that read
+        only item ids refuse with 409."""
+        items = [{"raw_id": i.raw_id, **(i.__pydantic_extra__ or {})} for i in body.items]
+        added = rec.add_items(items)
+        return {"added": added, "n_items": rec.n_items}
+
+    @app.get("/items/{raw_id:path}", response_model=ItemOut, responses={404: errors[404]})
+    def get_item(raw_id: str) -> dict[str, Any]:
+        """An item's texts and whether it was added after training."""
+        return rec.item(raw_id)
+
+    return app
+
+
+def serve(rec: Recommender, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Serve ``rec`` with uvicorn until interrupted (one process: the catalogue is in memory)."""
+    import uvicorn
+
+    uvicorn.run(create_app(rec), host=host, port=port, log_level=log_level)
+
+
+class ServerThread:
+    """Run an app with uvicorn on a background thread on a free port (``with ServerThread(app) as s: s.url``)."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.host, self.port = host, self.sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()

@@ -1,0 +1,110 @@
+"""faiss indexes over item vectors: exact inner product, HNSW and IVF, and the recall of one against the other.
+
+Vectors are what the model scores with: L2-normalised for cosine models (inner product = cosine), raw for
+dot-product models (maximum inner product search). Index row ``j`` is item ``j + 1`` (the padding item 0 is
+never indexed).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import faiss
+import numpy as np
+
+from semrec.errors import SemrecError
+
+APPROX_KINDS = ("hnsw", "ivf")
+TRAIN_PER_LIST = 64  # IVF k-means trains on at most this many vectors per list
+DEFAULTS: dict[str, dict[str, int]] = {
+    "hnsw": {"M": 32, "ef_construction": 200, "ef_search": 128},
+    "ivf": {"nlist": 0, "nprobe": 16},  # nlist 0: about 4 sqrt(n), at least 39 training vectors per list
+}
+
+
+def index_params(kind: str, params: dict[str, Any] | None = None) -> dict[str, int]:
+    """Defaults of ``kind`` overridden by ``params`` (unknown names and non-positive values are errors)."""
+    if kind not in APPROX_KINDS:
+        raise SemrecError(f"unknown approximate index '{kind}' (choose {' | '.join(APPROX_KINDS)})")
+    out = dict(DEFAULTS[kind])
+    for key, value in (params or {}).items():
+        if key not in out:
+            raise SemrecError(f"{kind}: unknown index parameter '{key}' (known: {', '.join(out)})")
+        try:
+            out[key] = int(value)
+        except (TypeError, ValueError):
+            raise SemrecError(f"{kind}: parameter '{key}' must be an integer, got {value!r}") from None
+        if out[key] < (0 if key == "nlist" else 1):
+            raise SemrecError(f"{kind}: parameter '{key}' must be positive, got {value!r}")
+    return out
+
+
+def exact_index(vectors: np.ndarray) -> Any:
+    """``IndexFlatIP`` over ``vectors [n, d]``."""
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def approx_index(vectors: np.ndarray, kind: str = "hnsw", params: dict[str, Any] | None = None,
+                 seed: int = 0) -> Any:
+    """An HNSW (``IndexHNSWFlat``) or IVF (``IndexIVFFlat``) inner-product index over ``vectors [n, d]``.
+
+    Items added later (``index.add``) are searchable at once: HNSW links them into the graph, IVF assigns them
+    to the nearest existing list."""
+    p = index_params(kind, params)
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, d = x.shape
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, p["M"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = p["ef_construction"]
+        index.hnsw.efSearch = p["ef_search"]
+    else:
+        nlist = p["nlist"] or max(1, min(int(4 * math.sqrt(n)), n // 39))
+        if nlist > n:
+            raise SemrecError(f"ivf: nlist={nlist} is larger than the {n} items")
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.cp.verbose = False
+        sample = n if n <= TRAIN_PER_LIST * nlist else TRAIN_PER_LIST * nlist  # k-means on a seeded sample
+        rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False)) if sample < n else slice(None)
+        index.train(np.ascontiguousarray(x[rows]))
+        index.nprobe = min(p["nprobe"], nlist)
+    index.add(x)
+    return index
+
+
+def search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, rows) of the top ``k`` (rows -1 where the index returns fewer)."""
+    k = max(1, min(k, index.ntotal))
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
+def recall_at_k(exact: Any, approx: Any, queries: np.ndarray, k: int = 10) -> float:
+    """Mean over queries of |approx top-k ∩ exact top-k| / k (1.0 = the approximate index loses nothing)."""
+    if len(queries) == 0:
+        return float("nan")
+    _, truth = search(exact, queries, k)
+    _, found = search(approx, queries, k)
+    hits = [len(set(t[t >= 0]) & set(f[f >= 0])) / max(1, int((t >= 0).sum())) for t, f in zip(truth, found)]
+    return float(np.mean(hits))
+
+
+def describe(index: Any) -> dict[str, Any]:
+    """The effective settings of a built index (e.g. the nlist chosen for ``nlist=0``)."""
+    if isinstance(index, faiss.IndexHNSW):
+        return {"kind": "hnsw", "ntotal": int(index.ntotal), "M": int(index.hnsw.nb_neighbors(1)),
+                "ef_construction": int(index.hnsw.efConstruction), "ef_search": int(index.hnsw.efSearch)}
+    if isinstance(index, faiss.IndexIVF):
+        return {"kind": "ivf", "ntotal": int(index.ntotal), "nlist": int(index.nlist), "nprobe": int(index.nprobe)}
+    return {"kind": type(index).__name__, "ntotal": int(index.ntotal)}
+
+
+def search_unseen(index: Any, queries: np.ndarray, seen: list[set[int]], k: int) -> list[list[tuple[int, float]]]:
+    """Top-``k`` (item id, score) per query, skipping the item ids in ``seen[q]`` (index row j = item j + 1)."""
+    if len(queries) == 0:
+        return []
+    values, rows = search(index, queries, k + max(len(s) for s in seen))
+    return [[(int(j) + 1, float(v)) for j, v in zip(row_i, row_v) if j >= 0 and int(j) + 1 not in s][:k]
+            for s, row_v, row_i in zip(seen, values, rows)]

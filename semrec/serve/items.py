@@ -1,0 +1,227 @@
+"""Cold-start items: from raw metadata to the item data a text/code model reads, and on to its item vectors.
+
+A new item goes through the steps the catalogue went through, with the run's own artefacts:
+
+1. texts: each view cleaned as the dataset sources clean it (``clean_title`` for ``title``, ``clean_text`` for
+   the other views); the derived view ``all`` joins the non-empty views with a space, in the dataset's view
+   order (``CanonicalDataset.view_texts``);
+2. vectors: the views the model reads are encoded by the run's text encoder (the model named in the codes
+   folder's ``codes.json`` for code models, ``RunConfig.text_model`` for UniSRec) with the settings saved in
+   ``embed_config.yaml`` next to the dataset's embeddings;
+3. item data: codes from the fitted tokenizer (``tokenizer.encode``), CCFRec's PCA text vectors from
+   ``tokenizer.transform`` (stacked per view as ``load_run_data`` does), UniSRec's raw text vectors;
+4. item vectors: a model is built from the new items' data alone (``ItemInputs`` of ``n`` items), the trained
+   parameters are loaded into it, and its ``eval_tables()`` give the rows. This is the model's own code path, so
+   a cold item's vector is what the model computes had the item been in the catalogue; it is valid because, for
+   the models listed in :data:`COLD_START_MODELS`, an item's vectors are a pure function of its data and the
+   parameters (no parameter is sized by the number of items: checked when the parameters are loaded).
+
+ID-only models (and UniSRec ``transductive``, which adds a learned ID embedding per item) are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from semrec.config import RunConfig
+from semrec.data.dataset import ALL_VIEW, CanonicalDataset
+from semrec.errors import SemrecError
+from semrec.io import atomic_path, read_json
+from semrec.models import ItemInputs, build_model, model_entry
+from semrec.text.clean import clean_text, clean_title
+from semrec.text.encode import TextEncoder, embeddings_dir
+from semrec.tokenizers.pipeline import pca_text
+
+Encoder = Callable[[list[str]], np.ndarray]  # texts -> L2-normalised float32 [n, dim]
+COLD_START_MODELS = ("ccfrec", "vqrec", "unisrec")
+ITEM_DATA_BUFFERS = ("codes", "text", "plm")  # buffers sized by the catalogue: rebuilt, never loaded
+COLD_FILE = "cold_items.npz"
+
+
+class ColdStartUnsupported(SemrecError):
+    """The run's model cannot rank an item it was not trained with."""
+
+
+class EncoderUnavailable(SemrecError):
+    """The run's text encoder cannot be loaded (a server-side problem, not the request's)."""
+
+
+def cold_start_refusal(model: str, params: Mapping[str, Any]) -> str | None:
+    """None when ``model`` can add items without retraining, else the reason (one sentence, with a way out)."""
+    if model == "unisrec" and params.get("train_stage", "transductive") == "transductive":
+        return ("unisrec with train_stage 'transductive' adds a learned ID embedding to every item, which an item "
+                "added after training cannot have; train with model_params.train_stage=inductive to add items "
+                "without retraining")
+    if model not in COLD_START_MODELS:
+        return (f"{model} ranks items by learned per-item parameters (IDs or popularity), so an item added after "
+                f"training cannot be ranked; retrain with the item in the dataset, or use a model that reads item "
+                f"text or codes ({', '.join(COLD_START_MODELS)})")
+    return None
+
+
+def clean_item(item: Mapping[str, Any], views: list[str]) -> tuple[str, dict[str, str]]:
+    """(raw id, cleaned text per dataset view) of one item given as ``{raw_id, view: text, ...}``.
+
+    Text values may be strings, lists of strings (joined as the sources join them) or None. Unknown keys are
+    errors (a misspelt view would silently give the item an empty text)."""
+    if not isinstance(item, Mapping):
+        raise SemrecError(f"an item must be a mapping with 'raw_id' and text fields, got {type(item).__name__}")
+    raw = item.get("raw_id")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str) or not raw.strip():
+        raise SemrecError(f"every item needs a non-empty string 'raw_id', got {raw!r}")
+    unknown = sorted(k for k in item if k != "raw_id" and k not in views)
+    if unknown:
+        raise SemrecError(f"item {raw!r}: unknown field(s) {', '.join(map(repr, unknown))} (this dataset's text "
+                          f"views: {', '.join(views)})")
+    texts = {}
+    for view in views:
+        value = item.get(view)
+        if isinstance(value, (list, tuple)):
+            bad = [v for v in value if not isinstance(v, str)]
+        else:
+            bad = [] if value is None or isinstance(value, str) else [value]
+        if bad:
+            raise SemrecError(f"item {raw!r}: field '{view}' must be text (a string or a list of strings)")
+        texts[view] = clean_title(value) if view == "title" else clean_text(value)
+    return raw, texts
+
+
+def view_text(texts: Mapping[str, str], view: str, views: list[str]) -> str:
+    """The text of ``view`` for one item; ``all`` joins the non-empty views as ``CanonicalDataset.view_texts``."""
+    if view == ALL_VIEW:
+        return " ".join(t for t in (texts.get(v, "") for v in views) if t)
+    return texts.get(view, "")
+
+
+def run_text_encoder(model_name: str, dataset_dir: str | Path, device: str | None = "cpu") -> Encoder:
+    """The sentence-transformers encoder that made the dataset's embeddings, with their saved settings (loaded
+    lazily, on the first call)."""
+    import yaml
+
+    settings_path = embeddings_dir(dataset_dir, model_name) / "embed_config.yaml"
+    settings = yaml.safe_load(settings_path.read_text()) if settings_path.is_file() else {}
+    encoder = TextEncoder(model_name, device=device, batch_size=int(settings.get("batch_size") or 64),
+                          max_seq_length=settings.get("max_seq_length"))
+    return lambda texts: encoder.encode(texts, progress=False)
+
+
+class ItemFeaturizer:
+    """Turns cleaned item texts into the item data the run's model reads (``codes``, ``text``, ``plm``)."""
+
+    def __init__(self, config: RunConfig, dataset: CanonicalDataset, tokenizer: Any | None,
+                 encoder: Encoder | Any | None = None, device: str | None = "cpu"):
+        self.needs = model_entry(config.model).needs
+        self.views = dataset.views
+        self.tokenizer = tokenizer
+        if "codes" in self.needs or "text" in self.needs:
+            codes_dir = Path(config.dataset) / "codes" / config.codes
+            self.embed_model = read_json(codes_dir / "codes.json")["embeddings"]["model"]
+            self.embed_views = list(tokenizer.input_views)
+        else:
+            self.embed_model, self.embed_views = config.text_model, [config.text_view]
+        self.text_view = config.text_view
+        if encoder is None:
+            encoder = run_text_encoder(self.embed_model, config.dataset, device)
+        self.encoder: Encoder = encoder.encode if hasattr(encoder, "encode") else encoder
+
+    def check_readable(self, raw_id: str, texts: Mapping[str, str]) -> None:
+        """Refuse an item with no text in any view the model reads (it would be a vector of the empty string)."""
+        if not any(view_text(texts, v, self.views) for v in self.embed_views):
+            raise SemrecError(f"item {raw_id!r} has no text in the view(s) this model reads "
+                              f"({', '.join(self.embed_views)}); give at least one of: "
+                              f"{', '.join(self.views if ALL_VIEW in self.embed_views else self.embed_views)}")
+
+    def encode(self, texts: list[Mapping[str, str]]) -> dict[str, np.ndarray]:
+        """``{view: float32 [n, dim]}`` for the views the model reads, one encoder call for all of them."""
+        flat = [view_text(t, v, self.views) for v in self.embed_views for t in texts]
+        try:
+            vectors = np.asarray(self.encoder(flat), dtype=np.float32)
+        except SemrecError as exc:
+            raise EncoderUnavailable(str(exc)) from None
+        if vectors.ndim != 2 or len(vectors) != len(flat):
+            raise EncoderUnavailable(f"the text encoder returned shape {vectors.shape} for {len(flat)} texts")
+        n = len(texts)
+        return {v: np.ascontiguousarray(vectors[i * n:(i + 1) * n]) for i, v in enumerate(self.embed_views)}
+
+    def features(self, texts: list[Mapping[str, str]]) -> dict[str, np.ndarray]:
+        """The model's item data of these items (no padding row)."""
+        matrices = self.encode(texts)
+        out: dict[str, np.ndarray] = {}
+        if "codes" in self.needs or "text" in self.needs:
+            out["codes"] = np.asarray(self.tokenizer.encode(matrices), dtype=np.int64)
+        if "text" in self.needs:
+            out["text"] = pca_text(self.tokenizer, matrices)
+        if "plm" in self.needs:
+            out["plm"] = matrices[self.text_view].astype(np.float32)
+        return out
+
+
+def item_inputs(features: Mapping[str, np.ndarray], codebook_sizes: list[int] | None) -> ItemInputs:
+    """``ItemInputs`` of the given items only (padding row prepended), as ``load_run_data`` lays them out."""
+    n = len(next(iter(features.values())))
+    items = ItemInputs(n_items=n, codebook_sizes=codebook_sizes, popularity=torch.zeros(n + 1, dtype=torch.long))
+    if "codes" in features:
+        codes = features["codes"]
+        items.codes = torch.from_numpy(np.concatenate([np.full((1, codes.shape[1]), -1, np.int64), codes]))
+    for name in ("text", "plm"):
+        if name in features:
+            matrix = features[name].astype(np.float32)
+            setattr(items, name, torch.from_numpy(np.concatenate([np.zeros_like(matrix[:1]), matrix])))
+    return items
+
+
+@torch.no_grad()
+def item_vectors(config: RunConfig, state: Mapping[str, torch.Tensor], features: Mapping[str, np.ndarray],
+                 codebook_sizes: list[int] | None,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(candidate rows, history rows or None) ``[n, d]`` of new items: the trained model's ``eval_tables()`` on a
+    model built from these items' data only."""
+    model = build_model(config.model, config.model_params, item_inputs(features, codebook_sizes))
+    own = model.state_dict()
+    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    sized = sorted(k for k in own if k not in loaded and k.split(".")[-1] not in ITEM_DATA_BUFFERS)
+    if sized:
+        raise ColdStartUnsupported(f"{config.model}: parameters {', '.join(sized)} depend on the catalogue; "
+                                   "a new item cannot be given vectors without retraining")
+    model.load_state_dict(loaded, strict=False)
+    model.to(device).eval()
+    candidate, history = model.eval_tables()
+    return candidate[1:], None if history is None else history[1:]
+
+
+# ----- persistence in the run folder ----------------------------------------------------------------------
+
+def save_cold_items(run_dir: str | Path, records: list[dict[str, Any]], features: Mapping[str, np.ndarray],
+                    fingerprints: Mapping[str, str]) -> None:
+    """Write every cold item (records + item data) to ``<run>/cold_items.npz`` in one atomic rename."""
+    meta = json.dumps({"format": 1, "fingerprints": dict(fingerprints), "items": records}, ensure_ascii=False)
+    with atomic_path(Path(run_dir) / COLD_FILE) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, meta=np.array(meta), **{k: np.asarray(v) for k, v in features.items()})
+
+
+def load_cold_items(run_dir: str | Path,
+                    fingerprints: Mapping[str, str]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """The cold items saved in a run folder ([] when none); refused when the dataset or codes changed since."""
+    path = Path(run_dir) / COLD_FILE
+    if not path.is_file():
+        return [], {}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            features = {k: npz[k] for k in npz.files if k != "meta"}
+    except (OSError, ValueError, KeyError) as exc:
+        raise SemrecError(f"{path}: cannot read the cold-start items ({type(exc).__name__}: {exc})") from None
+    changed = sorted(k for k, v in meta["fingerprints"].items() if fingerprints.get(k) != v)
+    if changed:
+        raise SemrecError(f"{path}: the items were added against another version of the run's "
+                          f"{' and '.join(changed)}; move the file away (or re-add the items) to serve this run")
+    return meta["items"], features
