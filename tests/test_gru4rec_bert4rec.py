@@ -19,7 +19,7 @@ from semrec.models.bert4rec import BERT4Rec
 from semrec.models.gru4rec import GRU4Rec
 from semrec.train.evaluator import rank_targets
 from semrec.train.trainer import Trainer
-from tests.tiny import make_tiny_dataset
+from tests.tiny import make_tiny_dataset, train_losses
 
 REPO = Path(__file__).resolve().parents[1]
 N_ITEMS = 30
@@ -84,30 +84,13 @@ def test_padding_never_changes_the_user_vector(name):
     assert not torch.allclose(model.encode_sequence(other, lengths)[0], base[0])
 
 
-def _train_losses(model, steps: int = 60, lr: float = 3e-3) -> list[float]:
-    rng = np.random.default_rng(0)
-    train = [np.arange(s, s + 6) for s in rng.integers(1, 24, size=40)]  # item i is followed by i + 1
-    samples = build_train_samples(train, 6, "sequence")
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses, epoch = [], 0
-    while len(losses) < steps:
-        for batch in train_batches(samples, 32, seed=0, epoch=epoch):
-            loss, _ = model.loss(batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        epoch += 1
-    return losses
-
-
 @pytest.mark.parametrize("name", ["gru4rec", "bert4rec"])
 def test_loss_falls_on_tiny_data(name):
     torch.manual_seed(0)
     if name == "gru4rec":
-        losses = _train_losses(make(name, dropout=0.0), steps=80)
+        losses = train_losses(make(name, dropout=0.0), steps=80, style="sequence")
     else:  # the cloze loss is noisier (few masked items per batch): more steps, larger lr
-        losses = _train_losses(make(name, dropout=0.0, attn_dropout=0.0), steps=150, lr=1e-2)
+        losses = train_losses(make(name, dropout=0.0, attn_dropout=0.0), steps=150, style="sequence", lr=1e-2)
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from semrec.data.batching import build_train_samples, train_batches
 from semrec.models import ItemInputs, build_model
 from semrec.models.ccfrec import CCFRec, CCFRecConfig
+from tests.tiny import train_losses
 
 
 def tiny_items(n_items: int = 30, levels: int = 4, k: int = 8, views: int = 2, dim: int = 16) -> ItemInputs:
@@ -90,35 +90,16 @@ def test_negatives_exclude_batch_targets_and_are_distinct():
     assert not set(neg.tolist()) & {1, 2, 3} and neg.min() >= 1 and neg.max() <= 30
 
 
-def _train_losses(model, steps: int = 60, style: str = "prefix") -> list[float]:
-    rng = np.random.default_rng(0)
-    # a learnable pattern: item i is followed by item i + 1
-    train = [np.arange(s, s + 6) for s in rng.integers(1, 24, size=40)]
-    samples = build_train_samples(train, 6, style)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    epoch = 0
-    while len(losses) < steps:
-        for batch in train_batches(samples, 32, seed=0, epoch=epoch):
-            loss, _ = model.loss(batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        epoch += 1
-    return losses
-
-
 @pytest.mark.parametrize("name", ["ccfrec", "sasrec"])
 def test_loss_falls_on_tiny_data(name):
     torch.manual_seed(0)
     if name == "ccfrec":
         model = ccfrec(dropout=0.0, dropout_cross=0.0)
-        losses = _train_losses(model, style="prefix")
+        losses = train_losses(model, style="prefix")
     else:
         model = build_model("sasrec", {"hidden_size": 16, "inner_size": 32, "max_len": 6, "dropout": 0.0,
                                        "attn_dropout": 0.0}, tiny_items())
-        losses = _train_losses(model, style="sequence")
+        losses = train_losses(model, style="sequence")
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
 
 

@@ -17,7 +17,7 @@ from semrec.errors import SemrecError
 from semrec.models import ItemInputs, build_model
 from semrec.models.unisrec import UniSRec
 from semrec.train.trainer import Trainer, load_run_data
-from tests.tiny import make_tiny_dataset
+from tests.tiny import make_tiny_dataset, train_losses
 
 N_ITEMS, PLM_DIM, HIDDEN = 30, 40, 16
 SMALL = {"hidden_size": HIDDEN, "inner_size": 32, "n_heads": 2, "max_len": 6, "n_exps": 4}
@@ -191,20 +191,7 @@ def test_bad_config_is_a_clear_error():
 def test_loss_falls_on_tiny_data(stage):
     torch.manual_seed(0)
     model = unisrec(train_stage=stage, dropout=0.0, attn_dropout=0.0, adaptor_dropout=0.0)
-    rng = np.random.default_rng(0)
-    train = [np.arange(s, s + 6) for s in rng.integers(1, 24, size=40)]  # item i is followed by i + 1
-    samples = build_train_samples(train, 6, "prefix")
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses: list[float] = []
-    epoch = 0
-    while len(losses) < 60:
-        for batch in train_batches(samples, 32, seed=0, epoch=epoch):
-            loss, _ = model.loss(batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        epoch += 1
+    losses = train_losses(model, steps=60, style="prefix")
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5])
 
 

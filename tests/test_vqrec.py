@@ -19,7 +19,7 @@ from semrec.models import ItemInputs, build_model
 from semrec.models.permutation import CodePermutation
 from semrec.tokenizers.pipeline import fit_codes, load_codes
 from semrec.train.trainer import Trainer
-from tests.tiny import make_tiny_dataset
+from tests.tiny import make_tiny_dataset, train_losses
 
 SMALL = {"hidden_size": 16, "inner_size": 32, "max_len": 8, "dropout": 0.1, "attn_dropout": 0.1}
 OPQ = {"M": 4, "nbits": 3, "niter": 5, "polysemous": False}
@@ -220,3 +220,36 @@ def test_sequence_style_loss_equals_the_mean_of_prefix_losses():
     assert loss.item() == pytest.approx(torch.stack(prefix).mean().item(), rel=1e-5)
     with pytest.raises(Exception, match="prefix"):
         vqrec(stage="pretrain", sample_style="sequence")
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_loss_falls_on_tiny_data(stage):
+    torch.manual_seed(0)
+    model = build_model("vqrec", {**SMALL, "stage": stage, "permutation": "none", "reassign_epochs": 0,
+                                  "dropout": 0.0, "attn_dropout": 0.0}, items(n_items=30))
+    losses = train_losses(model, steps=60, style="prefix")
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_pretrain_and_finetune_bad_input_give_one_line_errors(tmp_path):
+    runner = CliRunner()
+    a = make_tiny_dataset(tmp_path / "a", n_users=60, n_items=50, seed=1)
+    fit_codes(a, CodesConfig(tokenizer="opq", params=OPQ), progress=False)
+    b = make_tiny_dataset(tmp_path / "b", n_users=40, n_items=30, seed=2)
+    cases = [
+        (["pretrain", "--datasets", f"{a},{tmp_path / 'missing'}", "--merged", str(tmp_path / "m")],
+         "not a prepared dataset"),
+        (["finetune", str(tmp_path / "no-run"), "--dataset", str(a), "-c", "configs/vqrec/Scientific.yaml"],
+         "neither a checkpoint nor a run folder"),
+        (["train", "-c", "configs/vqrec/Scientific-scratch.yaml", "--dataset", str(a), "--set",
+          "model_params.permutation=sorted"], "permutation must be"),
+        (["train", "-c", "configs/vqrec/Scientific-scratch.yaml", "--dataset", str(b)], "semrec codes"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output and message in result.output, (args, result.output)
+    # a merge needs every dataset's 'all' embeddings
+    (b / "embeddings" / "all-MiniLM-L6-v2" / "embeddings.json").unlink()
+    result = runner.invoke(app, ["pretrain", "--datasets", f"{a},{b}", "--merged", str(tmp_path / "m2")])
+    assert result.exit_code == 2 and "semrec embed" in result.output, result.output

@@ -42,3 +42,26 @@ def make_tiny_dataset(folder: Path, n_users: int = 120, n_items: int = 60, seed:
         manifest["views"][view] = {"file": name, "key": f"fake-{view}", "dim": 32, "distinct_texts": len(idx)}
     write_json(out / "embeddings.json", manifest)
     return folder
+
+
+def train_losses(model, steps: int = 60, style: str = "prefix", lr: float = 3e-3) -> list[float]:
+    """Adam on a learnable in-memory pattern (item i is followed by item i + 1); the loss of every step."""
+    import torch
+
+    from semrec.data.batching import build_train_samples, train_batches
+
+    rng = np.random.default_rng(0)
+    train = [np.arange(s, s + 6) for s in rng.integers(1, 24, size=40)]
+    samples = build_train_samples(train, 6, style)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses: list[float] = []
+    epoch = 0
+    while len(losses) < steps:
+        for batch in train_batches(samples, 32, seed=0, epoch=epoch):
+            loss, _ = model.loss(batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        epoch += 1
+    return losses
