@@ -253,3 +253,24 @@ def test_pretrain_and_finetune_bad_input_give_one_line_errors(tmp_path):
     (b / "embeddings" / "all-MiniLM-L6-v2" / "embeddings.json").unlink()
     result = runner.invoke(app, ["pretrain", "--datasets", f"{a},{b}", "--merged", str(tmp_path / "m2")])
     assert result.exit_code == 2 and "semrec embed" in result.output, result.output
+
+
+def test_staged_finetune_runs_under_ddp(tiny_opq, tmp_path):
+    """begin_epoch freezes / unfreezes parameters: the trainer re-wraps DistributedDataParallel when they change."""
+    import os
+    import subprocess
+    import sys
+
+    from semrec.config import save_config
+
+    cfg = RunConfig(model="vqrec", dataset=str(tiny_opq), codes="opq", out=str(tmp_path / "run"),
+                    model_params={**SMALL, "reassign_epochs": 1, "fix_enc": True},
+                    train=TrainConfig(epochs=3, batch_size=32, lr=3e-3, warmup_steps=0, weight_decay=0.0,
+                                      progress=False))
+    save_config(cfg, tmp_path / "cfg.yaml")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541",
+           "-m", "semrec.cli", "train", "-c", str(tmp_path / "cfg.yaml")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 3 and bool(state["model"]["reassigned"])

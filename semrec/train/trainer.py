@@ -209,7 +209,6 @@ class Trainer:
     # ----- loop -----------------------------------------------------------------------------------
     def _train_epoch(self, module: torch.nn.Module) -> dict[str, float]:
         tc = self.config.train
-        self.model.begin_epoch(self.epoch)
         self.model.train()
         sums: dict[str, float] = {}
         n, seen, start = 0, 0, time.perf_counter()
@@ -249,12 +248,16 @@ class Trainer:
         """Train to early stop (or ``epochs``), then evaluate the best model on valid and test."""
         tc = self.config.train
         module: torch.nn.Module = self.model
-        if self.world > 1:
-            module = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        wrapped_for: tuple[bool, ...] | None = None
         writer = self._writer() if self.is_main else None
         trainable = model_entry(self.config.model).trainable
         while trainable and self.epoch < tc.epochs:
+            self.model.begin_epoch(self.epoch)  # staged schedules may freeze / unfreeze parameters
+            trainable_now = tuple(p.requires_grad for p in self.model.parameters())
+            if self.world > 1 and trainable_now != wrapped_for:  # DDP fixes its gradient set when it wraps
+                module = torch.nn.parallel.DistributedDataParallel(
+                    self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                wrapped_for = trainable_now
             record: dict[str, Any] = {"epoch": self.epoch, **self._train_epoch(module)}
             stop = False
             if (self.epoch + 1) % tc.eval_every == 0:
