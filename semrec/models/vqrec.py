@@ -109,7 +109,7 @@ class VQRec(SequentialRecommender):
 
     def item_vectors(self, codes: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """Mean of the code embeddings of global codes ``[..., levels]``."""
-        return F.embedding(codes, self.code_table() if table is None else table).mean(-2)
+        return F.embedding(codes, self.code_table() if table is None else table, padding_idx=0).mean(-2)
 
     def item_embeddings(self) -> torch.Tensor:
         return self.item_vectors(self.codes)
