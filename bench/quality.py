@@ -96,7 +96,8 @@ def main() -> None:
             table.setdefault(config, []).append(result)
             print(config, seed, {k: round(v, 4) for k, v in result["test"].items() if k in METRICS}, flush=True)
     lines = ["# Quality (full ranking over all items, leave-last-out)", "",
-             f"Command: `python bench/quality.py{' --report-only' if args.report_only else ''} --configs {args.configs} "
+             f"Command: `python bench/quality.py{' --report-only' if args.report_only else ''} "
+             f"--configs {args.configs} "
              f"--seeds {args.seeds}{''.join(' --set ' + s for s in args.set)}`. Mean ± std over "
              "seeds; model selection on valid NDCG@10, patience 10.", *([args.note, ""] if args.note else [""])]
     for split in ("valid", "test"):
