@@ -8,6 +8,10 @@ to retrain), so the script can be stopped and restarted.
     python bench/quality.py                                   # all rows, 3 seeds
     python bench/quality.py --configs sasrec/ml-100k --seeds 1
     python bench/quality.py --set train.max_steps_per_epoch=20   # quick smoke run (NOT for reporting)
+    python bench/quality.py --configs ccfrec/Scientific@model_params.mlm_weight=0 --seeds 1   # an ablation row
+
+A config may carry its own overrides after ``@`` (``CONFIG@key=value@key=value``): an ablation is then a row
+of its own, trained into ``runs/bench/<config>@<key=value...>-s<seed>``.
 """
 
 from __future__ import annotations
@@ -27,13 +31,27 @@ DEFAULT = ["popularity/ml-100k", "sasrec/ml-100k", "gru4rec/ml-100k", "bert4rec/
 METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20"]
 
 
-def run_one(config: str, seed: int, overrides: list[str], runs: Path) -> dict:
+def split_spec(spec: str) -> tuple[str, list[str]]:
+    """``CONFIG@key=value@...`` -> (CONFIG, [key=value, ...])."""
+    config, *own = spec.split("@")
+    bad = [o for o in own if "=" not in o]
+    if bad:
+        raise SystemExit(f"{spec}: every '@' part must be key=value (got {bad[0]!r})")
+    return config, own
+
+
+def run_folder(runs: Path, spec: str, seed: int) -> Path:
+    return runs / f"{spec.replace('/', '-')}-s{seed}"
+
+
+def run_one(spec: str, seed: int, overrides: list[str], runs: Path) -> dict:
     from semrec.config import RunConfig, load_config
     from semrec.io import write_json
     from semrec.train.evaluator import EVALUATOR_VERSION
     from semrec.train.trainer import Trainer, evaluate_run
 
-    out = runs / f"{config.replace('/', '-')}-s{seed}"
+    config, own = split_spec(spec)
+    out = run_folder(runs, spec, seed)
     if (out / "results.json").is_file():
         results = json.loads((out / "results.json").read_text())
         if results.get("evaluator") != EVALUATOR_VERSION:  # an older evaluator: re-rank the same checkpoint
@@ -41,7 +59,7 @@ def run_one(config: str, seed: int, overrides: list[str], runs: Path) -> dict:
             write_json(out / "results.json", results)
         return results
     cfg = load_config(RunConfig, ROOT / "configs" / f"{config}.yaml",
-                      [f"train.seed={seed}", f"out={out}", "train.progress=false", *overrides])
+                      [f"train.seed={seed}", f"out={out}", "train.progress=false", *overrides, *own])
     ensure_codes(cfg)
     if (out / "checkpoints" / "last.pt").is_file():
         trainer = Trainer(cfg, run_dir=out, resume=True)
@@ -85,16 +103,24 @@ def main() -> None:
                              "evaluations are still re-ranked)")
     args = parser.parse_args()
     table: dict[str, list[dict]] = {}
-    for config in args.configs.split(","):
-        for seed in range(2020, 2020 + args.seeds):
-            if config.startswith("popularity") and seed > 2020:
-                continue  # deterministic: one run is all seeds
-            finished = (Path(args.runs) / f"{config.replace('/', '-')}-s{seed}" / "results.json").is_file()
-            if args.report_only and not finished:
-                continue
-            result = run_one(config, seed, args.set, Path(args.runs))
-            table.setdefault(config, []).append(result)
-            print(config, seed, {k: round(v, 4) for k, v in result["test"].items() if k in METRICS}, flush=True)
+    for spec in args.configs.split(","):
+        config, _ = split_spec(spec)  # fail on a malformed spec before any training
+        if not (ROOT / "configs" / f"{config}.yaml").is_file():
+            raise SystemExit(f"configs/{config}.yaml not found")
+    try:
+        for config in args.configs.split(","):
+            for seed in range(2020, 2020 + args.seeds):
+                if config.startswith("popularity") and seed > 2020:
+                    continue  # deterministic: one run is all seeds
+                finished = (run_folder(Path(args.runs), config, seed) / "results.json").is_file()
+                if args.report_only and not finished:
+                    continue
+                result = run_one(config, seed, args.set, Path(args.runs))
+                table.setdefault(config, []).append(result)
+                print(config, seed, {k: round(v, 4) for k, v in result["test"].items() if k in METRICS}, flush=True)
+    except KeyboardInterrupt:
+        print("interrupted: finished epochs are checkpointed (run the same command to resume); "
+              "the table below holds the finished runs only", flush=True)
     lines = ["# Quality (full ranking over all items, leave-last-out)", "",
              f"Command: `python bench/quality.py{' --report-only' if args.report_only else ''} "
              f"--configs {args.configs} "

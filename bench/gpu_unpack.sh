@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Unpack what bench/gpu_queue.sh sent back (FOLDER = the device call's files_at) into runs/gpu here.
+#   bash bench/gpu_unpack.sh /work/.device/<call>/
+set -euo pipefail
+from=${1:?folder holding runs.tgz.NN}
+parts=("$from"/runs.tgz.*)
+[[ -e ${parts[0]} ]] || { echo "no runs.tgz.* parts in $from" >&2; exit 1; }
+cat "${parts[@]}" | tar xzf -
+ls -d runs/gpu/*/
