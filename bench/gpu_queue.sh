@@ -5,7 +5,9 @@
 # 10 minutes and is given back ~30 s after a call. So each call: trains the queued rows until BUDGET seconds
 # (an interrupted run keeps its last finished epoch in checkpoints/last.pt), then packs the rows' run folders
 # into $OUT/runs.tgz.NN parts (<= 15 MiB each: the tool returns files of at most 16 MiB).
-# Back here, unpack with bench/gpu_unpack.sh; a later call carries runs/ to resume unfinished rows.
+# Back here, unpack with bench/gpu_unpack.sh; a later call carries runs/gpu to resume unfinished rows (a call
+# carries at most 64 MiB: data/Scientific is ~40 MB and a CCFRec run folder ~40 MB, so prefer rows that finish
+# within one call).
 #
 #   device run, carry ["data/Scientific", "runs/gpu"]:
 #     bash bench/gpu_queue.sh 540 ccfrec/Scientific,ccfrec/Scientific@model_params.mlm_weight=0 1
