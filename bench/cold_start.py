@@ -155,8 +155,20 @@ def eval_rows(full, held: np.ndarray) -> tuple[list[list[str]], list[str]]:
     return histories, targets
 
 
+def summarize(ranks: list[torch.Tensor], cold_ranks: list[torch.Tensor], cold_slots: int) -> dict[str, float]:
+    """Metrics of the rows' ranks among all items and among the added items, plus the added items' top-10 share."""
+    from semrec.train.metrics import metrics_from_ranks
+
+    ranks_np, cold_np = torch.cat(ranks).numpy(), torch.cat(cold_ranks).numpy()
+    out = metrics_from_ranks(ranks_np, (10, 50))
+    out["new_recall@10"] = metrics_from_ranks(cold_np, (10,))["recall@10"]
+    out["cold_share@10"] = cold_slots / (10 * len(ranks_np))
+    out["median_rank"] = float(np.median(ranks_np))
+    return out
+
+
 def rank_rows(rec, histories, targets, random_seed: int | None = None, batch: int = 256) -> dict[str, float]:
-    from semrec.train.metrics import metrics_from_ranks, ranks_from_scores
+    from semrec.train.metrics import ranks_from_scores
 
     cold = torch.arange(rec.n_items + 1 - rec.n_cold_items, rec.n_items + 1)
     gen = None if random_seed is None else torch.Generator().manual_seed(random_seed)
@@ -169,12 +181,7 @@ def rank_rows(rec, histories, targets, random_seed: int | None = None, batch: in
         ranks.append(ranks_from_scores(scores, tgt))
         cold_ranks.append(ranks_from_scores(scores[:, cold], tgt - int(cold[0])))
         cold_slots += int((torch.topk(scores, 10, dim=1).indices >= int(cold[0])).sum())
-    ranks_np, cold_np = torch.cat(ranks).numpy(), torch.cat(cold_ranks).numpy()
-    out = metrics_from_ranks(ranks_np, (10, 50))
-    out["new_recall@10"] = metrics_from_ranks(cold_np, (10,))["recall@10"]
-    out["cold_share@10"] = cold_slots / (10 * len(histories))
-    out["median_rank"] = float(np.median(ranks_np))
-    return out
+    return summarize(ranks, cold_ranks, cold_slots)
 
 
 def text_knn_rows(src: Path, full, held: np.ndarray, histories, targets, text_model: str = "all-MiniLM-L6-v2",
@@ -182,7 +189,7 @@ def text_knn_rows(src: Path, full, held: np.ndarray, histories, targets, text_mo
     """Content baseline with no training: score = cosine of the frozen text vectors of the history's last item
     and each candidate (the same masking and rank functions as the models)."""
     from semrec.text.encode import embeddings_dir, load_view_embeddings
-    from semrec.train.metrics import metrics_from_ranks, ranks_from_scores
+    from semrec.train.metrics import ranks_from_scores
 
     vectors = torch.from_numpy(load_view_embeddings(embeddings_dir(src, text_model), [view])[view])
     vectors = torch.nn.functional.normalize(vectors, dim=-1)
@@ -200,12 +207,7 @@ def text_knn_rows(src: Path, full, held: np.ndarray, histories, targets, text_mo
         position = torch.searchsorted(cold, tgt)  # every target is a held-out item
         cold_ranks.append(ranks_from_scores(scores[:, cold], position))
         cold_slots += int(torch.isin(torch.topk(scores, 10, dim=1).indices, cold).sum())
-    ranks_np, cold_np = torch.cat(ranks).numpy(), torch.cat(cold_ranks).numpy()
-    out = metrics_from_ranks(ranks_np, (10, 50))
-    out["new_recall@10"] = metrics_from_ranks(cold_np, (10,))["recall@10"]
-    out["cold_share@10"] = cold_slots / (10 * len(histories))
-    out["median_rank"] = float(np.median(ranks_np))
-    return out
+    return summarize(ranks, cold_ranks, cold_slots)
 
 
 def main() -> None:
