@@ -464,3 +464,42 @@ def test_opq_refuses_fewer_training_items_than_dims() -> None:
     x = np.random.default_rng(0).standard_normal((300, 384)).astype("float32")
     with pytest.raises(SemrecError, match="at least as many training items as vector dims"):
         build_tokenizer("opq", M=8, nbits=6).fit({"all": x})
+
+
+@pytest.mark.parametrize("kind", ["pq", "opq"])
+def test_saved_tokenizer_loads_without_faiss(kind: str, views: dict[str, np.ndarray], tmp_path) -> None:
+    """A machine without faiss (a GPU box that only trains) still loads saved codes, layouts and the PCA
+    projections; fitting or encoding there fails with a clear message, not an ImportError at import time."""
+    import subprocess
+    import sys
+
+    tok = build_tokenizer(kind, **SMALL[kind])
+    tok.fit(views, fit_rows=np.arange(0, 700, 2), seed=1)
+    tok.save(tmp_path / "tok")
+    np.savez(tmp_path / "views.npz", **views)
+    expected = tok.transform(views) if kind == "pq" else None
+    if expected is not None:
+        np.savez(tmp_path / "expected.npz", **expected)
+    script = f"""
+import sys
+sys.modules["faiss"] = None  # any 'import faiss' now raises ImportError
+import numpy as np
+from semrec.errors import SemrecError
+from semrec.tokenizers import build_tokenizer, load_tokenizer
+tok = load_tokenizer({str(tmp_path / "tok")!r})
+assert tok.codebook_sizes == {tok.codebook_sizes!r}
+views = dict(np.load({str(tmp_path / "views.npz")!r}))
+if {kind!r} == "pq":
+    out, ref = tok.transform(views), np.load({str(tmp_path / "expected.npz")!r})
+    assert all(np.array_equal(out[v], ref[v]) for v in ref.files)
+for action in (lambda: tok.encode(views), lambda: build_tokenizer({kind!r}, **{SMALL[kind]!r}).fit(views)):
+    try:
+        action()
+    except SemrecError as exc:
+        assert "faiss is not installed" in str(exc), exc
+    else:
+        raise AssertionError("no error without faiss")
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -39,13 +39,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import faiss
 import numpy as np
 
 from semrec.errors import SemrecError
 from semrec.io import atomic_path, read_json, write_json
 
 logger = logging.getLogger("semrec.tokenizers")
+
+
+class MissingFaiss:
+    """Stands in for the faiss module, and for the indexes of a loaded tokenizer, where faiss is not installed:
+    saved codes, layouts and PCA projections still load (training needs nothing more); fitting or encoding raises
+    a clear error."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise SemrecError("faiss is not installed: fitting a tokenizer or encoding items needs it "
+                          "(pip install faiss-cpu)")
+
+
+try:
+    import faiss
+except ImportError:  # e.g. a GPU machine that only trains from saved codes
+    faiss = MissingFaiss()
 
 FORMAT_NAME = "semrec.tokenizer"
 FORMAT_VERSION = 1
@@ -587,7 +602,8 @@ class BaseTokenizer(ItemTokenizer):
         fitted = meta["fitted"]
         with np.load(folder / meta["files"]["arrays"], allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        indexes = {stem: faiss.read_index(str(folder / name)) for stem, name in meta["files"]["indexes"].items()}
+        indexes = {stem: MissingFaiss() if isinstance(faiss, MissingFaiss) else faiss.read_index(str(folder / name))
+                   for stem, name in meta["files"]["indexes"].items()}
         tok._from_state(fitted, arrays, indexes)
         tok.view_dims = {k: int(v) for k, v in fitted["view_dims"].items()}
         tok.n_fit = int(fitted["n_fit"])

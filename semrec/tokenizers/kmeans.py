@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import faiss
 import numpy as np
 
 from semrec.tokenizers.base import (
@@ -20,6 +19,7 @@ from semrec.tokenizers.base import (
     as_view_list,
     check_int,
     check_train_size,
+    faiss,
     quiet_clustering,
     relative_error,
 )

@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import faiss
 import numpy as np
 
 from semrec.errors import SemrecError
@@ -35,6 +34,7 @@ from semrec.tokenizers.base import (
     BaseTokenizer,
     check_int,
     check_train_size,
+    faiss,
     quiet_clustering,
     relative_error,
     smaller_nbits_hint,

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import faiss
 import numpy as np
 
 from semrec.errors import SemrecError
@@ -29,6 +28,7 @@ from semrec.tokenizers.base import (
     as_view_list,
     check_int,
     check_train_size,
+    faiss,
     logger,
     quiet_clustering,
     relative_error,
