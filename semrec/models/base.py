@@ -53,7 +53,9 @@ class SequentialRecommender(nn.Module):
             return F.normalize(user, dim=-1) @ F.normalize(table, dim=-1).T
         return user @ table.T
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(loss to back-propagate, named detached parts for the log). Parts stay tensors: the trainer sums them
+        on the device and reads them once per epoch, so a step needs no host sync."""
         raise NotImplementedError
 
     def begin_epoch(self, epoch: int) -> None:
@@ -61,6 +63,6 @@ class SequentialRecommender(nn.Module):
 
         Must depend only on ``epoch`` and the model state, so that a resumed run behaves identically."""
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``loss(batch)``: forward is the loss so that DistributedDataParallel can wrap any model."""
         return self.loss(batch)

@@ -128,4 +128,4 @@ class BERT4Rec(SequentialRecommender):
         masked, window, chosen = self.cloze(batch)
         hidden = self._hidden(masked)
         loss = F.cross_entropy(self._logits(self._head(hidden[chosen])), window[chosen])
-        return loss, {"rec": float(loss.detach())}
+        return loss, {"rec": loss.detach()}

@@ -184,7 +184,7 @@ class CCFRec(SequentialRecommender):
         else:  # full softmax over items 1..N
             table = F.normalize(candidate[inverse[n_hist + n_tgt:]], dim=-1)
             rec = F.cross_entropy(user @ table.T / cfg.tau, targets - 1)
-        parts = {"rec": float(rec.detach())}
+        parts = {"rec": rec.detach()}
         total = rec
         if cfg.mlm_weight > 0 or cfg.cl_weight > 0:
             hist_items = items[real]
@@ -197,12 +197,12 @@ class CCFRec(SequentialRecommender):
                 mcm = checkpoint(_code_prediction_loss, h_masked[chosen], self.code_embedding.weight,
                                  self.codes[hist_items][chosen], cfg.tau, use_reentrant=False)
                 total = total + cfg.mlm_weight * mcm
-                parts["mcm"] = float(mcm.detach())
+                parts["mcm"] = mcm.detach()
             if cfg.cl_weight > 0:
                 user_masked = F.normalize(self._backbone(masked_vectors, lengths), dim=-1)
                 sim = user @ user_masked.T / cfg.tau
                 labels = torch.arange(sim.size(0), device=sim.device)
                 msa = 0.5 * (F.cross_entropy(sim, labels) + F.cross_entropy(sim.T, labels))
                 total = total + cfg.cl_weight * msa
-                parts["msa"] = float(msa.detach())
+                parts["msa"] = msa.detach()
         return total, parts

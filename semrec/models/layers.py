@@ -165,8 +165,10 @@ def by_length(fn, x: torch.Tensor, lengths: torch.Tensor, groups: int = 4) -> to
     if groups <= 1 or x.size(0) < 2 * groups:
         return fn(x)
     out = None
-    for idx in torch.argsort(lengths).tensor_split(groups):
-        width = max(1, int(lengths[idx].max()))
+    parts = torch.argsort(lengths).tensor_split(groups)
+    widths = torch.stack([lengths[idx].max() for idx in parts]).tolist()  # one host sync for all groups
+    for idx, width in zip(parts, widths):
+        width = max(1, int(width))
         part = fn(x[idx, :width])
         if out is None:
             out = part.new_zeros(x.size(0), x.size(1), part.size(-1))

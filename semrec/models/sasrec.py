@@ -63,4 +63,4 @@ class SASRec(SequentialRecommender):
         logits = hidden[mask] @ self.item_embedding.weight.T
         logits[:, 0] = float("-inf")
         loss = F.cross_entropy(logits, targets[mask])
-        return loss, {"rec": float(loss.detach())}
+        return loss, {"rec": loss.detach()}

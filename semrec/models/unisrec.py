@@ -168,4 +168,4 @@ class UniSRec(SequentialRecommender):
             user = gather_last(hidden, lengths)
         logits = F.normalize(user, dim=-1) @ F.normalize(table[1:], dim=-1).T / self.config.tau
         loss = F.cross_entropy(logits, targets - 1)  # classes are items 1..N
-        return loss, {"rec": float(loss.detach())}
+        return loss, {"rec": loss.detach()}

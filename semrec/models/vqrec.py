@@ -189,7 +189,7 @@ class VQRec(SequentialRecommender):
             fake_logit = (user * fake).sum(-1, keepdim=True) / cfg.tau
             labels = torch.arange(len(targets), device=targets.device)
             loss = F.cross_entropy(torch.cat([logits, fake_logit], dim=1), labels)
-            return loss, {"contrastive": float(loss.detach())}
+            return loss, {"contrastive": loss.detach()}
         catalogue = self.item_vectors(self.codes, table)
         if targets.dim() == 2:  # sequence style: every real position of each window
             real = targets > 0
@@ -198,4 +198,4 @@ class VQRec(SequentialRecommender):
             user = F.normalize(self._encode(catalogue[items], lengths), dim=-1)
         logits = user @ F.normalize(catalogue[1:], dim=-1).T / cfg.tau  # the padding item is never a class
         loss = F.cross_entropy(logits, targets - 1)
-        return loss, {"rec": float(loss.detach())}
+        return loss, {"rec": loss.detach()}

@@ -146,6 +146,7 @@ class Trainer:
         self.device = torch.device(tc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)  # collectives of this rank run on its own GPU
         seed_everything(tc.seed + self.rank)
         self.data = load_run_data(config)
         self.model: SequentialRecommender = build_model(config.model, config.model_params, self.data.items)
@@ -193,7 +194,8 @@ class Trainer:
         return states
 
     def _restore(self) -> None:
-        state = load_checkpoint(self.ckpt_dir / "last.pt", self.device)
+        # CPU first: RNG states must stay CPU byte tensors; load_state_dict moves the rest to the model's device
+        state = load_checkpoint(self.ckpt_dir / "last.pt", "cpu")
         if state["fingerprints"] != self.data.fingerprints:
             raise SemrecError(f"{self.run_dir}: the dataset or codes changed since this run started "
                               f"(fingerprints differ); start a new run")
@@ -210,7 +212,7 @@ class Trainer:
     def _train_epoch(self, module: torch.nn.Module) -> dict[str, float]:
         tc = self.config.train
         self.model.train()
-        sums: dict[str, float] = {}
+        sums: dict[str, Any] = {}  # on-device running sums: no host sync per step (reported per epoch)
         n, seen, start = 0, 0, time.perf_counter()
         batches = train_batches(self.samples, tc.batch_size, tc.seed, self.epoch, self.rank, self.world,
                                 self.device)
@@ -229,12 +231,15 @@ class Trainer:
             self.step += 1
             n += 1
             seen += len(batch["lengths"]) * self.world  # approximate under DDP
-            for key, value in {"loss": float(loss.detach()), **parts}.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}")
+            for key, value in {"loss": loss.detach(), **parts}.items():
+                value = value.double() if torch.is_tensor(value) else float(value)
+                sums[key] = sums[key] + value if key in sums else value
+            if not bar.disable and (n % 20 == 0 or n == self.steps_per_epoch):  # the postfix costs a sync
+                bar.set_postfix(loss=f"{float(sums['loss']) / n:.4f}",
+                                samples_s=f"{seen / (time.perf_counter() - start):.0f}")
             bar.update()
         bar.close()
-        out = {k: v / max(1, n) for k, v in sums.items()}
+        out = {k: float(v) / max(1, n) for k, v in sums.items()}
         out["train_seconds"] = time.perf_counter() - start
         return out
 
@@ -261,7 +266,7 @@ class Trainer:
             record: dict[str, Any] = {"epoch": self.epoch, **self._train_epoch(module)}
             stop = False
             if (self.epoch + 1) % tc.eval_every == 0:
-                flag = torch.zeros(2)
+                flag = torch.zeros(2, device=self.device)  # nccl broadcasts device tensors only
                 if self.is_main:
                     t0 = time.perf_counter()
                     valid = self._evaluate("valid")
@@ -333,9 +338,10 @@ def write_json_lines(path: Path, rows: list[dict[str, Any]]) -> None:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-def evaluate_run(run_dir: str | Path, checkpoint: str = "best",
-                 exclude_history: bool | None = None) -> dict[str, dict[str, float]]:
-    """Valid and test metrics of a run folder's ``best`` or ``last`` checkpoint with the current evaluator."""
+def evaluate_run(run_dir: str | Path, checkpoint: str = "best", exclude_history: bool | None = None,
+                 device: str | torch.device | None = None) -> dict[str, dict[str, float]]:
+    """Valid and test metrics of a run folder's ``best`` or ``last`` checkpoint with the current evaluator
+    (on ``device``; default cuda when available)."""
     if checkpoint not in ("best", "last"):
         raise SemrecError(f"checkpoint must be best or last, got {checkpoint!r}")
     run_dir = Path(run_dir)
@@ -347,10 +353,12 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best",
         if not path.is_file():
             raise SemrecError(f"{run_dir}: no checkpoints/{checkpoint}.pt")
         model.load_state_dict(load_checkpoint(path)["model"])
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
     max_len = int(getattr(getattr(model, "config", None), "max_len", 50))
     excl = cfg.train.exclude_history if exclude_history is None else exclude_history
     return {split: evaluate(model, getattr(data.split, split), max_len, cfg.train.eval_batch_size, excl,
-                            data.head_mask) for split in ("valid", "test")}
+                            data.head_mask, device=device) for split in ("valid", "test")}
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
