@@ -53,6 +53,8 @@ class MissingFaiss:
     a clear error."""
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy / pickle / introspection probes expect AttributeError
+            raise AttributeError(name)
         raise SemrecError("faiss is not installed: fitting a tokenizer or encoding items needs it "
                           "(pip install faiss-cpu)")
 
