@@ -25,6 +25,13 @@ def test_help(command):
     assert "Usage" in result.output
 
 
+def test_train_help_names_every_registered_model():
+    from semrec.models import REGISTRY
+
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert all(name in result.output for name in REGISTRY), result.output
+
+
 def test_console_script_help():
     result = subprocess.run([sys.executable, "-m", "semrec.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0

@@ -112,6 +112,38 @@ def test_ccfrec_full_softmax_and_no_aux_losses():
     assert set(parts) == {"rec"} and torch.isfinite(loss)
 
 
+def test_ccfrec_sequence_style_rec_loss_matches_prefix_rows():
+    """Full softmax, no dropout, no aux losses: all-position loss on a window == mean over its prefix rows."""
+    from semrec.data.batching import build_train_samples, train_batches
+
+    torch.manual_seed(0)
+    model = ccfrec(sample_style="sequence", neg_num=0, mlm_weight=0.0, cl_weight=0.0, dropout=0.0,
+                   dropout_cross=0.0).eval()
+    assert model.sample_style == "sequence" and CCFRec.sample_style == "prefix"
+    train = [np.array([3, 7, 1, 9, 12]), np.array([4, 2, 8])]
+    batch_s = next(train_batches(build_train_samples(train, 6, "sequence"), 8, seed=0, epoch=0))
+    batch_p = next(train_batches(build_train_samples(train, 6, "prefix"), 8, seed=0, epoch=0))
+    assert batch_s["targets"].dim() == 2 and batch_p["targets"].dim() == 1
+    torch.testing.assert_close(model.loss(batch_s)[0], model.loss(batch_p)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_ccfrec_sequence_style_trains_with_all_losses():
+    torch.manual_seed(0)
+    model = ccfrec(sample_style="sequence", neg_num=12, dropout=0.0, dropout_cross=0.0)
+    batch = {"items": torch.tensor([[1, 2, 3, 0], [4, 5, 6, 7]]), "lengths": torch.tensor([3, 4]),
+             "targets": torch.tensor([[2, 3, 9, 0], [5, 6, 7, 8]])}
+    loss, parts = model.loss(batch)
+    assert set(parts) == {"rec", "mcm", "msa"} and torch.isfinite(loss)
+    loss.backward()
+    assert model.code_embedding.weight.grad.abs().sum() > 0
+    losses = train_losses(ccfrec(sample_style="sequence", dropout=0.0, dropout_cross=0.0), style="sequence")
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
+    from semrec.errors import SemrecError
+
+    with pytest.raises(SemrecError, match="sample_style must be 'prefix' or 'sequence'"):
+        ccfrec(sample_style="windows")
+
+
 def test_text_dim_mismatch_is_a_clear_error():
     from semrec.errors import SemrecError
 

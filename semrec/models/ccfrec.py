@@ -19,6 +19,11 @@ Deliberate deviations from the reference (spec ccfrec sections 4-9):
 * the frozen text vectors are the PCA-whitened vectors of the code tokenizer (the reference fits a second,
   identically configured PCA).
 * the crash bugs of the reference (collator keys, ``args.FN``, encode_emb paths) do not exist here.
+* optional ``sample_style="sequence"`` (not the reference; default "prefix"): a training row is a user window
+  with a target at every position, so each causal position gives the prefix row's user vector at once
+  (L_rec over all positions, negatives shared by the batch and distinct from all its targets); MCM masks
+  the window's items; MSA contrasts one random real position per window (in-batch negatives from the
+  other windows). Several times cheaper per epoch on long histories; a named CPU setting, not the faithful one.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class CCFRecConfig:
     cl_weight: float = 0.4
     symmetric_pooling: bool = False  # ablation: history side also adds mean(code embeddings)
     text_context: bool = True  # ablation: False drops the cross-attention to the text vectors
+    sample_style: str = "prefix"  # prefix (reference: one target per row) | sequence (every position, cheaper)
     eval_chunk: int = 2048  # items per fusion-module chunk when building evaluation tables
 
 
@@ -89,7 +95,10 @@ class CCFRec(SequentialRecommender):
         if items.text.size(-1) != config.embedding_size:
             raise ValueError(f"text vectors have dim {items.text.size(-1)} but embedding_size is "
                              f"{config.embedding_size}; fit the codes with pca_dim={config.embedding_size}")
+        if config.sample_style not in ("prefix", "sequence"):
+            raise ValueError(f"sample_style must be 'prefix' or 'sequence', got {config.sample_style!r}")
         self.config = config
+        self.sample_style = config.sample_style  # instance attribute: read by the trainer
         d = config.embedding_size
         sizes = torch.tensor(items.codebook_sizes)
         offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)[:-1]])
@@ -132,10 +141,14 @@ class CCFRec(SequentialRecommender):
         return self.eval_tables()[0]
 
     # ----- sequence side --------------------------------------------------------------------------
-    def _backbone(self, item_vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def _hidden(self, item_vectors: torch.Tensor) -> torch.Tensor:
+        """Causal backbone over right-padded item vectors: [B, L, d] -> [B, L, d]."""
         positions = torch.arange(item_vectors.size(1), device=item_vectors.device)
         x = self.input_dropout(self.input_norm(item_vectors + self.position_embedding(positions)))
-        return gather_last(self.encoder(x, is_causal=True), lengths)
+        return self.encoder(x, is_causal=True)
+
+    def _backbone(self, item_vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return gather_last(self._hidden(item_vectors), lengths)
 
     def encode_sequence(self, items, lengths, history_table=None) -> torch.Tensor:
         if history_table is None:
@@ -167,23 +180,32 @@ class CCFRec(SequentialRecommender):
         cfg = self.config
         items, lengths, targets = batch["items"], batch["lengths"], batch["targets"]
         real = items > 0
-        negatives = self.sample_negatives(targets) if cfg.neg_num > 0 else torch.arange(
+        per_position = targets.dim() == 2  # "sequence" rows: a target at every real position
+        flat_targets = targets[targets > 0] if per_position else targets
+        negatives = self.sample_negatives(flat_targets) if cfg.neg_num > 0 else torch.arange(
             1, self.codes.size(0), device=items.device)
         # original view: the fusion module once per unique item (histories, positives, negatives)
-        unique, inverse = torch.unique(torch.cat([items[real], targets, negatives]), return_inverse=True)
+        unique, inverse = torch.unique(torch.cat([items[real], flat_targets, negatives]), return_inverse=True)
         candidate, history = self._pool(*self.fuse(unique))
-        n_hist, n_tgt = int(real.sum()), targets.numel()
+        n_hist, n_tgt = int(real.sum()), flat_targets.numel()
         seq_vectors = items.new_zeros(*items.shape, cfg.embedding_size, dtype=candidate.dtype)
         seq_vectors[real] = history[inverse[:n_hist]]
-        user = F.normalize(self._backbone(seq_vectors, lengths), dim=-1)
+        hidden = self._hidden(seq_vectors)
+        if per_position:
+            user = F.normalize(hidden[targets > 0], dim=-1)
+            # MSA anchors: one random real position per window (the prefix row it stands for)
+            anchor = (torch.rand(lengths.shape, device=lengths.device) * lengths).long().clamp(max=lengths - 1) + 1
+        else:
+            user = F.normalize(gather_last(hidden, lengths), dim=-1)
+            anchor = lengths
         pos = F.normalize(candidate[inverse[n_hist: n_hist + n_tgt]], dim=-1)
         if cfg.neg_num > 0:
             neg = F.normalize(candidate[inverse[n_hist + n_tgt:]], dim=-1)
             logits = torch.cat([(user * pos).sum(-1, keepdim=True), user @ neg.T], dim=1) / cfg.tau
-            rec = F.cross_entropy(logits, torch.zeros_like(targets))
+            rec = F.cross_entropy(logits, torch.zeros_like(flat_targets))
         else:  # full softmax over items 1..N
             table = F.normalize(candidate[inverse[n_hist + n_tgt:]], dim=-1)
-            rec = F.cross_entropy(user @ table.T / cfg.tau, targets - 1)
+            rec = F.cross_entropy(user @ table.T / cfg.tau, flat_targets - 1)
         parts = {"rec": rec.detach()}
         total = rec
         if cfg.mlm_weight > 0 or cfg.cl_weight > 0:
@@ -199,8 +221,9 @@ class CCFRec(SequentialRecommender):
                 total = total + cfg.mlm_weight * mcm
                 parts["mcm"] = mcm.detach()
             if cfg.cl_weight > 0:
-                user_masked = F.normalize(self._backbone(masked_vectors, lengths), dim=-1)
-                sim = user @ user_masked.T / cfg.tau
+                anchor_user = user if not per_position else F.normalize(gather_last(hidden, anchor), dim=-1)
+                user_masked = F.normalize(self._backbone(masked_vectors, anchor), dim=-1)
+                sim = anchor_user @ user_masked.T / cfg.tau
                 labels = torch.arange(sim.size(0), device=sim.device)
                 msa = 0.5 * (F.cross_entropy(sim, labels) + F.cross_entropy(sim.T, labels))
                 total = total + cfg.cl_weight * msa
