@@ -1,4 +1,4 @@
-"""Quality of Popularity, SASRec and CCFRec trained to early stop (full ranking, leave-last-out).
+"""Quality of every model (configs/<model>/<dataset>.yaml) trained to early stop (full ranking, leave-last-out).
 
 Each (model config, seed) is trained with ``semrec``'s one trainer into ``runs/bench/<config>-s<seed>``;
 the table reports valid and test Recall/NDCG@5/10/20 as mean +- std over seeds (seed count shown),
@@ -24,10 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ["popularity/ml-100k", "sasrec/ml-100k", "gru4rec/ml-100k", "bert4rec/ml-100k", "unisrec/ml-100k",
-           "vqrec/ml-100k", "ccfrec/ml-100k",
+           "vqrec/ml-100k", "ccfrec/ml-100k-seq", "ccfrec/ml-100k",
            "popularity/Scientific", "sasrec/Scientific", "gru4rec/Scientific", "bert4rec/Scientific",
-           "unisrec/Scientific", "unisrec/Scientific-inductive", "vqrec/Scientific-scratch", "ccfrec/Scientific-cpu",
-           "ccfrec/Scientific"]
+           "unisrec/Scientific", "unisrec/Scientific-inductive", "vqrec/Scientific-scratch", "ccfrec/Scientific-seq",
+           "ccfrec/Scientific-cpu", "ccfrec/Scientific"]
 METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20"]
 
 
