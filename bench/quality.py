@@ -93,7 +93,10 @@ def fmt(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default=",".join(DEFAULT))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per row: FIRST_SEED .. FIRST_SEED + SEEDS - 1")
+    parser.add_argument("--first-seed", type=int, default=2020,
+                        help="first seed (e.g. --first-seed 2022 --seeds 1 trains only that seed, so two processes "
+                             "can train different seeds of one row at once)")
     parser.add_argument("--set", action="append", default=[], help="config override for every run")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.md"))
@@ -109,8 +112,8 @@ def main() -> None:
             raise SystemExit(f"configs/{config}.yaml not found")
     try:
         for config in args.configs.split(","):
-            for seed in range(2020, 2020 + args.seeds):
-                if config.startswith("popularity") and seed > 2020:
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
+                if config.startswith("popularity") and seed > args.first_seed:
                     continue  # deterministic: one run is all seeds
                 finished = (run_folder(Path(args.runs), config, seed) / "results.json").is_file()
                 if args.report_only and not finished:
@@ -124,7 +127,8 @@ def main() -> None:
     lines = ["# Quality (full ranking over all items, leave-last-out)", "",
              f"Command: `python bench/quality.py{' --report-only' if args.report_only else ''} "
              f"--configs {args.configs} "
-             f"--seeds {args.seeds}{''.join(' --set ' + s for s in args.set)}`. Mean ± std over "
+             f"--seeds {args.seeds}{f' --first-seed {args.first_seed}' if args.first_seed != 2020 else ''}"
+             f"{''.join(' --set ' + s for s in args.set)}`. Mean ± std over "
              "seeds; model selection on valid NDCG@10, patience 10.", *([args.note, ""] if args.note else [""])]
     for split in ("valid", "test"):
         lines += [f"## {split}", "", "| config | seeds | " + " | ".join(METRICS) + " | head NDCG@10 | tail NDCG@10 "
