@@ -72,6 +72,23 @@ def run_one(spec: str, seed: int, overrides: list[str], runs: Path) -> dict:
     return results
 
 
+def interim_result(out: Path) -> dict | None:
+    """Valid/test metrics of an unfinished run's current ``best.pt`` (selected on valid, like a finished run), with
+    ``best_epoch`` and ``epochs_run`` so far; None when the folder has no best checkpoint yet."""
+    from semrec.train.trainer import evaluate_run, load_run_config
+
+    if not (out / "checkpoints" / "best.pt").is_file() or not (out / "metrics.jsonl").is_file():
+        return None
+    metric = f"valid_{load_run_config(out).train.metric}"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    scored = [r for r in rows if metric in r]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: r[metric])  # first of equal scores: the trainer keeps a strict improvement
+    return {**evaluate_run(out), "best_epoch": best["epoch"], "epochs_run": len(rows),
+            "train_wall_seconds": sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)}
+
+
 def ensure_codes(cfg) -> None:
     """Fit the default pq / opq codes of a dataset the first time a model needs them."""
     from semrec.config import CodesConfig
@@ -104,7 +121,12 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the finished runs among --configs x --seeds (older "
                              "evaluations are still re-ranked)")
+    parser.add_argument("--interim", action="store_true",
+                        help="with --report-only: also tabulate unfinished runs from their current best.pt, each as "
+                             "its own row marked 'unfinished' (never averaged with finished seeds)")
     args = parser.parse_args()
+    if args.interim and not args.report_only:
+        parser.error("--interim tabulates unfinished runs and needs --report-only")
     table: dict[str, list[dict]] = {}
     for spec in args.configs.split(","):
         config, _ = split_spec(spec)  # fail on a malformed spec before any training
@@ -117,6 +139,12 @@ def main() -> None:
                     continue  # deterministic: one run is all seeds
                 finished = (run_folder(Path(args.runs), config, seed) / "results.json").is_file()
                 if args.report_only and not finished:
+                    interim = interim_result(run_folder(Path(args.runs), config, seed)) if args.interim else None
+                    if interim is not None:
+                        row = (f"{config} s{seed} (unfinished: best epoch {interim['best_epoch']} of "
+                               f"{interim['epochs_run']} so far)")
+                        table[row] = [interim]
+                        print(row, {k: round(v, 4) for k, v in interim["test"].items() if k in METRICS}, flush=True)
                     continue
                 result = run_one(config, seed, args.set, Path(args.runs))
                 table.setdefault(config, []).append(result)
@@ -125,7 +153,8 @@ def main() -> None:
         print("interrupted: finished epochs are checkpointed (run the same command to resume); "
               "the table below holds the finished runs only", flush=True)
     lines = ["# Quality (full ranking over all items, leave-last-out)", "",
-             f"Command: `python bench/quality.py{' --report-only' if args.report_only else ''} "
+             f"Command: `python bench/quality.py{' --report-only' if args.report_only else ''}"
+             f"{' --interim' if args.interim else ''} "
              f"--configs {args.configs} "
              f"--seeds {args.seeds}{f' --first-seed {args.first_seed}' if args.first_seed != 2020 else ''}"
              f"{''.join(' --set ' + s for s in args.set)}`. Mean ± std over "
