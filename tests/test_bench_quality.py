@@ -43,3 +43,16 @@ def test_interim_result_evaluates_the_best_checkpoint_of_an_unfinished_run(tmp_p
     assert interim["epochs_run"] == 3 and interim["best_epoch"] == final["best_epoch"]
     assert interim["test"]["ndcg@10"] == pytest.approx(final["test"]["ndcg@10"])
     assert interim["train_wall_seconds"] > 0
+
+
+def test_interim_needs_report_only_and_unknown_configs_are_refused():
+    import subprocess
+    import sys
+
+    script = str(ROOT / "bench" / "quality.py")
+    result = subprocess.run([sys.executable, script, "--interim", "--configs", "sasrec/Scientific"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "--interim" in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, script, "--report-only", "--configs", "sasrec/Nowhere"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "configs/sasrec/Nowhere.yaml not found" in result.stderr
