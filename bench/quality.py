@@ -74,18 +74,15 @@ def run_one(spec: str, seed: int, overrides: list[str], runs: Path) -> dict:
 
 def interim_result(out: Path) -> dict | None:
     """Valid/test metrics of an unfinished run's current ``best.pt`` (selected on valid, like a finished run), with
-    ``best_epoch`` and ``epochs_run`` so far; None when the folder has no best checkpoint yet."""
-    from semrec.train.trainer import evaluate_run, load_run_config
+    ``best_epoch`` (read from the checkpoint) and ``epochs_run`` so far; None when there is no best checkpoint yet."""
+    from semrec.train.checkpoint import load_checkpoint
+    from semrec.train.trainer import evaluate_run
 
-    if not (out / "checkpoints" / "best.pt").is_file() or not (out / "metrics.jsonl").is_file():
+    best = out / "checkpoints" / "best.pt"
+    if not best.is_file() or not (out / "metrics.jsonl").is_file():
         return None
-    metric = f"valid_{load_run_config(out).train.metric}"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    scored = [r for r in rows if metric in r]
-    if not scored:
-        return None
-    best = max(scored, key=lambda r: r[metric])  # first of equal scores: the trainer keeps a strict improvement
-    return {**evaluate_run(out), "best_epoch": best["epoch"], "epochs_run": len(rows),
+    return {**evaluate_run(out), "best_epoch": int(load_checkpoint(best)["epoch"]), "epochs_run": len(rows),
             "train_wall_seconds": sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)}
 
 
