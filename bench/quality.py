@@ -9,6 +9,7 @@ to retrain), so the script can be stopped and restarted.
     python bench/quality.py --configs sasrec/ml-100k --seeds 1
     python bench/quality.py --set train.max_steps_per_epoch=20   # quick smoke run (NOT for reporting)
     python bench/quality.py --configs ccfrec/Scientific@model_params.mlm_weight=0 --seeds 1   # an ablation row
+    python bench/quality.py --report-only --exclude-history --out F   # same checkpoints, history items excluded
 
 A config may carry its own overrides after ``@`` (``CONFIG@key=value@key=value``): an ablation is then a row
 of its own, trained into ``runs/bench/<config>@<key=value...>-s<seed>``.
@@ -72,9 +73,18 @@ def run_one(spec: str, seed: int, overrides: list[str], runs: Path) -> dict:
     return results
 
 
-def interim_result(out: Path) -> dict | None:
+def history_excluded(out: Path, result: dict) -> dict:
+    """``result`` with its valid/test metrics replaced by the same best checkpoint ranked with the user's history
+    items excluded (model selection, epochs and wall time unchanged)."""
+    from semrec.train.trainer import evaluate_run
+
+    return {**result, **evaluate_run(out, exclude_history=True)}
+
+
+def interim_result(out: Path, exclude_history: bool | None = None) -> dict | None:
     """Valid/test metrics of an unfinished run's current ``best.pt`` (selected on valid, like a finished run), with
-    ``best_epoch`` (read from the checkpoint) and ``epochs_run`` so far; None when there is no best checkpoint yet."""
+    ``best_epoch`` (read from the checkpoint) and ``epochs_run`` so far; None when there is no best checkpoint yet.
+    ``exclude_history`` as ``evaluate_run`` (None: the run's own setting)."""
     from semrec.train.checkpoint import load_checkpoint
     from semrec.train.trainer import evaluate_run
 
@@ -82,7 +92,8 @@ def interim_result(out: Path) -> dict | None:
     if not best.is_file() or not (out / "metrics.jsonl").is_file():
         return None
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {**evaluate_run(out), "best_epoch": int(load_checkpoint(best)["epoch"]), "epochs_run": len(rows),
+    return {**evaluate_run(out, exclude_history=exclude_history), "best_epoch": int(load_checkpoint(best)["epoch"]),
+            "epochs_run": len(rows),
             "train_wall_seconds": sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)}
 
 
@@ -121,9 +132,14 @@ def main() -> None:
     parser.add_argument("--interim", action="store_true",
                         help="with --report-only: also tabulate unfinished runs from their current best.pt, each as "
                              "its own row marked 'unfinished' (never averaged with finished seeds)")
+    parser.add_argument("--exclude-history", action="store_true",
+                        help="with --report-only: rank the same best checkpoints with each user's history items "
+                             "excluded (the references, and the default, keep them; repeats never are targets)")
     args = parser.parse_args()
     if args.interim and not args.report_only:
         parser.error("--interim tabulates unfinished runs and needs --report-only")
+    if args.exclude_history and not args.report_only:
+        parser.error("--exclude-history re-ranks finished runs and needs --report-only")
     table: dict[str, list[dict]] = {}
     for spec in args.configs.split(","):
         config, _ = split_spec(spec)  # fail on a malformed spec before any training
@@ -136,7 +152,8 @@ def main() -> None:
                     continue  # deterministic: one run is all seeds
                 finished = (run_folder(Path(args.runs), config, seed) / "results.json").is_file()
                 if args.report_only and not finished:
-                    interim = interim_result(run_folder(Path(args.runs), config, seed)) if args.interim else None
+                    interim = (interim_result(run_folder(Path(args.runs), config, seed),
+                                              True if args.exclude_history else None) if args.interim else None)
                     if interim is not None:
                         row = (f"{config} s{seed} (unfinished: best epoch {interim['best_epoch']} of "
                                f"{interim['epochs_run']} so far)")
@@ -144,14 +161,19 @@ def main() -> None:
                         print(row, {k: round(v, 4) for k, v in interim["test"].items() if k in METRICS}, flush=True)
                     continue
                 result = run_one(config, seed, args.set, Path(args.runs))
+                if args.exclude_history:
+                    result = history_excluded(run_folder(Path(args.runs), config, seed), result)
                 table.setdefault(config, []).append(result)
                 print(config, seed, {k: round(v, 4) for k, v in result["test"].items() if k in METRICS}, flush=True)
     except KeyboardInterrupt:
         print("interrupted: finished epochs are checkpointed (run the same command to resume); "
               "the table below holds the finished runs only", flush=True)
-    lines = ["# Quality (full ranking over all items, leave-last-out)", "",
+    title = "# Quality (full ranking over all items, leave-last-out)"
+    if args.exclude_history:
+        title = "# Quality with the user's history items excluded from the ranking (full ranking, leave-last-out)"
+    lines = [title, "",
              f"Command: `python bench/quality.py{' --report-only' if args.report_only else ''}"
-             f"{' --interim' if args.interim else ''} "
+             f"{' --interim' if args.interim else ''}{' --exclude-history' if args.exclude_history else ''} "
              f"--configs {args.configs} "
              f"--seeds {args.seeds}{f' --first-seed {args.first_seed}' if args.first_seed != 2020 else ''}"
              f"{''.join(' --set ' + s for s in args.set)}`. Mean ± std over "
@@ -167,8 +189,10 @@ def main() -> None:
             wall = statistics.mean(r.get("train_wall_seconds", r.get("wall_seconds", 0.0)) for r in results)
             lines.append(f"| {config} | {len(results)} | " + " | ".join(cells) + f" | {epochs:.0f} | {wall:.0f} |")
         lines.append("")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
+    from semrec.io import atomic_path
+
+    with atomic_path(args.out) as tmp:
+        tmp.write_text("\n".join(lines))
     print(f"wrote {args.out}")
 
 

@@ -43,6 +43,14 @@ def test_interim_result_evaluates_the_best_checkpoint_of_an_unfinished_run(tmp_p
     assert interim["epochs_run"] == 3 and interim["best_epoch"] == final["best_epoch"]
     assert interim["test"]["ndcg@10"] == pytest.approx(final["test"]["ndcg@10"])
     assert interim["train_wall_seconds"] > 0
+    # history items are never targets (repeats are dropped), so excluding them can only lift each target's rank
+    excluded = quality.history_excluded(out, final)
+    assert excluded["best_epoch"] == final["best_epoch"]
+    for split in ("valid", "test"):
+        for metric in ("ndcg@5", "ndcg@10", "recall@10", "mrr"):
+            assert excluded[split][metric] >= final[split][metric] - 1e-9
+    assert excluded["test"]["mrr"] > final["test"]["mrr"]
+    assert quality.interim_result(out, exclude_history=True)["test"] == excluded["test"]
 
 
 def test_interim_needs_report_only_and_unknown_configs_are_refused():
@@ -53,6 +61,9 @@ def test_interim_needs_report_only_and_unknown_configs_are_refused():
     result = subprocess.run([sys.executable, script, "--interim", "--configs", "sasrec/Scientific"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "--interim" in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, script, "--exclude-history", "--configs", "sasrec/Scientific"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "--exclude-history" in result.stderr and "Traceback" not in result.stderr
     result = subprocess.run([sys.executable, script, "--report-only", "--configs", "sasrec/Nowhere"],
                             capture_output=True, text=True)
     assert result.returncode == 1 and "configs/sasrec/Nowhere.yaml not found" in result.stderr
