@@ -27,17 +27,10 @@ def test_malformed_spec_is_refused():
 
 
 def test_interim_result_evaluates_the_best_checkpoint_of_an_unfinished_run(tmp_path):
-    from semrec.config import RunConfig, TrainConfig
-    from semrec.train.trainer import Trainer
-    from tests.tiny import make_tiny_dataset
+    from tests.tiny import train_tiny_sasrec
 
     assert quality.interim_result(tmp_path / "missing") is None
-    data = make_tiny_dataset(tmp_path / "ds")
-    out = tmp_path / "run"
-    cfg = RunConfig(model="sasrec", dataset=str(data), out=str(out),
-                    model_params={"hidden_size": 16, "inner_size": 32, "max_len": 10},
-                    train=TrainConfig(epochs=3, batch_size=32, lr=3e-3, warmup_steps=2, progress=False))
-    final = Trainer(cfg).fit()
+    out, final = train_tiny_sasrec(tmp_path)
     (out / "results.json").unlink()  # as if the run were still going
     interim = quality.interim_result(out)
     assert interim["epochs_run"] == 3 and interim["best_epoch"] == final["best_epoch"]

@@ -15,16 +15,9 @@ spec.loader.exec_module(anatomy)
 
 
 def test_anatomy_matches_the_evaluator_on_a_tiny_run(tmp_path):
-    from semrec.config import RunConfig, TrainConfig
-    from semrec.train.trainer import Trainer
-    from tests.tiny import make_tiny_dataset
+    from tests.tiny import train_tiny_sasrec
 
-    data = make_tiny_dataset(tmp_path / "ds")
-    out = tmp_path / "run"
-    cfg = RunConfig(model="sasrec", dataset=str(data), out=str(out),
-                    model_params={"hidden_size": 16, "inner_size": 32, "max_len": 10},
-                    train=TrainConfig(epochs=3, batch_size=32, lr=3e-3, warmup_steps=2, progress=False))
-    final = Trainer(cfg).fit()
+    out, final = train_tiny_sasrec(tmp_path)
     figures = anatomy.anatomy(out, dup=0.9)
     assert figures["ndcg@10"] == pytest.approx(final["test"]["ndcg@10"], abs=1e-6)
     assert figures["recall@10"] == pytest.approx(final["test"]["recall@10"], abs=1e-6)

@@ -65,3 +65,16 @@ def train_losses(model, steps: int = 60, style: str = "prefix", lr: float = 3e-3
             losses.append(loss.item())
         epoch += 1
     return losses
+
+
+def train_tiny_sasrec(folder: Path, epochs: int = 3) -> tuple[Path, dict]:
+    """A small SASRec run on the tiny dataset under ``folder``: (run folder, its results)."""
+    from semrec.config import RunConfig, TrainConfig
+    from semrec.train.trainer import Trainer
+
+    data = make_tiny_dataset(folder / "ds")
+    out = folder / "run"
+    cfg = RunConfig(model="sasrec", dataset=str(data), out=str(out),
+                    model_params={"hidden_size": 16, "inner_size": 32, "max_len": 10},
+                    train=TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, warmup_steps=2, progress=False))
+    return out, Trainer(cfg).fit()
