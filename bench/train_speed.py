@@ -2,10 +2,14 @@
 
 For each (model, batch size): median seconds per training step (forward + backward + AdamW step, after
 one warm-up step), seconds per full validation pass (all users, full ranking), and the peak RSS of the
-process. Every configuration runs in its own subprocess so that peak RSS is its own.
+process. Every configuration runs in its own subprocess so that peak RSS is its own. Peak RSS grows with
+the number of steps when glibc's heap fragments; ``--allocators 4,0`` compares the trainer's fixed 4 MiB
+mmap threshold (train.malloc_mmap_threshold_mb, the default) with glibc's dynamic one.
 
     python bench/train_speed.py                     # writes bench/results/train_speed.md
     python bench/train_speed.py --steps 3 --models ccfrec --batches 200
+    python bench/train_speed.py --models ccfrec --batches 400 --steps 30 --allocators 4,0 \
+        --out bench/results/train_memory.md
 
 Prerequisite: data/Scientific prepared, embedded and coded (see configs/ccfrec/Scientific.yaml).
 """
@@ -14,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,27 +33,31 @@ REFERENCE = ("Reference CCFRec (issue anchor, same machine kind, Scientific, Min
              "memory at 24 GB RSS at batch 400.")
 
 
-def measure(model: str, batch: int, steps: int, dataset: str | None) -> dict:
+def measure(model: str, batch: int, steps: int, dataset: str | None, threshold_mb: float) -> dict:
     import torch
 
     from semrec.config import RunConfig, load_config
     from semrec.data.batching import build_train_samples, train_batches
     from semrec.models import build_model
     from semrec.train.evaluator import evaluate
+    from semrec.train.memory import fix_mmap_threshold, peak_rss_gb
     from semrec.train.trainer import load_run_data, seed_everything
 
     cfg = load_config(RunConfig, ROOT / CONFIGS[model], [f"dataset={dataset}"] if dataset else [])
     seed_everything(cfg.train.seed)
+    fixed = fix_mmap_threshold(threshold_mb)  # as the trainer does with train.malloc_mmap_threshold_mb
     data = load_run_data(cfg)
     net = build_model(cfg.model, cfg.model_params, data.items)
     max_len = net.config.max_len
     samples = build_train_samples(data.split.train, max_len, net.sample_style)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     net.train()
-    times = []
+    times, rss_after_warmup = [], 0.0
     batches = train_batches(samples, batch, cfg.train.seed, 0)
     for i in range(steps + 1):
         b = next(batches)
+        if i == 1:
+            rss_after_warmup = peak_rss_gb() or 0.0
         t0 = time.perf_counter()
         loss, _ = net.loss(b)
         opt.zero_grad(set_to_none=True)
@@ -63,7 +71,8 @@ def measure(model: str, batch: int, steps: int, dataset: str | None) -> dict:
     return {
         "model": model, "batch": batch, "steps": steps, "step_median_s": statistics.median(times),
         "step_min_s": min(times), "valid_pass_s": eval_seconds,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "peak_rss_gb": peak_rss_gb(), "peak_rss_after_warmup_gb": rss_after_warmup,
+        "mmap_threshold_mb": threshold_mb if fixed else None,
         "neg_num": getattr(net.config, "neg_num", None), "train_samples": len(samples),
         "valid_rows": len(data.split.valid.targets), "n_items": data.dataset.n_items,
         "threads": torch.get_num_threads(), "valid_ndcg@10_untrained": valid["ndcg@10"],
@@ -76,40 +85,51 @@ def main() -> None:
     parser.add_argument("--batches", default="200,400")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--dataset", default=None, help="override the dataset folder of the configs")
+    parser.add_argument("--allocators", default="4",
+                        help="comma-separated glibc mmap thresholds in MiB to measure (0 = glibc's dynamic default)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_speed.md"))
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.dataset)))
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.dataset,
+                                 float(args.allocators))))
         return
     rows = []
     for model in args.models.split(","):
         for batch in map(int, args.batches.split(",")):
-            cmd = [sys.executable, __file__, "--one", model, str(batch), "--steps", str(args.steps)]
-            if args.dataset:
-                cmd += ["--dataset", args.dataset]
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-            if proc.returncode != 0:
-                print(proc.stderr[-2000:], file=sys.stderr)
-                rows.append({"model": model, "batch": batch, "error": f"exit {proc.returncode}"})
-                continue
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for threshold in args.allocators.split(","):
+                cmd = [sys.executable, __file__, "--one", model, str(batch), "--steps", str(args.steps),
+                       "--allocators", threshold]
+                if args.dataset:
+                    cmd += ["--dataset", args.dataset]
+                env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+                if proc.returncode != 0:
+                    print(proc.stderr[-2000:], file=sys.stderr)
+                    rows.append({"model": model, "batch": batch, "error": f"exit {proc.returncode}"})
+                    continue
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     lines = [
         "# Training speed on Scientific", "",
         f"Machine: {platform.processor() or platform.machine()}, {rows[0].get('threads', '?')} torch threads, "
-        f"CPU only. Command: `python bench/train_speed.py --steps {args.steps}`.", "",
+        f"CPU only. Command: `python {' '.join(['bench/train_speed.py', *sys.argv[1:]])}`.", "",
         REFERENCE, "",
-        "| model | batch | negatives | median s/step | min s/step | s/validation pass | peak RSS (GB) |",
-        "|---|---|---|---|---|---|---|",
+        "Allocator: glibc mmap threshold, fixed (MiB) or glibc's dynamic default. Peak RSS is given after the "
+        "warm-up step and at the end (all steps and one validation pass).", "",
+        "| model | batch | negatives | allocator | median s/step | min s/step | s/validation pass "
+        "| peak RSS after warm-up (GB) | peak RSS (GB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['batch']} | | {r['error']} | | | |")
+            lines.append(f"| {r['model']} | {r['batch']} | | | {r['error']} | | | | |")
             continue
-        lines.append(f"| {r['model']} | {r['batch']} | {r['neg_num'] or 'all (softmax)'} | {r['step_median_s']:.2f} "
-                     f"| {r['step_min_s']:.2f} | {r['valid_pass_s']:.2f} | {r['peak_rss_gb']:.2f} |")
+        allocator = f"mmap >= {r['mmap_threshold_mb']:g} MiB" if r["mmap_threshold_mb"] else "glibc dynamic"
+        lines.append(f"| {r['model']} | {r['batch']} | {r['neg_num'] or 'all (softmax)'} | {allocator} "
+                     f"| {r['step_median_s']:.2f} | {r['step_min_s']:.2f} | {r['valid_pass_s']:.2f} "
+                     f"| {r['peak_rss_after_warmup_gb']:.2f} | {r['peak_rss_gb']:.2f} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

@@ -192,6 +192,7 @@ class TrainConfig:
     device: str | None = None  # default: cuda when available
     max_steps_per_epoch: int | None = None  # cap (quick runs and benchmarks); None = full epochs
     progress: bool = True
+    malloc_mmap_threshold_mb: float = 4.0  # glibc: fixed mmap threshold, keeps peak RSS flat; 0 = glibc default
 
 
 @dataclasses.dataclass

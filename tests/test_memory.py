@@ -1,0 +1,65 @@
+"""The trainer's glibc allocator setting: large blocks stay on mmap after one is freed (the dynamic threshold
+that fragments the heap over long CPU runs is switched off), the user's environment wins, and 0 opts out."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+
+import pytest
+
+from semrec.train.memory import peak_rss_gb
+
+PROBE = """
+import ctypes, sys
+from semrec.train.memory import fix_mmap_threshold
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+applied = fix_mmap_threshold(float(sys.argv[1]))
+def on_mmap(size):
+    before = libc.mallinfo2().hblkhd
+    block = libc.malloc(size)
+    mapped = libc.mallinfo2().hblkhd > before
+    libc.free(block)
+    return mapped
+print(applied, on_mmap(8 << 20), on_mmap(8 << 20), on_mmap(1 << 20))
+"""
+
+
+def _glibc_with_mallinfo2() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
+    except OSError:
+        return False
+
+
+def _probe(threshold_mb: float, **env: str) -> list[str]:
+    clean = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    out = subprocess.run([sys.executable, "-c", PROBE, str(threshold_mb)], capture_output=True, text=True,
+                         env={**clean, **env}, check=True).stdout
+    return out.split()
+
+
+@pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="needs glibc >= 2.33 (mallinfo2)")
+def test_fixed_threshold_keeps_large_blocks_on_mmap():
+    # glibc default: freeing an 8 MiB mmapped block raises the threshold, the next 8 MiB block comes from the heap
+    assert _probe(0) == ["False", "True", "False", "False"]
+    # fixed at 4 MiB: every 8 MiB block is mmapped (and unmapped when freed); 1 MiB blocks use the heap
+    assert _probe(4) == ["True", "True", "True", "False"]
+    # the user's own glibc tunable (512 KiB) wins: nothing applied, 1 MiB blocks mmapped as the user asked
+    assert _probe(4, MALLOC_MMAP_THRESHOLD_=str(512 << 10)) == ["False", "True", "True", "True"]
+
+
+def test_peak_rss_is_reported_where_the_platform_has_it():
+    rss = peak_rss_gb()
+    if sys.platform.startswith("linux"):
+        assert rss is not None and 0.01 < rss < 1024
