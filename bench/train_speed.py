@@ -3,12 +3,13 @@
 For each (model, batch size): median seconds per training step (forward + backward + AdamW step, after
 one warm-up step), seconds per full validation pass (all users, full ranking), and the peak RSS of the
 process. Every configuration runs in its own subprocess so that peak RSS is its own. Peak RSS grows with
-the number of steps when glibc's heap fragments; ``--allocators 4,0`` compares the trainer's fixed 4 MiB
-mmap threshold (train.malloc_mmap_threshold_mb, the default) with glibc's dynamic one.
+the number of steps when glibc's heap fragments; ``--allocators`` compares allocator settings: a glibc mmap
+threshold in MiB (0 = glibc's dynamic default), with ``+thp`` for PyTorch's transparent huge pages. The
+trainer's defaults (train.malloc_mmap_threshold_mb=4, train.huge_pages=true) are ``4+thp``.
 
     python bench/train_speed.py                     # writes bench/results/train_speed.md
     python bench/train_speed.py --steps 3 --models ccfrec --batches 200
-    python bench/train_speed.py --models ccfrec --batches 400 --steps 30 --allocators 4,0 \
+    python bench/train_speed.py --models ccfrec --batches 400 --steps 20 --allocators 4+thp,4,0+thp,0 \
         --out bench/results/train_memory.md
 
 Prerequisite: data/Scientific prepared, embedded and coded (see configs/ccfrec/Scientific.yaml).
@@ -28,24 +29,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"sasrec": "configs/sasrec/Scientific.yaml", "ccfrec": "configs/ccfrec/Scientific.yaml"}
+ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "THP_MEM_ALLOC_ENABLE")  # each row sets its own allocator
 REFERENCE = ("Reference CCFRec (issue anchor, same machine kind, Scientific, MiniLM vectors): 28-31 s per "
              "training step at batch 200 with 3,900 negatives; about 90 s per validation pass; killed for "
              "memory at 24 GB RSS at batch 400.")
 
 
-def measure(model: str, batch: int, steps: int, dataset: str | None, threshold_mb: float) -> dict:
+def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: str) -> dict:
     import torch
 
     from semrec.config import RunConfig, load_config
     from semrec.data.batching import build_train_samples, train_batches
     from semrec.models import build_model
     from semrec.train.evaluator import evaluate
-    from semrec.train.memory import fix_mmap_threshold, peak_rss_gb
+    from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, peak_rss_gb
     from semrec.train.trainer import load_run_data, seed_everything
 
     cfg = load_config(RunConfig, ROOT / CONFIGS[model], [f"dataset={dataset}"] if dataset else [])
     seed_everything(cfg.train.seed)
-    fixed = fix_mmap_threshold(threshold_mb)  # as the trainer does with train.malloc_mmap_threshold_mb
+    threshold_mb, _, thp = allocator.partition("+")
+    fixed = fix_mmap_threshold(float(threshold_mb))  # as the trainer does (train.malloc_mmap_threshold_mb)
+    huge = thp == "thp" and enable_huge_pages()  # and train.huge_pages
     data = load_run_data(cfg)
     net = build_model(cfg.model, cfg.model_params, data.items)
     max_len = net.config.max_len
@@ -72,7 +76,7 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, threshold_m
         "model": model, "batch": batch, "steps": steps, "step_median_s": statistics.median(times),
         "step_min_s": min(times), "valid_pass_s": eval_seconds,
         "peak_rss_gb": peak_rss_gb(), "peak_rss_after_warmup_gb": rss_after_warmup,
-        "mmap_threshold_mb": threshold_mb if fixed else None,
+        "mmap_threshold_mb": float(threshold_mb) if fixed else None, "huge_pages": huge,
         "neg_num": getattr(net.config, "neg_num", None), "train_samples": len(samples),
         "valid_rows": len(data.split.valid.targets), "n_items": data.dataset.n_items,
         "threads": torch.get_num_threads(), "valid_ndcg@10_untrained": valid["ndcg@10"],
@@ -85,14 +89,14 @@ def main() -> None:
     parser.add_argument("--batches", default="200,400")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--dataset", default=None, help="override the dataset folder of the configs")
-    parser.add_argument("--allocators", default="4",
-                        help="comma-separated glibc mmap thresholds in MiB to measure (0 = glibc's dynamic default)")
+    parser.add_argument("--allocators", default="4+thp",
+                        help="comma-separated allocator settings: glibc mmap threshold in MiB (0 = glibc's dynamic "
+                             "default), '+thp' adds PyTorch's transparent huge pages")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_speed.md"))
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.dataset,
-                                 float(args.allocators))))
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.dataset, args.allocators)))
         return
     rows = []
     for model in args.models.split(","):
@@ -102,7 +106,7 @@ def main() -> None:
                        "--allocators", threshold]
                 if args.dataset:
                     cmd += ["--dataset", args.dataset]
-                env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+                env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
                 if proc.returncode != 0:
                     print(proc.stderr[-2000:], file=sys.stderr)
@@ -116,8 +120,9 @@ def main() -> None:
         f"Machine: {platform.processor() or platform.machine()}, {rows[0].get('threads', '?')} torch threads, "
         f"CPU only. Command: `python {' '.join(['bench/train_speed.py', *sys.argv[1:]])}`.", "",
         REFERENCE, "",
-        "Allocator: glibc mmap threshold, fixed (MiB) or glibc's dynamic default. Peak RSS is given after the "
-        "warm-up step and at the end (all steps and one validation pass).", "",
+        "Allocator: glibc mmap threshold, fixed (MiB) or glibc's dynamic default; THP: PyTorch's transparent huge "
+        "pages for large CPU tensors. Peak RSS is given after the warm-up step and at the end (all steps and one "
+        "validation pass).", "",
         "| model | batch | negatives | allocator | median s/step | min s/step | s/validation pass "
         "| peak RSS after warm-up (GB) | peak RSS (GB) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -127,6 +132,7 @@ def main() -> None:
             lines.append(f"| {r['model']} | {r['batch']} | | | {r['error']} | | | | |")
             continue
         allocator = f"mmap >= {r['mmap_threshold_mb']:g} MiB" if r["mmap_threshold_mb"] else "glibc dynamic"
+        allocator += " + THP" if r.get("huge_pages") else ""
         lines.append(f"| {r['model']} | {r['batch']} | {r['neg_num'] or 'all (softmax)'} | {allocator} "
                      f"| {r['step_median_s']:.2f} | {r['step_min_s']:.2f} | {r['valid_pass_s']:.2f} "
                      f"| {r['peak_rss_after_warmup_gb']:.2f} | {r['peak_rss_gb']:.2f} |")

@@ -193,6 +193,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap (quick runs and benchmarks); None = full epochs
     progress: bool = True
     malloc_mmap_threshold_mb: float = 4.0  # glibc: fixed mmap threshold, keeps peak RSS flat; 0 = glibc default
+    huge_pages: bool = True  # Linux: transparent huge pages for large CPU tensors (fewer page faults)
 
 
 @dataclasses.dataclass

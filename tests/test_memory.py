@@ -1,5 +1,6 @@
-"""The trainer's glibc allocator setting: large blocks stay on mmap after one is freed (the dynamic threshold
-that fragments the heap over long CPU runs is switched off), the user's environment wins, and 0 opts out."""
+"""The trainer's allocator settings: glibc keeps large blocks on mmap after one is freed (the dynamic threshold
+that fragments the heap over long CPU runs is switched off), PyTorch backs large CPU tensors with transparent
+huge pages, the user's environment wins, and 0 opts out."""
 
 from __future__ import annotations
 
@@ -11,6 +12,16 @@ import sys
 import pytest
 
 from semrec.train.memory import peak_rss_gb
+
+THP_PROBE = """
+import sys
+import torch
+from semrec.train.memory import enable_huge_pages
+applied = enable_huge_pages()
+block = torch.ones(64 << 18)  # 64 MiB, PyTorch's first large CPU allocation in this process
+huge_kb = [int(line.split()[1]) for line in open("/proc/self/smaps_rollup") if line.startswith("AnonHugePages")]
+print(applied, huge_kb[0] > 0)
+"""
 
 PROBE = """
 import ctypes, sys
@@ -63,3 +74,26 @@ def test_peak_rss_is_reported_where_the_platform_has_it():
     rss = peak_rss_gb()
     if sys.platform.startswith("linux"):
         assert rss is not None and 0.01 < rss < 1024
+
+
+def _thp_mode() -> str:
+    try:
+        text = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return "absent"
+    return text.split("[", 1)[1].split("]", 1)[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are a Linux feature")
+def test_huge_pages_back_large_tensors_unless_the_user_chose():
+    clean = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    run = lambda env: subprocess.run([sys.executable, "-c", THP_PROBE], capture_output=True, text=True,  # noqa: E731
+                                     env=env, check=True).stdout.split()
+    applied, huge = run(clean)
+    assert applied == "True"
+    if _thp_mode() in ("always", "madvise"):  # the kernel honours madvise(MADV_HUGEPAGE)
+        assert huge == "True"
+    applied, huge = run({**clean, "THP_MEM_ALLOC_ENABLE": "0"})  # the user's choice is kept
+    assert applied == "False"
+    if _thp_mode() == "madvise":  # only PyTorch's madvise would have asked for huge pages
+        assert huge == "False"

@@ -4,6 +4,8 @@ glibc's malloc raises its mmap threshold each time a large mmapped block is free
 the first steps the multi-megabyte activations of every step come from the heap, which fragments: a
 CCFRec run on Scientific at batch 400 grew from 3.4 GB peak RSS after a few steps to 7.2 GB by epoch 10.
 A fixed threshold keeps large tensors on mmap (returned to the system when freed), and peak RSS flat.
+Fresh mmapped blocks cost page faults (a 20-step CCFRec probe at batch 400 was 12% slower); PyTorch's
+transparent huge pages for CPU tensors (THP_MEM_ALLOC_ENABLE) cut those faults 512-fold and win the time back.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 ENV_OVERRIDE = "MALLOC_MMAP_THRESHOLD_"  # glibc's own tunable; when set, the user's value wins
+TORCH_THP = "THP_MEM_ALLOC_ENABLE"  # PyTorch: 2 MiB-aligned CPU tensors >= 2 MiB, madvise(MADV_HUGEPAGE)
 
 
 def fix_mmap_threshold(threshold_mb: float) -> bool:
@@ -30,6 +33,18 @@ def fix_mmap_threshold(threshold_mb: float) -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return mallopt(M_MMAP_THRESHOLD, int(threshold_mb * 2**20)) == 1
+
+
+def enable_huge_pages() -> bool:
+    """Ask PyTorch to back large CPU tensors with transparent huge pages (Linux).
+
+    PyTorch reads the variable once, at its first large CPU allocation: call this before one. Returns False
+    off Linux or when the user set ``THP_MEM_ALLOC_ENABLE`` (their value is kept).
+    """
+    if not sys.platform.startswith("linux") or TORCH_THP in os.environ:
+        return False
+    os.environ[TORCH_THP] = "1"
+    return True
 
 
 def peak_rss_gb() -> float | None:

@@ -32,7 +32,7 @@ from semrec.models import ItemInputs, SequentialRecommender, build_model, model_
 from semrec.text.encode import embeddings_dir, load_view_embeddings
 from semrec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from semrec.train.evaluator import EVALUATOR_VERSION, evaluate
-from semrec.train.memory import fix_mmap_threshold, peak_rss_gb
+from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, peak_rss_gb
 from semrec.train.metrics import head_items
 
 
@@ -149,7 +149,9 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(self.device)  # collectives of this rank run on its own GPU
         seed_everything(tc.seed + self.rank)
-        fix_mmap_threshold(tc.malloc_mmap_threshold_mb)  # before the big allocations
+        fix_mmap_threshold(tc.malloc_mmap_threshold_mb)  # both before the big allocations
+        if tc.huge_pages:
+            enable_huge_pages()
         self.data = load_run_data(config)
         self.model: SequentialRecommender = build_model(config.model, config.model_params, self.data.items)
         self.model.to(self.device)
