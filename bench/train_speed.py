@@ -4,12 +4,14 @@ For each (model, batch size): median seconds per training step (forward + backwa
 one warm-up step), seconds per full validation pass (all users, full ranking), and the peak RSS of the
 process. Every configuration runs in its own subprocess so that peak RSS is its own. Peak RSS grows with
 the number of steps when glibc's heap fragments; ``--allocators`` compares allocator settings: a glibc mmap
-threshold in MiB (0 = glibc's dynamic default), with ``+thp`` for PyTorch's transparent huge pages. The
-trainer's defaults (train.malloc_mmap_threshold_mb=4, train.huge_pages=true) are ``4+thp``.
+threshold in MiB (0 = glibc's dynamic default), with ``+thp`` for PyTorch's transparent huge pages and
+``+trim`` for glibc's malloc_trim after every step. The trainer's defaults (train.malloc_mmap_threshold_mb=4,
+train.huge_pages=true, train.malloc_trim=true) are ``4+thp+trim``. Steps past the end of an epoch go on into
+the next one after a validation pass, as in the trainer.
 
     python bench/train_speed.py                     # writes bench/results/train_speed.md
     python bench/train_speed.py --steps 3 --models ccfrec --batches 200
-    python bench/train_speed.py --models ccfrec --batches 400 --steps 20 --allocators 4+thp,4,0+thp,0 \
+    python bench/train_speed.py --models ccfrec --batches 400 --steps 60 --allocators 4+thp+trim,4+thp,0 \
         --out bench/results/train_memory.md
 
 Prerequisite: data/Scientific prepared, embedded and coded (see configs/ccfrec/Scientific.yaml).
@@ -42,31 +44,44 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
     from semrec.data.batching import build_train_samples, train_batches
     from semrec.models import build_model
     from semrec.train.evaluator import evaluate
-    from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, peak_rss_gb
+    from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, peak_rss_gb, release_free_heap
     from semrec.train.trainer import load_run_data, seed_everything
 
     cfg = load_config(RunConfig, ROOT / CONFIGS[model], [f"dataset={dataset}"] if dataset else [])
     seed_everything(cfg.train.seed)
-    threshold_mb, _, thp = allocator.partition("+")
+    threshold_mb, *flags = allocator.split("+")
+    if set(flags) - {"thp", "trim"}:
+        raise SystemExit(f"unknown allocator flag in {allocator!r}: use MiB[+thp][+trim]")
     fixed = fix_mmap_threshold(float(threshold_mb))  # as the trainer does (train.malloc_mmap_threshold_mb)
-    huge = thp == "thp" and enable_huge_pages()  # and train.huge_pages
+    huge = "thp" in flags and enable_huge_pages()  # and train.huge_pages
+    trim = "trim" in flags and release_free_heap()  # and train.malloc_trim
     data = load_run_data(cfg)
     net = build_model(cfg.model, cfg.model_params, data.items)
     max_len = net.config.max_len
     samples = build_train_samples(data.split.train, max_len, net.sample_style)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     net.train()
-    times, rss_after_warmup = [], 0.0
-    batches = train_batches(samples, batch, cfg.train.seed, 0)
+    times, rss_after_warmup, rss_half = [], 0.0, 0.0
+    epoch, batches = 0, train_batches(samples, batch, cfg.train.seed, 0)
     for i in range(steps + 1):
-        b = next(batches)
+        b = next(batches, None)
+        if b is None:  # the epoch is over: validate as the trainer does, then the next epoch's batches
+            evaluate(net, data.split.valid, max_len, cfg.train.eval_batch_size)
+            net.train()
+            epoch += 1
+            batches = train_batches(samples, batch, cfg.train.seed, epoch)
+            b = next(batches)
         if i == 1:
             rss_after_warmup = peak_rss_gb() or 0.0
+        if i == steps // 2 + 1:
+            rss_half = peak_rss_gb() or 0.0
         t0 = time.perf_counter()
         loss, _ = net.loss(b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if trim:
+            release_free_heap()
         if i > 0:  # the first step warms up allocators and kernels
             times.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
@@ -76,10 +91,11 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
         "model": model, "batch": batch, "steps": steps, "step_median_s": statistics.median(times),
         "step_min_s": min(times), "valid_pass_s": eval_seconds,
         "peak_rss_gb": peak_rss_gb(), "peak_rss_after_warmup_gb": rss_after_warmup,
-        "mmap_threshold_mb": float(threshold_mb) if fixed else None, "huge_pages": huge,
+        "peak_rss_half_gb": rss_half,
+        "mmap_threshold_mb": float(threshold_mb) if fixed else None, "huge_pages": huge, "malloc_trim": trim,
         "neg_num": getattr(net.config, "neg_num", None), "train_samples": len(samples),
         "valid_rows": len(data.split.valid.targets), "n_items": data.dataset.n_items,
-        "threads": torch.get_num_threads(), "valid_ndcg@10_untrained": valid["ndcg@10"],
+        "threads": torch.get_num_threads(), "epochs_crossed": epoch, "valid_ndcg@10_untrained": valid["ndcg@10"],
     }
 
 
@@ -89,9 +105,10 @@ def main() -> None:
     parser.add_argument("--batches", default="200,400")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--dataset", default=None, help="override the dataset folder of the configs")
-    parser.add_argument("--allocators", default="4+thp",
+    parser.add_argument("--allocators", default="4+thp+trim",
                         help="comma-separated allocator settings: glibc mmap threshold in MiB (0 = glibc's dynamic "
-                             "default), '+thp' adds PyTorch's transparent huge pages")
+                             "default), '+thp' adds PyTorch's transparent huge pages, '+trim' glibc's malloc_trim "
+                             "after every step")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_speed.md"))
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -121,23 +138,28 @@ def main() -> None:
         f"CPU only. Command: `python {' '.join(['bench/train_speed.py', *sys.argv[1:]])}`.", "",
         REFERENCE, "",
         "Allocator: glibc mmap threshold, fixed (MiB) or glibc's dynamic default; THP: PyTorch's transparent huge "
-        "pages for large CPU tensors. Peak RSS is given after the warm-up step and at the end (all steps and one "
-        "validation pass).", "",
+        "pages for large CPU tensors; trim: glibc's malloc_trim after every step. Peak RSS (GiB, 2**30 bytes) is "
+        "given after the warm-up step, after half the steps and at the end (all steps and one validation pass).", "",
         "| model | batch | negatives | allocator | median s/step | min s/step | s/validation pass "
-        "| peak RSS after warm-up (GB) | peak RSS (GB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| peak RSS after warm-up (GiB) | after half the steps (GiB) | peak RSS (GiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['batch']} | | | {r['error']} | | | | |")
+            lines.append(f"| {r['model']} | {r['batch']} | | | {r['error']} | | | | | |")
             continue
         allocator = f"mmap >= {r['mmap_threshold_mb']:g} MiB" if r["mmap_threshold_mb"] else "glibc dynamic"
         allocator += " + THP" if r.get("huge_pages") else ""
+        allocator += " + trim" if r.get("malloc_trim") else ""
         lines.append(f"| {r['model']} | {r['batch']} | {r['neg_num'] or 'all (softmax)'} | {allocator} "
                      f"| {r['step_median_s']:.2f} | {r['step_min_s']:.2f} | {r['valid_pass_s']:.2f} "
-                     f"| {r['peak_rss_after_warmup_gb']:.2f} | {r['peak_rss_gb']:.2f} |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+                     f"| {r['peak_rss_after_warmup_gb']:.2f} | {r.get('peak_rss_half_gb', 0.0):.2f} "
+                     f"| {r['peak_rss_gb']:.2f} |")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(out)  # atomic: an interrupted run never leaves half a table
     print(f"wrote {args.out}")
 
 

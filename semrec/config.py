@@ -192,8 +192,9 @@ class TrainConfig:
     device: str | None = None  # default: cuda when available
     max_steps_per_epoch: int | None = None  # cap (quick runs and benchmarks); None = full epochs
     progress: bool = True
-    malloc_mmap_threshold_mb: float = 4.0  # glibc: fixed mmap threshold, keeps peak RSS flat; 0 = glibc default
+    malloc_mmap_threshold_mb: float = 4.0  # glibc: fixed mmap threshold, large tensors off the heap; 0 = glibc default
     huge_pages: bool = True  # Linux: transparent huge pages for large CPU tensors (fewer page faults)
+    malloc_trim: bool = True  # glibc: return freed heap pages after each CPU step (peak RSS flat over long runs)
 
 
 @dataclasses.dataclass

@@ -1,6 +1,6 @@
 """The trainer's allocator settings: glibc keeps large blocks on mmap after one is freed (the dynamic threshold
 that fragments the heap over long CPU runs is switched off), PyTorch backs large CPU tensors with transparent
-huge pages, the user's environment wins, and 0 opts out."""
+huge pages, freed heap pages go back to the system, the user's environment wins, and 0 opts out."""
 
 from __future__ import annotations
 
@@ -12,6 +12,25 @@ import sys
 import pytest
 
 from semrec.train.memory import peak_rss_gb
+
+TRIM_PROBE = """
+import ctypes, sys
+from semrec.train.memory import fix_mmap_threshold, release_free_heap
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+def rss_mib():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) / 1024
+fix_mmap_threshold(4)  # as the trainer: 1 MiB blocks come from the heap
+blocks = [libc.malloc(1 << 20) for _ in range(256)]
+for b in blocks:
+    ctypes.memset(b, 1, 1 << 20)  # resident
+for b in blocks[:-1]:  # the last one stays live, so the heap top cannot shrink by itself
+    libc.free(b)
+freed = rss_mib()
+released = release_free_heap() if sys.argv[1] == "trim" else False
+print(released, round(freed - rss_mib()))
+"""
 
 THP_PROBE = """
 import sys
@@ -97,3 +116,13 @@ def test_huge_pages_back_large_tensors_unless_the_user_chose():
     assert applied == "False"
     if _thp_mode() == "madvise":  # only PyTorch's madvise would have asked for huge pages
         assert huge == "False"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
+def test_release_free_heap_hands_freed_heap_pages_back():
+    run = lambda mode: subprocess.run([sys.executable, "-c", TRIM_PROBE, mode], capture_output=True,  # noqa: E731
+                                      text=True, check=True).stdout.split()
+    kept, kept_mib = run("keep")  # without it, 256 MiB of freed heap stay resident
+    assert kept == "False" and int(kept_mib) < 32
+    released, released_mib = run("trim")
+    assert released == "True" and int(released_mib) > 200

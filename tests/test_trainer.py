@@ -67,6 +67,19 @@ def test_early_stopping(tiny, tmp_path):
     assert results["epochs_run"] == 3 and results["best_epoch"] == 0
 
 
+def test_heap_is_released_after_every_cpu_step_unless_switched_off(tiny, tmp_path, monkeypatch):
+    import semrec.train.trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "release_free_heap", lambda: calls.append(1) or True)
+    trainer = Trainer(run_config(tiny, tmp_path / "on", epochs=2, device="cpu"))
+    trainer.fit()
+    assert trainer.step > 0 and len(calls) == trainer.step
+    calls.clear()
+    Trainer(run_config(tiny, tmp_path / "off", epochs=2, device="cpu", malloc_trim=False)).fit()
+    assert calls == []
+
+
 def _launch(args: list[str], env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "semrec.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})

@@ -32,7 +32,7 @@ from semrec.models import ItemInputs, SequentialRecommender, build_model, model_
 from semrec.text.encode import embeddings_dir, load_view_embeddings
 from semrec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from semrec.train.evaluator import EVALUATOR_VERSION, evaluate
-from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, peak_rss_gb
+from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, peak_rss_gb, release_free_heap
 from semrec.train.metrics import head_items
 
 
@@ -220,6 +220,7 @@ class Trainer:
         n, seen, start = 0, 0, time.perf_counter()
         batches = train_batches(self.samples, tc.batch_size, tc.seed, self.epoch, self.rank, self.world,
                                 self.device)
+        trim_heap = tc.malloc_trim and self.device.type == "cpu"
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch}", leave=False,
                    disable=not (self.is_main and tc.progress))
         for batch in batches:
@@ -232,6 +233,8 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
+            if trim_heap:
+                release_free_heap()
             self.step += 1
             n += 1
             seen += len(batch["lengths"]) * self.world  # approximate under DDP
