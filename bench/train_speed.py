@@ -11,7 +11,7 @@ the next one after a validation pass, as in the trainer.
 
     python bench/train_speed.py                     # writes bench/results/train_speed.md
     python bench/train_speed.py --steps 3 --models ccfrec --batches 200
-    python bench/train_speed.py --models ccfrec --batches 400 --steps 60 --allocators 4+thp+trim,4+thp,0 \
+    python bench/train_speed.py --models ccfrec --batches 400 --steps 90 --allocators 4+thp+trim,4+thp,0+thp \
         --out bench/results/train_memory.md
 
 Prerequisite: data/Scientific prepared, embedded and coded (see configs/ccfrec/Scientific.yaml).
@@ -37,6 +37,21 @@ REFERENCE = ("Reference CCFRec (issue anchor, same machine kind, Scientific, Min
              "memory at 24 GB RSS at batch 400.")
 
 
+def parse_allocator(spec: str) -> tuple[float, set[str]]:
+    """``MiB[+thp][+trim]`` -> (mmap threshold in MiB, flags); SystemExit naming the bad part otherwise."""
+    threshold, *flags = spec.strip().split("+")
+    try:
+        threshold_mb = float(threshold)
+    except ValueError:
+        raise SystemExit(f"--allocators: {spec!r} must start with an mmap threshold in MiB (0 = glibc's "
+                         "default), e.g. 4+thp+trim") from None
+    unknown = set(flags) - {"thp", "trim"}
+    if threshold_mb < 0 or unknown:
+        raise SystemExit(f"--allocators: bad setting {spec!r} (threshold >= 0, flags thp and trim): "
+                         "use MiB[+thp][+trim]")
+    return threshold_mb, set(flags)
+
+
 def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: str) -> dict:
     import torch
 
@@ -49,10 +64,8 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
 
     cfg = load_config(RunConfig, ROOT / CONFIGS[model], [f"dataset={dataset}"] if dataset else [])
     seed_everything(cfg.train.seed)
-    threshold_mb, *flags = allocator.split("+")
-    if set(flags) - {"thp", "trim"}:
-        raise SystemExit(f"unknown allocator flag in {allocator!r}: use MiB[+thp][+trim]")
-    fixed = fix_mmap_threshold(float(threshold_mb))  # as the trainer does (train.malloc_mmap_threshold_mb)
+    threshold_mb, flags = parse_allocator(allocator)
+    fixed = fix_mmap_threshold(threshold_mb)  # as the trainer does (train.malloc_mmap_threshold_mb)
     huge = "thp" in flags and enable_huge_pages()  # and train.huge_pages
     trim = "trim" in flags and release_free_heap()  # and train.malloc_trim
     data = load_run_data(cfg)
@@ -92,7 +105,7 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
         "step_min_s": min(times), "valid_pass_s": eval_seconds,
         "peak_rss_gb": peak_rss_gb(), "peak_rss_after_warmup_gb": rss_after_warmup,
         "peak_rss_half_gb": rss_half,
-        "mmap_threshold_mb": float(threshold_mb) if fixed else None, "huge_pages": huge, "malloc_trim": trim,
+        "mmap_threshold_mb": threshold_mb if fixed else None, "huge_pages": huge, "malloc_trim": trim,
         "neg_num": getattr(net.config, "neg_num", None), "train_samples": len(samples),
         "valid_rows": len(data.split.valid.targets), "n_items": data.dataset.n_items,
         "threads": torch.get_num_threads(), "epochs_crossed": epoch, "valid_ndcg@10_untrained": valid["ndcg@10"],
@@ -115,10 +128,13 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.dataset, args.allocators)))
         return
+    allocators = args.allocators.split(",")
+    for spec in allocators:
+        parse_allocator(spec)  # fail before any subprocess starts
     rows = []
     for model in args.models.split(","):
         for batch in map(int, args.batches.split(",")):
-            for threshold in args.allocators.split(","):
+            for threshold in allocators:
                 cmd = [sys.executable, __file__, "--one", model, str(batch), "--steps", str(args.steps),
                        "--allocators", threshold]
                 if args.dataset:

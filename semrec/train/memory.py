@@ -16,13 +16,27 @@ fragmented (4.02 to 4.26 GiB between epochs 19 and 29 of a long run). ``release_
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 ENV_OVERRIDE = "MALLOC_MMAP_THRESHOLD_"  # glibc's own tunable; when set, the user's value wins
 TORCH_THP = "THP_MEM_ALLOC_ENABLE"  # PyTorch: 2 MiB-aligned CPU tensors >= 2 MiB, madvise(MADV_HUGEPAGE)
+
+
+@functools.cache
+def _glibc_function(name: str, argtypes: tuple, restype: type) -> Callable[..., int] | None:
+    """A glibc function with its signature set, or None off Linux / without glibc (macOS, Windows, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes, function.restype = list(argtypes), restype
+    return function
 
 
 def fix_mmap_threshold(threshold_mb: float) -> bool:
@@ -31,14 +45,10 @@ def fix_mmap_threshold(threshold_mb: float) -> bool:
     Returns True when the setting was applied; False when ``threshold_mb`` <= 0, the user set
     ``MALLOC_MMAP_THRESHOLD_`` already, or the C library is not glibc (macOS, Windows, musl).
     """
-    if threshold_mb <= 0 or ENV_OVERRIDE in os.environ or not sys.platform.startswith("linux"):
+    if threshold_mb <= 0 or ENV_OVERRIDE in os.environ:
         return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, int(threshold_mb * 2**20)) == 1
+    mallopt = _glibc_function("mallopt", (ctypes.c_int, ctypes.c_int), ctypes.c_int)
+    return mallopt is not None and mallopt(M_MMAP_THRESHOLD, int(threshold_mb * 2**20)) == 1
 
 
 def enable_huge_pages() -> bool:
@@ -53,27 +63,16 @@ def enable_huge_pages() -> bool:
     return True
 
 
-_MALLOC_TRIM: Any = None
-
-
 def release_free_heap() -> bool:
     """Return the free pages of glibc's heap to the system (``malloc_trim(0)``); False where unavailable.
 
     Cheap (a walk over the free chunks): the trainer calls it after every CPU training step, so the memory a
     step freed is not kept resident into the next one.
     """
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        _MALLOC_TRIM = False
-        if sys.platform.startswith("linux"):
-            try:
-                _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-                _MALLOC_TRIM.argtypes, _MALLOC_TRIM.restype = [ctypes.c_size_t], ctypes.c_int
-            except (OSError, AttributeError):
-                _MALLOC_TRIM = False
-    if _MALLOC_TRIM is False:
+    malloc_trim = _glibc_function("malloc_trim", (ctypes.c_size_t,), ctypes.c_int)
+    if malloc_trim is None:
         return False
-    _MALLOC_TRIM(0)
+    malloc_trim(0)
     return True
 
 

@@ -1,0 +1,33 @@
+"""bench/train_speed.py allocator settings: MiB[+thp][+trim], refused with a clear message otherwise."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("bench_train_speed", ROOT / "bench" / "train_speed.py")
+train_speed = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train_speed)
+
+
+def test_allocator_settings_parse():
+    assert train_speed.parse_allocator("4+thp+trim") == (4.0, {"thp", "trim"})
+    assert train_speed.parse_allocator("0") == (0.0, set())
+    assert train_speed.parse_allocator("16+thp") == (16.0, {"thp"})
+
+
+@pytest.mark.parametrize("bad", ["thp", "4+huge", "-1+thp", "", "4+thp+"])
+def test_bad_allocator_setting_is_refused(bad):
+    with pytest.raises(SystemExit, match="--allocators"):
+        train_speed.parse_allocator(bad)
+
+
+def test_bad_allocator_fails_before_any_measurement():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "train_speed.py"), "--allocators", "4+thp,4+typo",
+                           "--out", str(ROOT / "bench" / "results" / "never-written.md")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode != 0 and "'4+typo'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (ROOT / "bench" / "results" / "never-written.md").exists()
