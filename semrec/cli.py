@@ -357,14 +357,38 @@ def _key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
     return out
 
 
+def _history_file_ids(path: Path) -> list[str]:
+    """``recommend --history-file``: one raw id per line (line endings removed, blank lines skipped), decoded as
+    UTF-8, else latin-1 (see :mod:`semrec.text.decode`); ``-`` reads stdin."""
+    from semrec.text.decode import TextDecodeError, decode_bytes
+
+    if str(path) == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        if not path.is_file():
+            raise SemrecError(f"{path}: history file not found")
+        data = path.read_bytes()
+    try:
+        text = decode_bytes(data)[0]
+    except TextDecodeError as exc:
+        raise SemrecError(f"{path}: {exc}") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
 @app.command()
 @friendly_errors
 def recommend(
     run: Path = typer.Argument(..., help="A run folder written by 'semrec train'."),
     history: str | None = typer.Option(None, help="Comma-separated raw item ids (as in the source data), "
-                                                  "oldest first."),
+                                                  "oldest first. For ids that contain a comma use --item or "
+                                                  "--history-file."),
+    item: list[str] | None = typer.Option(None, "--item", help="One raw item id, taken whole (commas and spaces "
+                                                               "included); repeat it for the history, oldest first."),
+    history_file: Path | None = typer.Option(None, "--history-file",
+                                             help="A text file with one raw item id per line, oldest first ('-' "
+                                                  "reads stdin); each line is taken whole, blank lines skipped."),
     user: str | None = typer.Option(None, help="Use this dataset user's whole sequence as the history "
-                                               "(raw user id)."),
+                                               "(raw user id, taken whole)."),
     k: int = typer.Option(10, help="How many items to recommend."),
     exclude_seen: bool = typer.Option(True, "--exclude-seen/--include-seen", help="Never recommend a history item."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -372,6 +396,7 @@ def recommend(
 ):
     """Top-k next items (raw ids, scores, titles) for a history of raw item ids.
 
+    Give the history in exactly one way: --history a,b,c | --item a --item b | --history-file FILE | --user ID.
     Unknown ids are reported and ignored; cold-start items added to the run are ranked too.
     """
     import dataclasses
@@ -379,25 +404,38 @@ def recommend(
 
     from semrec.serve import Recommender
 
-    if (history is None) == (user is None):
-        raise SemrecError("give exactly one of --history id1,id2,... or --user RAW_USER_ID")
+    given = [history is not None, bool(item), history_file is not None, user is not None]
+    if sum(given) != 1:
+        raise SemrecError("give exactly one of --history id1,id2,... | --item ID (repeatable) | --history-file FILE "
+                          "| --user RAW_USER_ID")
     if k < 1:
         raise SemrecError(f"--k must be at least 1, got {k}")
+    ids = _history_file_ids(history_file) if history_file is not None else None
     rec = Recommender.load(run, device=device)
-    ids = rec.user_history(user) if user is not None else [h.strip() for h in history.split(",") if h.strip()]
+    if user is not None:
+        ids = rec.user_history(user)
+    elif item:
+        ids = list(item)
+    elif history is not None:
+        ids = [h.strip() for h in history.split(",") if h.strip()]
     result = rec.recommend(ids, k=k, exclude_seen=exclude_seen)
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(result), ensure_ascii=False, indent=2))
         return
     if result.unknown:
-        typer.echo(f"ignored {len(result.unknown)} unknown id(s): {', '.join(result.unknown[:20])}", err=True)
+        shown = ", ".join(u if u and u == u.strip() and "," not in u and u.isprintable() else repr(u)
+                          for u in result.unknown[:20])
+        typer.echo(f"ignored {len(result.unknown)} unknown id(s): {shown}", err=True)
+        if history is not None and any("," in raw for raw in rec.dataset.items["raw_id"]):
+            typer.echo("note: this catalogue has ids that contain a comma, which --history splits; "
+                       "pass such ids with --item ID or --history-file FILE", err=True)
     if result.fallback:
         typer.echo("no known item in the history: showing the most popular items", err=True)
     who = f"user {user}" if user is not None else "the history"
     typer.echo(f"top-{k} for {who} ({len(ids)} items; {rec.config.model} on {rec.dataset.name}, "
                f"{rec.similarity} scores)")
-    for rank, item in enumerate(result.items, 1):
-        typer.echo(f"{rank:>3}  {item.raw_id:<16} {item.score:>9.4f}  {item.title or ''}")
+    for rank, scored in enumerate(result.items, 1):
+        typer.echo(f"{rank:>3}  {scored.raw_id:<16} {scored.score:>9.4f}  {scored.title or ''}")
 
 
 @app.command()

@@ -7,6 +7,7 @@ then CLI overrides; the resolved config is saved next to what the command writes
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 
 from semrec.errors import SemrecError
 from semrec.io import atomic_path
+from semrec.text.decode import TextDecodeError, decode_bytes
 
 T = TypeVar("T")
 
@@ -65,9 +67,14 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return int(value)
     if tp is float:
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise SemrecError(f"config '{key}': expected a number, got {value!r}") from None
+        if isinstance(value, bool):
+            raise SemrecError(f"config '{key}': expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise SemrecError(f"config '{key}': expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, (dict, list)):
             raise SemrecError(f"config '{key}': expected a string, got {value!r}")
@@ -120,7 +127,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if not path.is_file():
             raise SemrecError(f"{path}: config file not found")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            loaded = yaml.safe_load(decode_bytes(path.read_bytes())[0]) or {}
+        except TextDecodeError as exc:
+            raise SemrecError(f"{path}: not a UTF-8 or latin-1 text file ({exc})") from None
         except yaml.YAMLError as exc:
             raise SemrecError(f"{path}: invalid YAML ({exc})") from None
         if not isinstance(loaded, dict):

@@ -132,3 +132,87 @@ def test_evaluate_bad_checkpoint_name_and_quickstart_bad_source(tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output
     last = result.output.strip().splitlines()[-1]  # after the step header, one error line
     assert last.startswith("error: ") and "nowhere: not found" in last
+
+
+# ----- raw ids that contain the --history separator (issue 16, case 10) ----------------------------------------
+
+@pytest.fixture(scope="module")
+def comma_run(tmp_path_factory):
+    """A small SASRec run whose item and user ids contain commas (and one a space): 'A,1', 'B,2', ..."""
+    import pandas as pd
+
+    from semrec.config import RunConfig, TrainConfig
+    from semrec.data.dataset import SourceData, build_dataset
+    from semrec.train.trainer import Trainer
+
+    folder = tmp_path_factory.mktemp("comma")
+    items = [f"{c},{n}" for c in "ABCDEF" for n in (1, 2)] + ["G 1"]
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u},x", items[(s + t) % len(items)], float(t))
+            for u, s in enumerate(rng.integers(0, len(items), 40)) for t in range(6)]
+    source = SourceData("commas", "python", pd.DataFrame(rows, columns=["user", "item", "timestamp"]),
+                        pd.DataFrame({"raw_id": items, "title": [f"title {i}" for i in items]}), ["title"], [])
+    build_dataset(source).save(folder / "ds")
+    cfg = RunConfig(model="sasrec", dataset=str(folder / "ds"), out=str(folder / "run"),
+                    model_params={"hidden_size": 16, "inner_size": 32, "max_len": 10},
+                    train=TrainConfig(epochs=1, batch_size=32, warmup_steps=2, progress=False))
+    Trainer(cfg).fit()
+    return folder / "run"
+
+
+def _top(result) -> list[str]:
+    assert result.exit_code == 0, result.output
+    return [line.split()[1] for line in result.stdout.splitlines()[1:]]
+
+
+def test_recommend_ids_with_commas(comma_run, tmp_path):
+    base = ["recommend", str(comma_run), "--k", "4", "--include-seen"]
+    by_item = runner.invoke(app, [*base, "--item", "A,1", "--item", "B,2", "--item", "G 1"])
+    assert by_item.stderr == "" and by_item.stdout.startswith("top-4 for the history (3 items; sasrec on commas")
+    top = _top(by_item)
+    assert len(top) == 4 and all("," in t or t == "G" for t in top)  # 'G 1' prints as two columns
+    (tmp_path / "h.txt").write_bytes(b"A,1\r\n\nB,2\nG 1\n")
+    assert _top(runner.invoke(app, [*base, "--history-file", str(tmp_path / "h.txt")])) == top
+    assert _top(runner.invoke(app, [*base, "--history-file", "-"], input="A,1\nB,2\nG 1\n")) == top
+    as_json = runner.invoke(app, [*base, "--item", "A,1", "--item", "B,2", "--item", "G 1", "--json"])
+    assert json.loads(as_json.stdout)["unknown"] == []
+
+    split = runner.invoke(app, [*base, "--history", "A,1,B,2"])  # the comma form still splits, and says why
+    assert split.exit_code == 0, split.output
+    assert split.stderr.splitlines()[:2] == [
+        "ignored 4 unknown id(s): A, 1, B, 2",
+        "note: this catalogue has ids that contain a comma, which --history splits; pass such ids with --item ID or "
+        "--history-file FILE"]
+    unknown = runner.invoke(app, [*base, "--item", "A,1", "--item", "nope,1", "--item", " x"])
+    assert unknown.stderr.splitlines()[0] == "ignored 2 unknown id(s): 'nope,1', ' x'"
+
+    by_user = runner.invoke(app, [*base, "--user", "u0,x"])
+    assert by_user.exit_code == 0 and by_user.stdout.startswith("top-4 for user u0,x (6 items;"), by_user.output
+
+
+def test_recommend_history_options_are_exclusive(comma_run, tmp_path):
+    base = ["recommend", str(comma_run)]
+    for args in ([], ["--item", "A,1", "--history", "B"], ["--item", "A,1", "--user", "u0,x"],
+                 ["--history-file", str(tmp_path / "h.txt"), "--history", "A"]):
+        assert _one_line_error(runner.invoke(app, [*base, *args])) == (
+            "error: give exactly one of --history id1,id2,... | --item ID (repeatable) | --history-file FILE "
+            "| --user RAW_USER_ID")
+    assert _one_line_error(runner.invoke(app, [*base, "--history-file", str(tmp_path / "none.txt")])) == (
+        f"error: {tmp_path / 'none.txt'}: history file not found")
+    (tmp_path / "latin1.txt").write_bytes("A,1\nCaf\xe9\n".encode("latin-1"))
+    result = runner.invoke(app, [*base, "--history-file", str(tmp_path / "latin1.txt")])
+    assert result.exit_code == 0 and "ignored 1 unknown id(s): Café" in result.stderr
+
+
+def test_http_routes_take_ids_with_commas(comma_run):
+    """The server's request models are JSON lists: an id with a comma is one id; GET /items takes it escaped."""
+    import httpx
+
+    from semrec.serve import Recommender
+    from semrec.serve.app import ServerThread, create_app
+
+    with ServerThread(create_app(Recommender.load(comma_run))) as srv, httpx.Client(base_url=srv.url) as client:
+        reply = client.post("/recommend", json={"history": ["A,1", "B,2", "G 1"], "k": 4, "exclude_seen": False})
+        assert reply.status_code == 200 and reply.json()["results"][0]["unknown"] == []
+        assert client.get("/items/A%2C1").json()["raw_id"] == "A,1"
+        assert client.get("/items/G%201").json()["texts"]["title"] == "title G 1"

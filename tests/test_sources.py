@@ -176,7 +176,11 @@ def test_malformed_jsonl_meta_line(tmp_path):
 def test_non_utf8_bytes(tmp_path):
     lcrec(tmp_path)
     write(tmp_path / "S.item.json", b'{"0": {"title": "caf\xe9"},\n "1": {"title": "\xff"}}')
-    with pytest.raises(DataFormatError, match=r"S\.item\.json:1: invalid utf-8 byte 0xe9 at column 21"):
+    source = load_source(tmp_path)  # not UTF-8, no UTF-8 text in it: latin-1
+    assert source.items["title"].tolist() == ["café", "ÿ"] and source.encodings["S.item.json"] == "latin-1"
+    write(tmp_path / "S.item.json", b'{"0": {"title": "caf\xe9"},\n "1": {"title": "\xc3\xbf"}}')
+    with pytest.raises(DataFormatError, match=r"S\.item\.json:1: invalid utf-8 byte 0xe9 at column 21, but line 2 "
+                                              r"holds UTF-8 text \('ÿ'\): the file mixes encodings"):
         load_source(tmp_path)
 
 

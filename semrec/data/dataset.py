@@ -2,7 +2,8 @@
 
 On disk (one folder): ``items.parquet`` (item_id, raw_id, one string column per view),
 ``sequences.parquet`` (user_id, raw_user_id, item_ids, timestamps) and ``manifest.json``
-(schema version, source checksums, counts, skips). Item ids run 1..N in natural order of the raw ids
+(schema version, source checksums and text encodings, counts, skips, warnings about raw ids that are awkward on a
+command line). Item ids run 1..N in natural order of the raw ids
 (numeric when every raw id is an integer, else lexicographic); 0 is padding. Users are numbered
 0..U-1 the same way.
 """
@@ -47,6 +48,7 @@ class SourceData:
     files: list[Path]
     skips: dict[str, int] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    encodings: dict[str, str] = field(default_factory=dict)  # file name -> how its text was decoded
 
 
 def natural_order(raw_ids: list[str]) -> list[str]:
@@ -183,6 +185,46 @@ class CanonicalDataset:
         return cls(items, users, sequences, timestamps, manifest)
 
 
+def _check_timestamps(source: SourceData, stamps: pd.Series) -> None:
+    """Timestamps are all absent (NaN) or all finite and within int64; anything else would silently reorder
+    sequences or drop every timestamp, so it is refused naming the first bad interaction."""
+    values = stamps.to_numpy(dtype=np.float64)
+    missing = np.isnan(values)
+    if missing.all():
+        return
+    bad = np.flatnonzero(missing | ~np.isfinite(values) | (np.abs(values) >= 2.0**63))
+    if bad.size:
+        row = source.interactions.iloc[int(bad[0])]
+        raise DataFormatError(source.files[0] if source.files else source.name,
+                              f"{bad.size} of {len(values)} interaction(s) have no usable timestamp "
+                              f"(first: user {row['user']!r}, item {row['item']!r}: {values[bad[0]]}); "
+                              "timestamps must be all finite or all absent", field="timestamp")
+
+
+ID_CHECKS = {
+    "comma": lambda raw: "," in raw,
+    "outer_whitespace": lambda raw: raw != raw.strip(),
+    "unprintable": lambda raw: not raw.isprintable(),
+    "empty": lambda raw: raw == "",
+}
+
+
+def id_warnings(raw_ids: list[str], examples: int = 3) -> dict[str, dict[str, Any]]:
+    """Raw ids that are awkward on a command line, by kind (``ID_CHECKS``): ``{kind: {count, examples}}``.
+
+    A comma splits ``semrec recommend --history a,b``; outer whitespace is lost by shells and by the readers
+    that strip fields; unprintable characters (tabs, newlines, zero-width and other control or format
+    characters) cannot be typed. Such ids still work through ``recommend --item ID`` / ``--history-file`` and
+    the HTTP API (JSON lists). Only kinds that occur are listed.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for kind, check in ID_CHECKS.items():
+        hits = [raw for raw in raw_ids if check(raw)]
+        if hits:
+            out[kind] = {"count": len(hits), "examples": hits[:examples]}
+    return out
+
+
 def build_dataset(source: SourceData, missing_meta: str = "drop") -> CanonicalDataset:
     """Turn raw interactions and item texts into a :class:`CanonicalDataset`.
 
@@ -194,6 +236,8 @@ def build_dataset(source: SourceData, missing_meta: str = "drop") -> CanonicalDa
         raise SemrecError(f"missing_meta must be 'drop' or 'keep', got {missing_meta!r}")
     skips = dict(source.skips)
     inter = source.interactions[["user", "item", "timestamp"]].copy()
+    _check_timestamps(source, inter["timestamp"])
+    n_source_users = inter["user"].nunique()
     inter["order"] = np.arange(len(inter))
     meta = source.items.drop_duplicates("raw_id", keep="first")
     skips["duplicate_metadata_rows"] = skips.get("duplicate_metadata_rows", 0) + len(source.items) - len(meta)
@@ -217,7 +261,10 @@ def build_dataset(source: SourceData, missing_meta: str = "drop") -> CanonicalDa
 
     item_order = natural_order(inter["item"].unique().tolist())
     item_ids = {raw: i + 1 for i, raw in enumerate(item_order)}
-    skips["metadata_items_without_interactions"] = int((~meta["raw_id"].isin(item_ids)).sum())
+    # a reader may have left such items out already (and counted them in source.skips)
+    skips["metadata_items_without_interactions"] = (skips.get("metadata_items_without_interactions", 0)
+                                                    + int((~meta["raw_id"].isin(item_ids)).sum()))
+    skips["users_without_interactions_left"] = int(n_source_users - len(user_order))
     meta = meta.set_index("raw_id").reindex(item_order).fillna("")
     items = pd.DataFrame({"item_id": np.arange(1, len(item_order) + 1, dtype=np.int64), "raw_id": item_order})
     for view in source.views:
@@ -240,12 +287,14 @@ def build_dataset(source: SourceData, missing_meta: str = "drop") -> CanonicalDa
             "format": source.format,
             "options": source.options,
             "files": [{"name": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in source.files],
+            "encodings": dict(source.encodings),
         },
         "views": list(source.views),
         "id_rule": "items 1..N and users 0..U-1 in natural order of raw ids; 0 = padding item",
         "sequence_rule": "per user: stable sort by timestamp (input order breaks ties), repeats dropped (first kept)",
         "missing_meta": missing_meta,
         "skips": {k: int(v) for k, v in skips.items()},
+        "id_warnings": {"item": id_warnings(items["raw_id"].tolist()), "user": id_warnings(user_order)},
     }
     dataset = CanonicalDataset(items, users, sequences, timestamps, manifest)
     manifest["counts"] = {k: v for k, v in dataset.stats().items() if k in ("users", "items", "interactions")}

@@ -1,17 +1,24 @@
-"""Low-level readers shared by the source modules: gzip-aware, strict decoding, line numbers in errors."""
+"""Low-level readers shared by the source modules: gzip-aware, UTF-8 then latin-1 decoding (the choice recorded),
+numbers that must be finite, line numbers and fields in errors."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
 import gzip
 import json
+import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from semrec.errors import DataFormatError
+from semrec.text.decode import TextDecodeError, decode_bytes
 
 csv.field_size_limit(1 << 30)
+_ENCODINGS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("semrec_encodings", default=None)
 
 
 def require_file(path: str | Path, what: str = "file") -> Path:
@@ -33,29 +40,52 @@ def read_bytes(path: str | Path) -> bytes:
     return path.read_bytes()
 
 
-def decode(path: str | Path, data: bytes, encoding: str = "utf-8") -> str:
-    """Decode ``data``; a bad byte becomes an error naming its line and column."""
+@contextlib.contextmanager
+def recording_encodings() -> Iterator[dict[str, str]]:
+    """Collect ``{file path: encoding}`` of every file decoded by :func:`read_text` inside the block."""
+    record: dict[str, str] = {}
+    token = _ENCODINGS.set(record)
     try:
-        return data.decode(encoding)
+        yield record
+    finally:
+        _ENCODINGS.reset(token)
+
+
+def decode(path: str | Path, data: bytes, encoding: str | None = None) -> str:
+    """Decode ``data``: with ``encoding`` strictly, else by :func:`semrec.text.decode.decode_bytes` (UTF-8, then
+    latin-1, refusing mixed encodings). The encoding used is recorded (see :func:`recording_encodings`); a bad
+    byte becomes a :class:`DataFormatError` naming its line and column."""
+    try:
+        if encoding is None:
+            text, used = decode_bytes(data)
+        else:
+            text, used = data.decode(encoding), encoding
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise DataFormatError(
-            path, f"invalid {encoding} byte 0x{data[exc.start]:02x} at column {col}", line=line
-        ) from None
+        error = TextDecodeError(f"invalid {encoding} byte 0x{data[exc.start]:02x}", exc.start)
+    except TextDecodeError as exc:
+        error = exc
+    else:
+        record = _ENCODINGS.get()
+        if record is not None:
+            record[str(path)] = used
+        return text
+    line = data.count(b"\n", 0, error.offset) + 1
+    col = error.offset - (data.rfind(b"\n", 0, error.offset) + 1) + 1
+    raise DataFormatError(path, f"{error.reason} at column {col}{error.detail}", line=line)
 
 
-def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+def read_text(path: str | Path, encoding: str | None = None) -> str:
+    """The text of a (possibly gzipped) file, decoded by :func:`decode`, without a leading BOM."""
     text = decode(path, read_bytes(path), encoding)
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+def iter_lines(path: str | Path, encoding: str | None = None) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` pairs (1-based, without the line ending)."""
     yield from enumerate(read_text(path, encoding).splitlines(), start=1)
 
 
-def iter_csv(path: str | Path, delimiter: str = ",", encoding: str = "utf-8") -> Iterator[tuple[int, list[str]]]:
+def iter_csv(path: str | Path, delimiter: str = ",", encoding: str | None = None) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line_number, fields)`` for each CSV record (quoted multi-line fields supported)."""
     text = read_text(path, encoding)
     reader = csv.reader(text.splitlines(keepends=True), delimiter=delimiter, strict=True)
@@ -66,26 +96,104 @@ def iter_csv(path: str | Path, delimiter: str = ",", encoding: str = "utf-8") ->
         raise DataFormatError(path, f"malformed CSV ({exc})", line=reader.line_num) from None
 
 
-def read_json(path: str | Path) -> Any:
-    text = read_text(path)
+class _NonFinite:
+    """Stand-in for a JSON ``NaN``/``Infinity`` while a document is parsed (found again to name its field)."""
+
+    def __init__(self, token: str):
+        self.token = token
+
+
+_JSON_STRING_OR_CONSTANT = re.compile(r'"(?:[^"\\]|\\.)*"|(NaN|-?Infinity)')
+
+
+def _where(node: Any, target: _NonFinite, prefix: str = "") -> str | None:
+    """Dotted path (keys and list positions) of ``target`` inside a parsed document."""
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in children:
+        name = f"{prefix}.{key}" if prefix else str(key)
+        found = name if value is target else _where(value, target, name)
+        if found is not None:
+            return found
+    return None
+
+
+def parse_json(path: str | Path, text: str, line: int | None = None) -> Any:
+    """Parse one JSON document of ``path`` (starting at ``line`` when it is one line of a JSON-lines file).
+
+    Refused with a :class:`DataFormatError` naming the line and field: malformed JSON, ``NaN``/``Infinity``
+    (not JSON, and not a number any field can hold) and a key given twice in one object (a JSON reader would
+    silently keep only the last value).
+    """
+    constants: list[_NonFinite] = []
+    duplicates: list[str] = []
+
+    def constant(token: str) -> _NonFinite:
+        constants.append(_NonFinite(token))
+        return constants[-1]
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) != len(items) and not duplicates:
+            seen: set[str] = set()
+            duplicates.append(next(k for k, _ in items if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+        return obj
+
     try:
-        return json.loads(text)
+        obj = json.loads(text, parse_constant=constant, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
-        raise DataFormatError(path, f"malformed JSON ({exc.msg}, column {exc.colno})", line=exc.lineno) from None
+        what = "malformed JSON line" if line is not None else "malformed JSON"
+        where = line if line is not None else exc.lineno
+        raise DataFormatError(path, f"{what} ({exc.msg}, column {exc.colno})", line=where) from None
+    if constants:
+        if line is None:
+            match = next(m for m in _JSON_STRING_OR_CONSTANT.finditer(text) if m.group(1))
+            line = text.count("\n", 0, match.start()) + 1
+        raise DataFormatError(path, f"not a number: {constants[0].token} (JSON has no NaN or Infinity)", line=line,
+                              field=_where(obj, constants[0]))
+    if duplicates:
+        raise DataFormatError(path, "the same key appears twice in one object (only the last value would be kept)",
+                              line=line, field=duplicates[0])
+    return obj
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file (see :func:`parse_json` for what is refused)."""
+    return parse_json(path, read_text(path))
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)`` for each non-empty JSON line."""
+    """Yield ``(line_number, object)`` for each non-empty JSON line (see :func:`parse_json`)."""
     for number, line in iter_lines(path):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(path, f"malformed JSON line ({exc.msg}, column {exc.colno})", line=number) from None
+        obj = parse_json(path, line, line=number)
         if not isinstance(obj, dict):
             raise DataFormatError(path, f"expected a JSON object, got {type(obj).__name__}", line=number)
         yield number, obj
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_INT64 = 2.0**63
+
+
+def parse_number(path: str | Path, line: int, field: str, value: str, integer: bool = False,
+                 timestamp: bool = False) -> float:
+    """``value`` (a text field) as a finite float, else a :class:`DataFormatError` naming file, line and field.
+
+    Accepted: ASCII decimal numbers with an optional exponent, surrounding whitespace ignored. Refused with
+    ``not a number``: anything else, including ``nan``, ``inf``, ``-inf`` and ``infinity`` (which Python's
+    ``float`` would accept); with ``integer``, a fraction is ``not an integer``; with ``timestamp``, a value that
+    does not fit a 64-bit integer is ``out of range``.
+    """
+    text = value.strip()
+    if not _NUMBER.fullmatch(text):
+        raise DataFormatError(path, f"not a number: {value!r}", line=line, field=field)
+    number = float(text)
+    if integer and not number.is_integer():
+        raise DataFormatError(path, f"not an integer: {value!r}", line=line, field=field)
+    if (timestamp and abs(number) >= _INT64) or not math.isfinite(number):
+        raise DataFormatError(path, f"out of range: {value!r}", line=line, field=field)
+    return number
 
 
 def header_index(path: str | Path, header: list[str], required: list[str], line: int = 1) -> dict[str, int]:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from semrec.data.dataset import SourceData
-from semrec.data.sources._read import header_index, iter_csv, iter_jsonl, require_file
+from semrec.data.sources._read import header_index, iter_csv, iter_jsonl, parse_number, require_file
 from semrec.errors import DataFormatError, SemrecError
 from semrec.text.clean import clean_text, clean_title
 
@@ -84,11 +84,9 @@ def _find_meta(path: Path, prefix: str | None) -> Path:
                       "pass --meta PATH")
 
 
-def _int(path: Path, line: int, field: str, value: str) -> float:
-    try:
-        return float(int(float(value)))
-    except ValueError:
-        raise DataFormatError(path, f"not a number: {value!r}", line=line, field=field) from None
+def _timestamp(path: Path, line: int, value: str) -> float:
+    """A timestamp cell as a whole number (a fraction is cut off); not finite or not a number is an error."""
+    return float(int(parse_number(path, line, "timestamp", value, timestamp=True)))
 
 
 def read_ratings(path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -107,8 +105,8 @@ def read_ratings(path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
             raise DataFormatError(path, "empty id", line=line, field="user_id" if not user else "parent_asin")
         users.append(user)
         items.append(item)
-        stamps.append(_int(path, line, "timestamp", row[col["timestamp"]]))
-        ratings.append(row[col["rating"]])
+        stamps.append(_timestamp(path, line, row[col["timestamp"]]))
+        ratings.append(parse_number(path, line, "rating", row[col["rating"]]))
     frame = pd.DataFrame({"user": users, "item": items, "timestamp": stamps, "rating": ratings})
     return frame, {}
 
@@ -129,7 +127,8 @@ def read_splits(files: dict[str, Path]) -> pd.DataFrame:
             if not user or not target:
                 raise DataFormatError(path, "empty id", line=line, field="user_id" if not user else "parent_asin")
             history = row[col["history"]].split()
-            stamp = _int(path, line, "timestamp", row[col["timestamp"]])
+            stamp = _timestamp(path, line, row[col["timestamp"]])
+            parse_number(path, line, "rating", row[col["rating"]])
             rows.setdefault(user, []).append((str(path), line, history, target, stamp))
     users, items, stamps = [], [], []
     for user, user_rows in rows.items():
@@ -194,9 +193,14 @@ def _meta_record(get, has_details: bool) -> dict[str, str]:
     }
 
 
-def read_meta(path: Path, keep: set[str]) -> tuple[pd.DataFrame, list[str]]:
-    """Read item metadata (jsonl or CSV) for the items in ``keep``; return texts and available views."""
+def read_meta(path: Path, keep: set[str]) -> tuple[pd.DataFrame, list[str], int]:
+    """Read item metadata (jsonl or CSV) for the items in ``keep``.
+
+    Returns the texts (``raw_id`` + one column per view), the available views, and how many distinct items
+    of the file were left out because they are not in ``keep`` (items without interactions).
+    """
     records = []
+    left_out: set[str] = set()
     if _CSV.search(path.name):
         it = iter_csv(path)
         _, header = next(it, (1, []))
@@ -210,6 +214,7 @@ def read_meta(path: Path, keep: set[str]) -> tuple[pd.DataFrame, list[str]]:
                 raise DataFormatError(path, f"expected {len(header)} fields, got {len(row)}", line=line)
             asin = row[col["parent_asin"]].strip()
             if asin not in keep:
+                left_out.add(asin)
                 continue
             get = lambda name, row=row, line=line: (  # noqa: E731
                 _literal(path, line, name, row[col[name]]) if name in col else None)
@@ -221,12 +226,13 @@ def read_meta(path: Path, keep: set[str]) -> tuple[pd.DataFrame, list[str]]:
             if not isinstance(asin, str) or not asin:
                 raise DataFormatError(path, "missing parent_asin", line=line, field="parent_asin")
             if asin not in keep:
+                left_out.add(asin)
                 continue
             if "details" in obj and obj["details"] is not None and not isinstance(obj["details"], dict):
                 raise DataFormatError(path, "expected an object", line=line, field="details")
             records.append({"raw_id": asin, **_meta_record(obj.get, True)})
     frame = pd.DataFrame(records, columns=["raw_id", *VIEWS])
-    return frame[["raw_id", *views]], views
+    return frame[["raw_id", *views]], views, len(left_out)
 
 
 def load(path: str | Path, name: str | None = None, meta: str | Path | None = None) -> SourceData:
@@ -250,8 +256,9 @@ def load(path: str | Path, name: str | None = None, meta: str | Path | None = No
         files = [ratings]
         layout = "rating_only"
     meta_path = require_file(meta, "metadata file") if meta else _find_meta(path, prefix)
-    items, views = read_meta(meta_path, set(interactions["item"]))
+    items, views, without_interactions = read_meta(meta_path, set(interactions["item"]))
     return SourceData(
         name=name or prefix, format="amazon2023", interactions=interactions, items=items, views=views,
         files=[*files, meta_path], options={"layout": layout},
+        skips={"metadata_items_without_interactions": without_interactions},
     )

@@ -1,5 +1,6 @@
-"""MovieLens 100K raw files: ``u.data`` (user, item, rating, unix time), ``u.item`` (latin-1, ``|``-separated)
-and ``u.genre``. Views: title (the year suffix removed), genre (genre names joined with spaces), year.
+"""MovieLens 100K raw files: ``u.data`` (user, item, rating, unix time), ``u.item`` (``|``-separated; latin-1 as
+shipped, or UTF-8 when re-saved: each file is read as UTF-8 when it is valid UTF-8, else as latin-1) and
+``u.genre``. Views: title (the year suffix removed), genre (genre names joined with spaces), year.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from semrec.data.dataset import SourceData
-from semrec.data.sources._read import iter_lines, require_file
+from semrec.data.sources._read import iter_lines, parse_number, require_file
 from semrec.errors import DataFormatError, SemrecError
 from semrec.text.clean import clean_text, clean_title
 
@@ -34,13 +35,19 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
         raise SemrecError(f"{folder}: expected the MovieLens folder holding u.data, u.item and u.genre")
     data_path, item_path, genre_path = (require_file(folder / f) for f in ("u.data", "u.item", "u.genre"))
     genres: dict[int, str] = {}
-    for line, text in iter_lines(genre_path, encoding="latin-1"):
+    for line, text in iter_lines(genre_path):
         if not text.strip():
             continue
         parts = text.split("|")
-        if len(parts) != 2 or not parts[1].isdigit():
+        if len(parts) != 2:
             raise DataFormatError(genre_path, "expected 'name|index'", line=line)
-        genres[int(parts[1])] = parts[0]
+        index = int(parse_number(genre_path, line, "index", parts[1], integer=True))
+        if index in genres:
+            raise DataFormatError(genre_path, f"genre index {index} given twice", line=line, field="index")
+        genres[index] = parts[0]
+    if sorted(genres) != list(range(len(genres))):
+        raise DataFormatError(genre_path, f"genre indices must run 0..{len(genres) - 1} (one per u.item flag column), "
+                                          f"got {sorted(genres)}")
     users, items, stamps = [], [], []
     for line, text in iter_lines(data_path):
         if not text.strip():
@@ -48,14 +55,12 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
         parts = text.split("\t")
         if len(parts) != 4:
             raise DataFormatError(data_path, f"expected 4 tab-separated fields, got {len(parts)}", line=line)
-        if not parts[3].strip().isdigit():
-            raise DataFormatError(data_path, f"timestamp is not an integer: {parts[3]!r}", line=line,
-                                  field="timestamp")
+        parse_number(data_path, line, "rating", parts[2])
         users.append(parts[0].strip())
         items.append(parts[1].strip())
-        stamps.append(float(parts[3]))
+        stamps.append(parse_number(data_path, line, "timestamp", parts[3], integer=True, timestamp=True))
     records = []
-    for line, text in iter_lines(item_path, encoding="latin-1"):
+    for line, text in iter_lines(item_path):
         if not text.strip():
             continue
         parts = text.split("|")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from semrec.data.dataset import SourceData
-from semrec.data.sources._read import iter_lines, require_file
+from semrec.data.sources._read import iter_lines, parse_number, require_file
 from semrec.errors import DataFormatError, SemrecError
 from semrec.io import atomic_path, cache_root
 from semrec.text.clean import clean_text, clean_title
@@ -105,15 +105,8 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
             raise DataFormatError(inter_path, f"header has no '{needed}' column", line=1, field=needed)
     u, i = names.index("user_id"), names.index("item_id")
     t = names.index("timestamp") if "timestamp" in names else None
-    stamps = []
-    for line, fields in rows:
-        if t is None:
-            stamps.append(float("nan"))
-            continue
-        try:
-            stamps.append(float(fields[t]))
-        except ValueError:
-            raise DataFormatError(inter_path, f"not a number: {fields[t]!r}", line=line, field="timestamp") from None
+    stamps = [float("nan") if t is None else parse_number(inter_path, line, "timestamp", fields[t], timestamp=True)
+              for line, fields in rows]
     interactions = pd.DataFrame({
         "user": [f[u].strip() for _, f in rows], "item": [f[i].strip() for _, f in rows], "timestamp": stamps,
     })
