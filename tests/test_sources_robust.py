@@ -348,6 +348,18 @@ def test_users_left_without_interactions_are_counted(tmp_path):
             in result.output)
 
 
+def test_empty_sequences_and_empty_meta_ids(tmp_path):
+    lcrec(tmp_path / "lc", inter=json.dumps({"0": [1, 2], "1": [], "2": [2, 1]}))
+    result = prepare(tmp_path / "lc", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert "users with empty sequences: 1" in result.output  # used to vanish without a count
+    amazon_ratings(tmp_path / "az")
+    (tmp_path / "az" / "meta_Toy.jsonl.gz").unlink()
+    write(tmp_path / "az" / "meta.csv", "parent_asin,title\nB1,a\n ,b\n")  # as the jsonl reader: an error
+    assert one_error(prepare(tmp_path / "az", tmp_path / "o2")) == (
+        f"{tmp_path / 'az' / 'meta.csv'}:3 (field 'parent_asin'): missing parent_asin")
+
+
 def test_json_duplicate_keys_are_refused_not_silently_dropped(tmp_path):
     """A JSON object naming a user twice kept only the last sequence, silently; now it is an error."""
     lcrec(tmp_path, inter='{"0": [1, 2],\n "1": [2, 1],\n "0": [0]}')

@@ -188,15 +188,18 @@ class CanonicalDataset:
 def _check_timestamps(source: SourceData, stamps: pd.Series) -> None:
     """Timestamps are all absent (NaN) or all finite and within int64; anything else would silently reorder
     sequences or drop every timestamp, so it is refused naming the first bad interaction."""
-    values = stamps.to_numpy(dtype=np.float64)
+    where = source.files[0] if source.files else source.name
+    try:
+        values = stamps.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataFormatError(where, f"timestamps must be numbers ({exc})", field="timestamp") from None
     missing = np.isnan(values)
     if missing.all():
         return
     bad = np.flatnonzero(missing | ~np.isfinite(values) | (np.abs(values) >= 2.0**63))
     if bad.size:
         row = source.interactions.iloc[int(bad[0])]
-        raise DataFormatError(source.files[0] if source.files else source.name,
-                              f"{bad.size} of {len(values)} interaction(s) have no usable timestamp "
+        raise DataFormatError(where, f"{bad.size} of {len(values)} interaction(s) have no usable timestamp "
                               f"(first: user {row['user']!r}, item {row['item']!r}: {values[bad[0]]}); "
                               "timestamps must be all finite or all absent", field="timestamp")
 

@@ -213,6 +213,8 @@ def read_meta(path: Path, keep: set[str]) -> tuple[pd.DataFrame, list[str], int]
             if len(row) != len(header):
                 raise DataFormatError(path, f"expected {len(header)} fields, got {len(row)}", line=line)
             asin = row[col["parent_asin"]].strip()
+            if not asin:
+                raise DataFormatError(path, "missing parent_asin", line=line, field="parent_asin")
             if asin not in keep:
                 left_out.add(asin)
                 continue

@@ -44,9 +44,11 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
     if not isinstance(inter, dict):
         raise DataFormatError(inter_path, "expected a JSON object {user: [items]}", line=1)
     users, items, order = [], [], []
+    empty_users = 0
     for user, seq in inter.items():
         if not isinstance(seq, list) or not all(isinstance(i, (int, str)) and not isinstance(i, bool) for i in seq):
             raise DataFormatError(inter_path, f"user {user!r}: expected a list of item ids", field=str(user))
+        empty_users += not seq
         users.extend([str(user)] * len(seq))
         items.extend(str(i) for i in seq)
         order.extend(range(len(seq)))
@@ -68,4 +70,5 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
     return SourceData(
         name=name or inter_path.name.replace(".inter.json", ""), format="lcrec", interactions=interactions,
         items=pd.DataFrame(records, columns=["raw_id", *VIEWS]), views=list(VIEWS), files=[inter_path, item_path],
+        skips={"users_with_empty_sequences": empty_users},
     )
