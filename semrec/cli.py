@@ -453,7 +453,8 @@ def serve(
     """Serve a run over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs.
 
     POST /recommend, POST /items (cold-start items), GET /items/{raw_id}, GET /health. One process: added
-    items live in its memory (and in the run folder).
+    items live in its memory (and in the run folder). The text encoder and tokenizer of POST /items load at
+    start-up in the background (GET /health: 'loading', then 'ok'); /recommend is served at once.
     """
     from semrec.serve import Recommender
     from semrec.serve.app import serve as serve_app
@@ -461,6 +462,9 @@ def serve(
     rec = Recommender.load(run, device=device, retrieval=retrieval, retrieval_params=_key_values(param, "--param"))
     typer.echo(f"serving {rec.config.model} on {rec.dataset.name} ({rec.n_items:,} items, {retrieval} retrieval) "
                f"at http://{host}:{port} (docs: /docs)")
+    if rec.cold_start_refusal is None:
+        typer.echo("loading the text encoder for POST /items in the background: GET /health says 'loading' until "
+                   "it is ready")
     serve_app(rec, host, port, log_level)
 
 

@@ -117,6 +117,18 @@ def test_a_failed_warm_up_is_reported_not_retried_in_requests(runs, tmp_path):
         assert client.post("/recommend", json={"history": ["i1"], "k": 2}).status_code == 200
 
 
+def test_an_encoder_that_does_not_fit_the_tokenizer_is_found_at_start_up(runs, tmp_path):
+    rec = Recommender.load(copy_run(runs["ccfrec"], tmp_path / "run"), encoder=lambda texts: fake_encode(texts)[:, :16])
+    app = create_app(rec)
+    assert app.state.readiness.wait(30)
+    with TestClient(app) as client:
+        health = client.get("/health").json()
+        assert health["status"] == "degraded"
+        assert health["detail"] == ("items cannot be added: view 'title' has dim 16, but the tokenizer was fitted "
+                                    "on dim 32")
+        assert client.post("/items", json=NEW).status_code == 503
+
+
 def test_id_only_models_are_ready_at_once_and_still_refuse_items(runs):
     rec = Recommender.load(runs["sasrec"])
     app = create_app(rec)

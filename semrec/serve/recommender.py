@@ -290,14 +290,16 @@ class Recommender:
 
     def warm_up(self) -> float:
         """Load now what the first requests would otherwise load on the way (call it at start-up): for models that
-        can add items, the fitted tokenizer and the text encoder of :meth:`add_items` (one encoding of a short
-        text loads the model, typically seconds), then one scoring pass. Additions wait while it runs. Returns
-        the seconds taken; raises :class:`EncoderUnavailable` when the encoder cannot be loaded (SemrecError
-        when the tokenizer cannot)."""
+        can add items, the fitted tokenizer and the text encoder of :meth:`add_items`, exercised on one made-up
+        item through the whole path (encoding loads the model, typically seconds; nothing is added), then one
+        scoring pass. Additions wait while it runs. Returns the seconds taken; raises
+        :class:`EncoderUnavailable` when the encoder cannot be loaded, SemrecError when the tokenizer cannot or
+        does not fit the encoder's vectors."""
         start = time.perf_counter()
         if self.cold_start_refusal is None:
             with self._add_lock:
-                self._get_featurizer().encode([{view: "warm-up" for view in self.dataset.views}])
+                features = self._get_featurizer().features([{view: "warm-up" for view in self.dataset.views}])
+                item_vectors(self.config, self.model.state_dict(), features, self._codebook_sizes, self.device)
         self.recommend_batch([[self._raw_ids[1]]], k=1)
         return time.perf_counter() - start
 
