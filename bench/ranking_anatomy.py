@@ -89,6 +89,7 @@ def nearest_neighbour_cosine(table: torch.Tensor, chunk: int = 4096) -> torch.Te
 def anatomy(run_dir: Path, dup: float, k: int = 10, seed: int = 0) -> dict[str, float]:
     """The figures of one run (see the module docstring)."""
     from semrec.data.batching import eval_batches
+    from semrec.train.evaluator import history_pairs
 
     model, data, cfg = load_model(run_dir)
     text = text_vectors(Path(cfg.dataset))
@@ -99,7 +100,8 @@ def anatomy(run_dir: Path, dup: float, k: int = 10, seed: int = 0) -> dict[str, 
     max_len = int(getattr(getattr(model, "config", None), "max_len", 50))
     ranks, above_sims, top1_dup, redundancy, top1_seen, seen_in_top, history_above = [], [], [], [], [], [], []
     pair_mask = torch.triu(torch.ones(k, k, dtype=torch.bool), diagonal=1)
-    for batch in eval_batches(data.split.test, max_len, 1024):
+    rows = data.split.test
+    for first, batch in zip(range(0, len(rows.targets), 1024), eval_batches(rows, max_len, 1024)):
         user = model.encode_sequence(batch["items"], batch["lengths"], history_table)
         if model.similarity == "cosine":
             user = F.normalize(user, dim=-1)
@@ -107,11 +109,13 @@ def anatomy(run_dir: Path, dup: float, k: int = 10, seed: int = 0) -> dict[str, 
         targets = batch["targets"] - 1
         ts = scores.gather(1, targets.unsqueeze(1))
         ids = torch.arange(scores.size(1))
-        rank = ((scores > ts) | ((scores == ts) & (ids < targets.unsqueeze(1)))).sum(1)
-        history = batch["items"] - 1  # distinct items (repeats are dropped), -1 = padding
-        hs = scores.gather(1, history.clamp(min=0))
-        above_target = (history >= 0) & ((hs > ts) | ((hs == ts) & (history < targets.unsqueeze(1))))
-        history_above.append(above_target.sum(1))
+        above_target = (scores > ts) | ((scores == ts) & (ids < targets.unsqueeze(1)))
+        rank = above_target.sum(1)
+        # the user's whole history (the model reads only its last max_len items), as a [B, N] mask
+        part = slice(first, first + len(user))
+        seen_mask = torch.zeros_like(scores, dtype=torch.bool)
+        seen_mask[history_pairs(rows.histories[part], rows.targets[part])] = True
+        history_above.append((above_target & seen_mask).sum(1))
         top = scores.topk(k, dim=1).indices  # ties by smaller id first, as the evaluator
         top_text = text[top]  # [B, k, D]
         target_text = text[targets]
@@ -120,7 +124,7 @@ def anatomy(run_dir: Path, dup: float, k: int = 10, seed: int = 0) -> dict[str, 
         for row in torch.nonzero(near).flatten().tolist():
             above_sims.append(sim_to_target[row, : int(rank[row])].mean().item())
             top1_dup.append(float(sim_to_target[row, 0] >= dup))
-        seen = (top.unsqueeze(2) == history.unsqueeze(1)).any(2)  # [B, k]: a history item
+        seen = seen_mask.gather(1, top)  # [B, k]: a history item
         top1_seen.append(seen[:, 0].float())
         seen_in_top.append(seen.float().sum(1))
         pairwise = top_text @ top_text.transpose(1, 2)
@@ -193,7 +197,7 @@ def main() -> None:
         "share of test rows whose target lands there. `history_above_target`: mean count of the user's history items "
         "ranked above the target, over rows with the target in the top 20; `... excl. history`: the same ranking "
         "with those items removed. `top1_is_history_item`: share of rows whose rank-1 item is in "
-        "the user's history (last max_len items); `history_items_in_top10`: mean count per top-10 list. Text cosines "
+        "the user's whole history; `history_items_in_top10`: mean count per top-10 list. Text cosines "
         "are in one model-independent space (raw "
         "MiniLM `all`-view vectors): `text_cos_above_target` is the mean cosine between the target and the items "
         "ranked above it over the near-miss rows (target ranked 2-10); `top1_text_duplicate` is the share of those "

@@ -44,11 +44,19 @@ def friendly_errors(func):
 
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file; CLI options and --set override it.")
-SetOpt = typer.Option(None, "--set", help="Override any config key: --set key=value (repeatable).")
+SetOpt = typer.Option(None, "--set", help="Override any config key: --set key=value (repeatable; the value is "
+                                           "converted by the key's type: names and paths are kept as written).")
 
 
-def _overrides(pairs: dict[str, object], extra: list[str] | None) -> list[str]:
-    return [f"{k}={v}" for k, v in pairs.items() if v is not None] + list(extra or [])
+def _overrides(pairs: dict[str, object], extra: list[str] | None) -> list[tuple[str, object] | str]:
+    """The config overrides of a command: its options as typed ``(key, value)`` pairs (taken literally: a name
+    ``0123`` stays ``"0123"``), then the ``--set key=value`` texts (converted by each key's type)."""
+    return [(k, v) for k, v in pairs.items() if v is not None] + list(extra or [])
+
+
+def _param_overrides(param: list[str] | None) -> list[str]:
+    """``-p key=value`` tokenizer parameters as ``params.key=value`` overrides (free-form: YAML-typed values)."""
+    return [f"params.{key}={value}" for key, value in _key_values(param, "--param").items()]
 
 
 @app.command()
@@ -136,7 +144,7 @@ def codes(
 
     overrides = _overrides({"tokenizer": tokenizer, "name": name, "model": model, "fit_on": fit_on,
                             "dedup": dedup, "seed": seed}, set_)
-    overrides += [f"params.{p}" for p in (param or [])]
+    overrides += _param_overrides(param)
     cfg = load_config(CodesConfig, config, overrides)
     report, folder = fit_codes(dataset_dir, cfg)
     typer.echo(format_report(report))
@@ -233,7 +241,7 @@ def pretrain(
     codes_dir = target / "codes" / cfg.codes
     if not (codes_dir / "codes.npy").is_file():
         typer.echo(f"fitting the joint tokenizer ({cfg.codes}) on the training items of every domain")
-        codes_cfg = load_config(CodesConfig, None, [f"params.{p}" for p in (param or [])])
+        codes_cfg = load_config(CodesConfig, None, _param_overrides(param))
         codes_cfg.tokenizer, codes_cfg.name, codes_cfg.model = "opq", cfg.codes, cfg.text_model
         report, _ = fit_codes(target, codes_cfg)
         typer.echo(format_report(report))
@@ -546,7 +554,8 @@ def serve(
     """Serve a run over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs.
 
     POST /recommend, POST /items (cold-start items), GET /items/{raw_id}, GET /health. One process: added
-    items live in its memory (and in the run folder).
+    items live in its memory (and in the run folder). The text encoder and tokenizer of POST /items load at
+    start-up in the background (GET /health: 'loading', then 'ok'); /recommend is served at once.
     """
     from semrec.serve import Recommender
     from semrec.serve.app import serve as serve_app
@@ -554,6 +563,9 @@ def serve(
     rec = Recommender.load(run, device=device, retrieval=retrieval, retrieval_params=_key_values(param, "--param"))
     typer.echo(f"serving {rec.config.model} on {rec.dataset.name} ({rec.n_items:,} items, {retrieval} retrieval) "
                f"at http://{host}:{port} (docs: /docs)")
+    if rec.cold_start_refusal is None:
+        typer.echo("loading the text encoder for POST /items in the background: GET /health says 'loading' until "
+                   "it is ready")
     serve_app(rec, host, port, log_level)
 
 

@@ -4,13 +4,18 @@
 ``GET /health``; OpenAPI at ``/docs`` and ``/openapi.json``. Requests are validated against the limits below
 (422 with the offending field); errors of the request's content are 400 (bad input), 404 (unknown item) or 409
 (raw id already in the catalogue, or an ID-only model asked to add items); 503 when the text encoder cannot be
-loaded. Endpoints are synchronous: FastAPI runs them on its thread pool, and the recommender's readers-writer
-lock keeps concurrent recommendations safe while items are being added. Serve one process per run folder (the
+loaded, or is still loading. Nothing is loaded inside a request: :func:`create_app` starts
+:meth:`Recommender.warm_up` (tokenizer, text encoder, one scoring pass) on a background thread, ``GET /health``
+says ``"loading"`` until it is done (then ``"ok"``, or ``"degraded"`` with the reason), and ``POST /items`` answers
+503 with ``Retry-After`` meanwhile; ``/recommend`` and ``GET /items`` are served at once. Endpoints are
+synchronous: FastAPI runs them on its thread pool, and the recommender's readers-writer lock keeps concurrent
+recommendations safe while items are being added. Serve one process per run folder (the
 catalogue lives in memory; several workers would not see each other's additions).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -110,7 +115,11 @@ class ItemOut(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="'loading' while the start-up warm-up runs (POST /items answers 503 until it is "
+                                    "done), 'ok' when every route is ready, 'degraded' when items cannot be added "
+                                    "(see 'detail').")
+    detail: str | None = Field(None, description="Why the status is 'degraded'.")
+    warmup_seconds: float | None = Field(None, description="How long the start-up warm-up took (null while loading).")
     model: str
     dataset: str
     n_items: int
@@ -124,29 +133,84 @@ class ErrorOut(BaseModel):
     detail: str
 
 
-STATUS = ((UnknownItem, 404), (ItemConflict, 409), (ColdStartUnsupported, 409), (EncoderUnavailable, 503))
+class NotReady(SemrecError):
+    """A route whose start-up loading has not finished (503, with Retry-After)."""
+
+
+STATUS = ((UnknownItem, 404), (ItemConflict, 409), (ColdStartUnsupported, 409), (EncoderUnavailable, 503),
+          (NotReady, 503))
+RETRY_AFTER_S = 5
+log = logging.getLogger("uvicorn.error")
 
 
 def _status(exc: SemrecError) -> int:
     return next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
 
 
-def create_app(rec: Recommender) -> FastAPI:
-    """A FastAPI app serving ``rec`` (kept in ``app.state.recommender``)."""
+class Readiness:
+    """The start-up warm-up of a served :class:`Recommender` (:meth:`Recommender.warm_up`), on a daemon thread
+    started at construction (``run=False``: nothing to warm, ready at once). ``status`` is 'loading', then 'ok',
+    or 'degraded' (``detail`` says why) when the warm-up failed."""
+
+    def __init__(self, rec: Recommender, run: bool = True):
+        self.status, self.detail, self.seconds = ("loading" if run else "ok"), None, None
+        self._done = threading.Event()
+        if run:
+            threading.Thread(target=self._run, args=(rec,), name="semrec-warm-up", daemon=True).start()
+        else:
+            self._done.set()
+
+    def _run(self, rec: Recommender) -> None:
+        start = time.perf_counter()
+        try:
+            rec.warm_up()
+            self.status = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure is reported by /health and POST /items, not lost
+            reason = str(exc) if isinstance(exc, SemrecError) else f"{type(exc).__name__}: {exc}"
+            self.status, self.detail = "degraded", f"items cannot be added: {reason}"
+        finally:
+            self.seconds = round(time.perf_counter() - start, 3)
+            self._done.set()
+        if self.status == "ok":
+            log.info("semrec: ready (start-up loading took %.1f s)", self.seconds)
+        else:
+            log.error("semrec: %s", self.detail)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the warm-up is over (True) or ``timeout`` seconds have passed (False)."""
+        return self._done.wait(timeout)
+
+    def check(self) -> None:
+        """Raise :class:`NotReady` unless the warm-up succeeded."""
+        if self.status == "loading":
+            raise NotReady("the server is still loading the text encoder (start-up); retry in a few seconds")
+        if self.status != "ok":
+            raise NotReady(self.detail or "not ready")
+
+
+def create_app(rec: Recommender, warm_up: bool = True) -> FastAPI:
+    """A FastAPI app serving ``rec`` (kept in ``app.state.recommender``). With ``warm_up`` (the default) what the
+    routes need is loaded now, on a background thread (``app.state.readiness``, a :class:`Readiness`); without
+    it, the first ``POST /items`` loads the text encoder itself."""
     app = FastAPI(title="semrec", version=__version__,
                   description=f"Next-item recommendations of run `{rec.run_dir}` ({rec.config.model} on "
                               f"{rec.dataset.name}).")
     app.state.recommender = rec
+    readiness = Readiness(rec, run=warm_up)
+    app.state.readiness = readiness
     errors = {code: {"model": ErrorOut} for code in (400, 404, 409, 503)}
 
     @app.exception_handler(SemrecError)
     def _semrec_error(request: Request, exc: SemrecError) -> JSONResponse:
-        return JSONResponse(status_code=_status(exc), content={"detail": str(exc)})
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, NotReady) and readiness.status == "loading" \
+            else None
+        return JSONResponse(status_code=_status(exc), content={"detail": str(exc)}, headers=headers)
 
     @app.get("/health", response_model=Health)
     def health() -> dict[str, Any]:
-        """Liveness and what is being served."""
-        return {"status": "ok", **rec.info()}
+        """Liveness, readiness ('loading' | 'ok' | 'degraded') and what is being served."""
+        return {"status": readiness.status, "detail": readiness.detail, "warmup_seconds": readiness.seconds,
+                **rec.info()}
 
     @app.post("/recommend", response_model=RecommendResponse, responses={400: errors[400]})
     def recommend(body: RecommendRequest) -> dict[str, Any]:
@@ -161,6 +225,9 @@ def create_app(rec: Recommender) -> FastAPI:
     def add_items(body: AddItemsRequest) -> dict[str, Any]:
         """Add cold-start items (rankable at once, no retraining; saved in the run folder). Models that read
         only item ids refuse with 409."""
+        if rec.cold_start_refusal:
+            raise ColdStartUnsupported(rec.cold_start_refusal)
+        readiness.check()
         items = [{"raw_id": i.raw_id, **(i.__pydantic_extra__ or {})} for i in body.items]
         added = rec.add_items(items)
         return {"added": added, "n_items": rec.n_items}
@@ -170,6 +237,7 @@ def create_app(rec: Recommender) -> FastAPI:
         """An item's texts and whether it was added after training."""
         return rec.item(raw_id)
 
+    app.openapi()  # the schema of /docs and /openapi.json is built now, not by the first request
     return app
 
 
@@ -181,11 +249,14 @@ def serve(rec: Recommender, host: str = "127.0.0.1", port: int = 8000, log_level
 
 
 class ServerThread:
-    """Run an app with uvicorn on a background thread on a free port (``with ServerThread(app) as s: s.url``)."""
+    """Run an app with uvicorn on a background thread on a free port (``with ServerThread(app) as s: s.url``).
+    With ``wait_ready`` the block starts once the app's start-up warm-up is over (tests, benchmarks)."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
+                 wait_ready: bool = True):
         import uvicorn
 
+        self.app, self.wait_ready = app, wait_ready
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
@@ -204,6 +275,9 @@ class ServerThread:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the server did not start")
             time.sleep(0.02)
+        readiness = getattr(self.app.state, "readiness", None)
+        if self.wait_ready and readiness is not None and not readiness.wait(600):
+            raise RuntimeError("the app's start-up loading did not finish in 10 minutes")
         return self
 
     def __exit__(self, *exc: object) -> None:

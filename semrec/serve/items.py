@@ -102,8 +102,8 @@ def view_text(texts: Mapping[str, str], view: str, views: list[str]) -> str:
 
 
 def run_text_encoder(model_name: str, dataset_dir: str | Path, device: str | None = "cpu") -> Encoder:
-    """The sentence-transformers encoder that made the dataset's embeddings, with their saved settings (loaded
-    lazily, on the first call)."""
+    """The sentence-transformers encoder that made the dataset's embeddings, with their saved settings (the model
+    loads on the first call: a server calls ``Recommender.warm_up`` at start-up so that no request pays it)."""
     import yaml
 
     settings_path = embeddings_dir(dataset_dir, model_name) / "embed_config.yaml"
@@ -131,6 +131,7 @@ class ItemFeaturizer:
         if encoder is None:
             encoder = run_text_encoder(self.embed_model, config.dataset, device)
         self.encoder: Encoder = encoder.encode if hasattr(encoder, "encode") else encoder
+        self.loaded = False  # True after the first successful encoding (the encoder's model is in memory)
 
     def check_readable(self, raw_id: str, texts: Mapping[str, str]) -> None:
         """Refuse an item with no text in any view the model reads (it would be a vector of the empty string)."""
@@ -148,6 +149,7 @@ class ItemFeaturizer:
             raise EncoderUnavailable(str(exc)) from None
         if vectors.ndim != 2 or len(vectors) != len(flat):
             raise EncoderUnavailable(f"the text encoder returned shape {vectors.shape} for {len(flat)} texts")
+        self.loaded = True
         n = len(texts)
         return {v: np.ascontiguousarray(vectors[i * n:(i + 1) * n]) for i, v in enumerate(self.embed_views)}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -286,6 +287,26 @@ class Recommender:
             self._featurizer = ItemFeaturizer(self.config, self.dataset, tokenizer, self._encoder,
                                               "cpu" if self.device.type == "cpu" else str(self.device))
         return self._featurizer
+
+    def warm_up(self) -> float:
+        """Load now what the first requests would otherwise load on the way (call it at start-up): for models that
+        can add items, the fitted tokenizer and the text encoder of :meth:`add_items`, exercised on one made-up
+        item through the whole path (encoding loads the model, typically seconds; nothing is added), then one
+        scoring pass. Additions wait while it runs. Returns the seconds taken; raises
+        :class:`EncoderUnavailable` when the encoder cannot be loaded, SemrecError when the tokenizer cannot or
+        does not fit the encoder's vectors."""
+        start = time.perf_counter()
+        if self.cold_start_refusal is None:
+            with self._add_lock:
+                features = self._get_featurizer().features([{view: "warm-up" for view in self.dataset.views}])
+                item_vectors(self.config, self.model.state_dict(), features, self._codebook_sizes, self.device)
+        self.recommend_batch([[self._raw_ids[1]]], k=1)
+        return time.perf_counter() - start
+
+    @property
+    def encoder_loaded(self) -> bool:
+        """Whether :meth:`add_items` has its tokenizer and text encoder (after :meth:`warm_up` or a first addition)."""
+        return self._featurizer is not None and self._featurizer.loaded
 
     def _check_new(self, raw_ids: list[str]) -> None:
         dupes = sorted(r for r, n in Counter(raw_ids).items() if n > 1)

@@ -3,7 +3,8 @@
 Item tables are computed once per evaluation (``model.eval_tables()``); user vectors batch by batch;
 scores are taken against item chunks so memory stays bounded for large catalogs. The padding item
 is never ranked. ``exclude_history`` removes the user's own history items from the ranking (off by
-default, as the references). Head items are the most popular 20% by training frequency.
+default, as the references): all of them, not only the last ``max_len`` the model reads. Head items are the
+most popular 20% by training frequency.
 """
 
 from __future__ import annotations
@@ -22,15 +23,27 @@ from semrec.train.metrics import DEFAULT_KS, metrics_from_ranks
 EVALUATOR_VERSION = 2
 
 
+def history_pairs(histories: list[np.ndarray], targets: np.ndarray,
+                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, item index) pairs ``[P], [P]`` of every item of each row's *whole* history (item ids 1..N as 0-based
+    indices id - 1), the row's own target left out. The model reads only the last ``max_len`` items; excluding
+    history items from the ranking must cover all of them."""
+    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    rows = np.repeat(np.arange(len(histories), dtype=np.int64), lengths)
+    items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if len(rows) else rows
+    keep = (items > 0) & (items != np.repeat(np.asarray(targets, dtype=np.int64), lengths))
+    return torch.from_numpy(rows[keep]).to(device), torch.from_numpy(items[keep] - 1).to(device)
+
+
 def _chunk_scores(user: torch.Tensor, candidate: torch.Tensor, start: int, stop: int,
-                  history: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
-    """Scores of items ``start..stop-1`` (0-based rows of ``candidate``), history items (not the target) at -inf."""
+                  history: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """Scores of items ``start..stop-1`` (0-based rows of ``candidate``), history items (``history_pairs``, the
+    targets already left out) at -inf."""
     scores = user @ candidate[start:stop].T
     if history is not None:
-        cols = history - start
-        inside = (history >= 0) & (cols >= 0) & (cols < stop - start) & (history != targets.unsqueeze(1))
-        rows = torch.arange(len(user), device=user.device).unsqueeze(1).expand_as(cols)
-        scores[rows[inside], cols[inside]] = float("-inf")
+        rows, items = history
+        inside = (items >= start) & (items < stop)
+        scores[rows[inside], items[inside] - start] = float("-inf")
     return scores
 
 
@@ -54,12 +67,13 @@ def rank_targets(model: SequentialRecommender, rows: EvalRows, max_len: int, bat
     n = candidate.size(0)
     chunks = [(start, min(n, start + item_chunk)) for start in range(0, n, item_chunk)]
     ranks = []
-    for batch in eval_batches(rows, max_len, batch_size, device):
+    for first, batch in zip(range(0, len(rows.targets), batch_size), eval_batches(rows, max_len, batch_size, device)):
         user = model.encode_sequence(batch["items"], batch["lengths"], history_table)
         if model.similarity == "cosine":
             user = F.normalize(user, dim=-1)
         targets = batch["targets"] - 1
-        history = batch["items"] - 1 if exclude_history else None
+        history = history_pairs(rows.histories[first:first + len(user)], rows.targets[first:first + len(user)],
+                                user.device) if exclude_history else None
         target_score = torch.empty(len(user), device=user.device, dtype=user.dtype)
         if len(chunks) > 1:
             for start, stop in chunks:
@@ -69,7 +83,7 @@ def rank_targets(model: SequentialRecommender, rows: EvalRows, max_len: int, bat
                     target_score[inside] = scores[inside, targets[inside] - start]
         above = torch.zeros(len(user), dtype=torch.long, device=user.device)
         for start, stop in chunks:
-            scores = _chunk_scores(user, candidate, start, stop, history, targets)
+            scores = _chunk_scores(user, candidate, start, stop, history)
             if len(chunks) == 1:
                 target_score = scores.gather(1, targets.unsqueeze(1)).squeeze(1)
             ts = target_score.unsqueeze(1)
