@@ -342,7 +342,7 @@ def quickstart(
     """
     import time
 
-    from semrec.config import CodesConfig, EmbedConfig, PrepareConfig, RunConfig, TrainConfig, apply_overrides
+    from semrec.config import CodesConfig, EmbedConfig, PrepareConfig, RunConfig, TrainConfig, load_config
     from semrec.data.prepare import format_stats, prepare_dataset
     from semrec.text.encode import embed_dataset
     from semrec.tokenizers.pipeline import fit_codes, format_report
@@ -371,9 +371,7 @@ def quickstart(
     base = {"model": "ccfrec", "dataset": str(folder), "codes": "pq", "model_params": params,
             "out": str(runs_dir / f"quickstart-{name}-ccfrec"),
             "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "warmup_steps": 10, "patience": epochs}}
-    from semrec.config import from_dict
-
-    run = from_dict(RunConfig, apply_overrides(base, list(set_ or [])))
+    run = load_config(RunConfig, None, list(set_ or []), base=base)
     typer.echo(f"== 4/5 baseline: Popularity {elapsed()}")
     popular = RunConfig(model="popularity", dataset=str(folder), out=str(runs_dir / f"quickstart-{name}-popularity"),
                         train=TrainConfig(progress=run.train.progress))
