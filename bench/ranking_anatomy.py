@@ -49,18 +49,14 @@ BUCKETS = [(0, 1, "rank 1"), (1, 5, "2-5"), (5, 10, "6-10"), (10, 20, "11-20"), 
 
 def load_model(run_dir: Path):
     """Model (best.pt, eval mode), the run's data and its config."""
-    from semrec.errors import SemrecError
     from semrec.models import build_model
     from semrec.train.checkpoint import load_checkpoint
-    from semrec.train.trainer import load_run_config, load_run_data
+    from semrec.train.run_folder import checkpoint_path
+    from semrec.train.trainer import load_run
 
-    cfg = load_run_config(run_dir)
-    data = load_run_data(cfg)
+    cfg, data = load_run(run_dir)  # refused when the run's data changed since training
     model = build_model(cfg.model, cfg.model_params, data.items)
-    best = run_dir / "checkpoints" / "best.pt"
-    if not best.is_file():
-        raise SemrecError(f"{run_dir}: no checkpoints/best.pt")
-    model.load_state_dict(load_checkpoint(best)["model"])
+    model.load_state_dict(load_checkpoint(checkpoint_path(run_dir, "best"))["model"])
     return model.eval(), data, cfg
 
 

@@ -151,13 +151,23 @@ def codes(
     typer.echo(f"written to  {folder}")
 
 
-def format_metrics(rows: dict[str, dict[str, float]]) -> str:
-    """A small table: one row per split, Recall/NDCG at 5/10/20, MRR and head/tail NDCG@10."""
+def format_metrics(rows: dict[str, dict[str, float | None]]) -> str:
+    """A small table: one row per split, Recall/NDCG at 5/10/20, MRR and head/tail NDCG@10. A metric that is None
+    or absent (no row to evaluate) shows as n/a, with a note under the table."""
     cols = ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr", "head_ndcg@10",
             "tail_ndcg@10"]
     lines = ["split  " + " ".join(f"{c:>12}" for c in cols)]
+    missing = False
     for split, metrics in rows.items():
-        lines.append(f"{split:<6} " + " ".join(f"{metrics.get(c, float('nan')):>12.4f}" for c in cols))
+        cells = []
+        for c in cols:
+            value = metrics.get(c)
+            missing |= value is None
+            cells.append(f"{'n/a':>12}" if value is None else f"{value:>12.4f}")
+        lines.append(f"{split:<6} " + " ".join(cells))
+    if missing:
+        lines.append("n/a: nothing to evaluate (valid and test rows come from users with 3+ interactions; head/tail: "
+                     "no target in that group)")
     return "\n".join(lines)
 
 
@@ -169,12 +179,18 @@ def train(
     dataset: str | None = typer.Option(None, help="Prepared dataset folder."),
     codes: str | None = typer.Option(None, help="Codes folder name under <dataset>/codes (default pq)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default runs/<dataset>-<model>-<time>)."),
-    epochs: int | None = typer.Option(None, help="Maximum epochs."),
+    epochs: int | None = typer.Option(None, help="Maximum epochs (with --resume: a new cap, higher or lower)."),
+    patience: int | None = typer.Option(None, help="Validations without improvement before stopping (default 10)."),
+    time_budget: float | None = typer.Option(None, "--time-budget", metavar="MIN",
+                                             help="Wall-time budget in minutes (setup included): training stops in "
+                                                  "time for the best checkpoint to be evaluated on valid and test "
+                                                  "and results.json written; resumable."),
     batch_size: int | None = typer.Option(None, help="Global training batch size."),
     lr: float | None = typer.Option(None, help="Learning rate."),
     seed: int | None = typer.Option(None, help="Random seed."),
     device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
-    resume: Path | None = typer.Option(None, help="Continue the interrupted run in this folder."),
+    resume: Path | None = typer.Option(None, help="Continue the interrupted run in this folder, with its saved "
+                                                  "config; only --epochs, --patience and --time-budget may change."),
     set_: list[str] | None = SetOpt,
 ):
     """Train a model with early stopping on validation NDCG@10; checkpoints every epoch, resumable.
@@ -182,21 +198,26 @@ def train(
     Runs unchanged under torchrun --nproc_per_node=N (DistributedDataParallel).
     """
     from semrec.config import RunConfig, load_config
-    from semrec.train.trainer import Trainer, load_run_config
+    from semrec.train.trainer import Trainer, describe_results, resume_config
 
+    given = {"train.epochs": epochs, "train.patience": patience, "train.time_budget_minutes": time_budget}
     if resume is not None:
-        if config or set_ or any(v is not None for v in (model, dataset, codes, out, epochs, batch_size, lr, seed)):
-            raise SemrecError("--resume continues a run with its saved config; drop the other options")
-        trainer = Trainer(load_run_config(resume), run_dir=resume, resume=True)
+        fixed = {"--config": config, "--model": model, "--dataset": dataset, "--codes": codes, "--out": out,
+                 "--batch-size": batch_size, "--lr": lr, "--seed": seed, "--device": device}
+        refused = [name for name, value in fixed.items() if value is not None]
+        if refused:
+            raise SemrecError(f"--resume continues a run with its saved config; drop {', '.join(refused)} (only "
+                              "--epochs, --patience and --time-budget can change)")
+        trainer = Trainer(resume_config(resume, _overrides(given, set_)), run_dir=resume, resume=True)
     else:
         cfg = load_config(RunConfig, config, _overrides(
-            {"model": model, "dataset": dataset, "codes": codes, "out": out, "train.epochs": epochs,
+            {"model": model, "dataset": dataset, "codes": codes, "out": out, **given,
              "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed, "train.device": device}, set_))
         trainer = Trainer(cfg)
     results = trainer.fit()
     if results:
         typer.echo(format_metrics({"valid": results["valid"], "test": results["test"]}))
-        typer.echo(f"best epoch {results['best_epoch']}, run folder {trainer.run_dir}")
+        typer.echo(f"{describe_results(results, trainer.config)}; run folder {trainer.run_dir}")
 
 
 @app.command()

@@ -311,6 +311,7 @@ class TrainConfig:
     schedule: str = "constant"  # constant | linear | cosine (after warm-up, over all planned steps)
     grad_clip: float | None = None  # max gradient norm
     patience: int = 10  # evaluations without improvement before stopping
+    time_budget_minutes: float | None = None  # wall time of one train invocation (setup included); None = no limit
     eval_every: int = 1  # epochs between validation passes
     metric: str = "ndcg@10"  # validation metric for model selection
     exclude_history: bool = False  # remove history items from the ranking

@@ -101,8 +101,10 @@ def test_train_and_evaluate_bad_inputs(tmp_path):
     assert "run 'semrec codes' first" in line
     line = _one_line_error(runner.invoke(app, ["train", "--dataset", str(tmp_path / "none")]))
     assert "run 'semrec prepare' first" in line
+    line = _one_line_error(runner.invoke(app, ["train", "--resume", str(tmp_path), "--lr", "0.1"]))
+    assert "--resume continues a run with its saved config; drop --lr" in line
     line = _one_line_error(runner.invoke(app, ["train", "--resume", str(tmp_path), "--epochs", "3"]))
-    assert "drop the other options" in line
+    assert "not a run folder (no config.yaml)" in line
     line = _one_line_error(runner.invoke(app, ["train", "--dataset", str(ds), "--set", "train.lr=fast"]))
     assert "train.lr" in line
     assert "not a run folder" in _one_line_error(runner.invoke(app, ["evaluate", str(tmp_path)]))

@@ -11,6 +11,7 @@ command line). Item ids run 1..N in natural order of the raw ids
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from semrec import __version__
 from semrec.data.splits import LeaveLastOutSplit, leave_last_out
 from semrec.errors import DataFormatError, SemrecError
-from semrec.io import atomic_path, read_json, sha256_file, write_json
+from semrec.io import atomic_path, read_json, require_artifact, sha256_file, sha256_text, write_json
 
 SCHEMA_VERSION = 1
 ALL_VIEW = "all"  # derived view: the non-empty views of an item joined with a space
@@ -117,6 +118,20 @@ class CanonicalDataset:
         """The leave-last-out split of the user sequences (see :mod:`semrec.data.splits`)."""
         return leave_last_out(self.sequences)
 
+    def content_fingerprint(self) -> str:
+        """sha256 of what models and the serving layer read: item raw ids and view texts, user raw ids and the item
+        sequences (not timestamps, nor the manifest's dates: re-preparing the same source gives the same value)."""
+        def strings(values: pd.Series) -> str:
+            encoded = [v.encode("utf-8") for v in values.astype(str).tolist()]
+            sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+            return hashlib.sha256(sizes.tobytes() + b"".join(encoded)).hexdigest()
+
+        lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
+        flat = np.concatenate(self.sequences).astype(np.int64) if self.sequences else np.zeros(0, np.int64)
+        sequences = hashlib.sha256(lengths.tobytes() + flat.tobytes()).hexdigest()
+        return sha256_text(strings(self.items["raw_id"]), *[strings(self.items[v]) for v in self.views],
+                           strings(self.users["raw_id"]), sequences)
+
     def train_items(self) -> np.ndarray:
         """Sorted ids of the items that occur in training sequences (the fit set of VQ-Rec's tokenizer)."""
         train = self.split().train
@@ -161,7 +176,10 @@ class CanonicalDataset:
 
     @classmethod
     def load(cls, path: str | Path) -> CanonicalDataset:
-        """Load a prepared dataset; a folder written by another schema version is refused clearly."""
+        """Load a prepared dataset; a folder written by another schema version is refused clearly.
+
+        Raises SemrecError naming the file when ``manifest.json``, ``items.parquet`` or ``sequences.parquet`` is
+        missing or unreadable."""
         folder = Path(path)
         manifest_path = folder / "manifest.json"
         if not manifest_path.is_file():
@@ -173,14 +191,22 @@ class CanonicalDataset:
                 f"{manifest_path}: dataset schema version {version} is not supported by this semrec "
                 f"(reads version {SCHEMA_VERSION}); re-run 'semrec prepare' to rebuild it"
             )
-        items = pd.read_parquet(folder / "items.parquet")
-        table = pq.read_table(folder / "sequences.parquet")
-        users = pd.DataFrame({
-            "user_id": table.column("user_id").to_numpy().astype(np.int64),
-            "raw_id": table.column("raw_user_id").to_pylist(),
-        })
-        sequences = [np.asarray(s, dtype=np.int64) for s in table.column("item_ids").to_pylist()]
-        ts_column = table.column("timestamps").to_pylist()
+        fix = "re-run 'semrec prepare' to rebuild it"
+        for name in ("items.parquet", "sequences.parquet"):
+            require_artifact(folder / name, "dataset", fix)
+        reading = folder / "items.parquet"
+        try:
+            items = pd.read_parquet(reading)
+            reading = folder / "sequences.parquet"
+            table = pq.read_table(reading)
+            users = pd.DataFrame({
+                "user_id": table.column("user_id").to_numpy().astype(np.int64),
+                "raw_id": table.column("raw_user_id").to_pylist(),
+            })
+            sequences = [np.asarray(s, dtype=np.int64) for s in table.column("item_ids").to_pylist()]
+            ts_column = table.column("timestamps").to_pylist()
+        except (OSError, KeyError, pa.ArrowException) as exc:  # truncated, foreign or hand-edited file
+            raise SemrecError(f"{reading}: cannot read ({type(exc).__name__}: {exc}); {fix}") from None
         timestamps = None if all(t is None for t in ts_column) else [np.asarray(t, dtype=np.int64) for t in ts_column]
         return cls(items, users, sequences, timestamps, manifest)
 

@@ -222,7 +222,9 @@ def load_cold_items(run_dir: str | Path,
             features = {k: npz[k] for k in npz.files if k != "meta"}
     except (OSError, ValueError, KeyError) as exc:
         raise SemrecError(f"{path}: cannot read the cold-start items ({type(exc).__name__}: {exc})") from None
-    changed = sorted(k for k, v in meta["fingerprints"].items() if fingerprints.get(k) != v)
+    from semrec.train.run_folder import changed_fingerprints
+
+    changed = changed_fingerprints(meta["fingerprints"], fingerprints)
     if changed:
         raise SemrecError(f"{path}: the items were added against another version of the run's "
                           f"{' and '.join(changed)}; move the file away (or re-add the items) to serve this run")

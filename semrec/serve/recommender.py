@@ -45,16 +45,16 @@ class Recommender:
     """A trained model with its dataset mapping, tokenizer and text encoder settings. Build with :meth:`load`."""
 
     def __init__(self, run_dir: str | Path, encoder: Encoder | Any | None = None, device: str = "cpu"):
-        from semrec.train.trainer import load_run_config, load_run_data
+        from semrec.train.run_folder import checkpoint_path
+        from semrec.train.trainer import load_run
 
         self.run_dir = Path(run_dir)
-        self.config = load_run_config(self.run_dir)
+        self.config, data = load_run(self.run_dir)  # refused if the dataset, codes or embeddings changed since
         self.device = torch.device(device)
-        data = load_run_data(self.config)
         self.dataset, self.fingerprints = data.dataset, data.fingerprints
         self.model = build_model(self.config.model, self.config.model_params, data.items)
         if model_entry(self.config.model).trainable:
-            state = load_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.device)["model"]
+            state = load_checkpoint(checkpoint_path(self.run_dir, "best"), self.device)["model"]
             try:
                 self.model.load_state_dict(state)
             except RuntimeError as exc:
@@ -90,7 +90,11 @@ class Recommender:
         """Restore a run folder: model (``checkpoints/best.pt``), dataset mapping, tokenizer, encoder settings and
         the cold-start items added so far. ``encoder`` (a callable ``texts -> float32 [n, dim]`` or an object
         with ``encode``) replaces the run's text encoder; ``retrieval`` 'hnsw' or 'ivf' searches an approximate
-        faiss index instead of scoring every item."""
+        faiss index instead of scoring every item.
+
+        Raises SemrecError when the run folder is incomplete (naming the missing file) and
+        :class:`~semrec.train.run_folder.RunDataChanged` when the run's dataset, codes or embeddings changed since it
+        was trained."""
         rec = cls(run_dir, encoder=encoder, device=device)
         if retrieval != "exact":
             rec.set_retrieval(retrieval, retrieval_params)

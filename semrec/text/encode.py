@@ -127,17 +127,28 @@ def embeddings_dir(dataset_dir: str | Path, model: str = DEFAULT_MODEL) -> Path:
 
 def load_view_embeddings(folder: str | Path, views: list[str] | None = None) -> dict[str, np.ndarray]:
     """Load ``{view: float32 [N+1, dim]}`` (row 0 = padding zeros) written by ``semrec embed``."""
+    from semrec.io import read_json, require_artifact
+
     folder = Path(folder)
     manifest_path = folder / "embeddings.json"
     if not manifest_path.is_file():
         raise SemrecError(f"{folder}: no embeddings.json; run 'semrec embed' first")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_json(manifest_path)
     wanted = views or list(manifest["views"])
     missing = [v for v in wanted if v not in manifest["views"]]
     if missing:
         raise SemrecError(f"{folder}: no embeddings for view(s) {', '.join(missing)} "
                           f"(have: {', '.join(manifest['views'])})")
-    return {v: np.load(folder / manifest["views"][v]["file"]) for v in wanted}
+    out = {}
+    for view in wanted:
+        path = require_artifact(folder / manifest["views"][view]["file"], "embeddings",
+                                "re-run 'semrec embed' to rebuild it")
+        try:
+            out[view] = np.load(path)
+        except (OSError, ValueError) as exc:  # truncated or foreign file
+            raise SemrecError(f"{path}: cannot read ({type(exc).__name__}: {exc}); re-run 'semrec embed' to "
+                              "rebuild it") from None
+    return out
 
 
 def write_view_matrix(folder: Path, view: str, matrix: np.ndarray) -> str:

@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from semrec.errors import SemrecError
-from semrec.io import atomic_path, read_json, write_json
+from semrec.io import atomic_path, read_json, require_artifact, write_json
 
 logger = logging.getLogger("semrec.tokenizers")
 
@@ -602,6 +602,8 @@ class BaseTokenizer(ItemTokenizer):
             raise SemrecError(f"{folder / TOKENIZER_JSON}: unknown parameter(s) {unknown} for '{cls.kind}'")
         tok = cls(**params, threads=threads)
         fitted = meta["fitted"]
+        for name in [meta["files"]["arrays"], *meta["files"]["indexes"].values()]:
+            require_artifact(folder / name, "tokenizer", "re-run 'semrec codes' to rebuild it")
         with np.load(folder / meta["files"]["arrays"], allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
         indexes = {stem: MissingFaiss() if isinstance(faiss, MissingFaiss) else faiss.read_index(str(folder / name))

@@ -16,13 +16,14 @@ import numpy as np
 from semrec.config import CodesConfig, save_config
 from semrec.data.dataset import CanonicalDataset
 from semrec.errors import SemrecError
-from semrec.io import read_json, sha256_file, write_json, write_npy
+from semrec.io import read_json, require_artifact, sha256_file, write_json, write_npy
 from semrec.text.encode import embeddings_dir, load_view_embeddings
 from semrec.tokenizers import build_tokenizer, load_tokenizer
 from semrec.tokenizers.base import CodeReport
 from semrec.tokenizers.report import code_report
 
 DEFAULT_FIT_ON = {"opq": "train"}  # VQ-Rec fits its quantiser on training items only; others on all
+CODES_FIX = "re-run 'semrec codes' to rebuild it"
 
 
 def _default_params(kind: str, params: dict[str, Any], dataset: CanonicalDataset) -> dict[str, Any]:
@@ -87,7 +88,18 @@ def load_codes(codes_dir: str | Path) -> tuple[np.ndarray, Any]:
     codes_dir = Path(codes_dir)
     if not (codes_dir / "codes.npy").is_file():
         raise SemrecError(f"{codes_dir}: no codes.npy; run 'semrec codes' first")
-    return np.load(codes_dir / "codes.npy"), load_tokenizer(codes_dir / "tokenizer")
+    require_artifact(codes_dir / "tokenizer" / "tokenizer.json", "codes", CODES_FIX)
+    try:
+        codes = np.load(codes_dir / "codes.npy")
+    except (OSError, ValueError) as exc:  # truncated or foreign file
+        raise SemrecError(f"{codes_dir / 'codes.npy'}: cannot read ({type(exc).__name__}: {exc}); "
+                          f"{CODES_FIX}") from None
+    return codes, load_tokenizer(codes_dir / "tokenizer")
+
+
+def read_codes_json(codes_dir: str | Path) -> dict[str, Any]:
+    """The ``codes.json`` of a codes folder (what the codes were made from); SemrecError naming it if missing."""
+    return read_json(require_artifact(Path(codes_dir) / "codes.json", "codes", CODES_FIX))
 
 
 def format_report(report: CodeReport) -> str:

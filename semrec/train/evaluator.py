@@ -96,11 +96,17 @@ def rank_targets(model: SequentialRecommender, rows: EvalRows, max_len: int, bat
 
 def evaluate(model: SequentialRecommender, rows: EvalRows, max_len: int, batch_size: int = 1024,
              exclude_history: bool = False, head_mask: np.ndarray | None = None,
-             ks: tuple[int, ...] = DEFAULT_KS, device: torch.device | str = "cpu") -> dict[str, float]:
-    """Recall/NDCG@K and MRR over all rows, plus NDCG@10 on head and tail targets when ``head_mask`` is given."""
-    ranks = rank_targets(model, rows, max_len, batch_size, exclude_history, device=device)
+             ks: tuple[int, ...] = DEFAULT_KS, device: torch.device | str = "cpu") -> dict[str, float | None]:
+    """Recall/NDCG@K and MRR over all rows, plus NDCG@10 on head and tail targets when ``head_mask`` is given.
+
+    A metric over no row is None (n/a): every metric when ``rows`` is empty (the model is not even run), the head or
+    tail ones when no target falls in that group."""
+    if len(rows.targets):
+        ranks = rank_targets(model, rows, max_len, batch_size, exclude_history, device=device)
+    else:
+        ranks = np.zeros(0, dtype=np.int64)  # nothing to rank
     out = metrics_from_ranks(ranks, ks)
-    if head_mask is not None and len(ranks):
+    if head_mask is not None:
         is_head = head_mask[rows.targets]
         for name, sel in (("head", is_head), ("tail", ~is_head)):
             part = metrics_from_ranks(ranks[sel], (10,))

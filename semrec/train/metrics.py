@@ -22,12 +22,13 @@ def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return ((scores > target_scores) | ((scores == target_scores) & (ids < targets.view(-1, 1)))).sum(dim=1)
 
 
-def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
-    """Mean Recall@K, NDCG@K (for each K) and MRR over rows, from 0-based ranks."""
+def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float | None]:
+    """Mean Recall@K, NDCG@K (for each K) and MRR over rows, from 0-based ranks; every value is None (n/a, not 0)
+    when there is no row."""
     ranks = np.asarray(ranks, dtype=np.float64)
-    out: dict[str, float] = {}
+    out: dict[str, float | None] = {}
     if ranks.size == 0:
-        return {**{f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg")}, "mrr": 0.0}
+        return {**{f"{m}@{k}": None for k in ks for m in ("recall", "ndcg")}, "mrr": None}
     for k in ks:
         hit = ranks < k
         out[f"recall@{k}"] = float(hit.mean())

@@ -1,19 +1,22 @@
-"""The one trainer: AdamW, warm-up + schedule, clipping, early stopping on a validation metric,
-atomic per-epoch checkpoints with exact resume, JSON-lines / TensorBoard / PNG logging, and
+"""The one trainer: AdamW, warm-up + schedule, clipping, early stopping on a validation metric, an optional
+wall-time budget, atomic per-epoch checkpoints with exact resume, JSON-lines / TensorBoard / PNG logging, and
 DistributedDataParallel under ``torchrun`` (gloo on CPU, nccl on GPU; rank 0 logs and checkpoints).
 
-Run folder: ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``curve.png``, ``checkpoints/last.pt`` and
+Run folder: ``config.yaml``, ``fingerprints.json`` (the data it was trained on, see
+:mod:`semrec.train.run_folder`), ``metrics.jsonl``, ``tb/``, ``curve.png``, ``checkpoints/last.pt`` and
 ``best.pt``, ``results.json``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import logging
 import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +25,21 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from semrec.config import RunConfig, from_dict, save_config, to_dict
+from semrec.config import RunConfig, from_dict, load_config, save_config, to_dict
 from semrec.data.batching import build_train_samples, n_train_batches, train_batches
 from semrec.data.dataset import CanonicalDataset
-from semrec.data.splits import LeaveLastOutSplit
+from semrec.data.splits import MIN_EVAL_LENGTH, LeaveLastOutSplit
 from semrec.errors import SemrecError
-from semrec.io import read_json, sha256_file, write_json
+from semrec.io import sha256_file, sha256_text, write_json
 from semrec.models import ItemInputs, SequentialRecommender, build_model, model_entry
 from semrec.text.encode import embeddings_dir, load_view_embeddings
 from semrec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from semrec.train.evaluator import EVALUATOR_VERSION, evaluate
 from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, peak_rss_gb, release_free_heap
 from semrec.train.metrics import head_items
+from semrec.train.run_folder import FINGERPRINTS_FILE, check_fingerprints, checkpoint_path, write_data_record
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,12 +48,16 @@ class RunData:
     split: LeaveLastOutSplit
     items: ItemInputs
     head_mask: np.ndarray
-    fingerprints: dict[str, str]
+    fingerprints: dict[str, str]  # sha256 of what the model depends on: dataset, codes, embeddings
+    fingerprint_files: dict[str, Path] = field(default_factory=dict)  # the file (or folder) behind each
 
 
 def load_run_data(config: RunConfig) -> RunData:
-    """Dataset, split and the item tensors the model needs (codes, frozen text vectors, popularity)."""
-    from semrec.tokenizers.pipeline import load_codes, pca_text
+    """Dataset, split and the item tensors the model needs (codes, frozen text vectors, popularity), with the
+    fingerprints of the files they come from (see :mod:`semrec.train.run_folder`).
+
+    Raises SemrecError naming the file when the dataset, codes or embeddings folder is missing or incomplete."""
+    from semrec.tokenizers.pipeline import load_codes, pca_text, read_codes_json
 
     folder = Path(config.dataset)
     dataset = CanonicalDataset.load(folder)
@@ -55,7 +65,8 @@ def load_run_data(config: RunConfig) -> RunData:
     train = np.concatenate(split.train) if split.train else np.zeros(0, dtype=np.int64)
     counts = np.bincount(train, minlength=dataset.n_items + 1)
     items = ItemInputs(n_items=dataset.n_items, popularity=torch.from_numpy(counts))
-    fingerprints = {"dataset": sha256_file(folder / "manifest.json")}
+    fingerprints = {"dataset": sha256_file(folder / "manifest.json"), "dataset_content": dataset.content_fingerprint()}
+    files = {"dataset": folder / "manifest.json"}
     needs = model_entry(config.model).needs
     if "codes" in needs or "text" in needs:
         codes_dir = folder / "codes" / config.codes
@@ -63,12 +74,16 @@ def load_run_data(config: RunConfig) -> RunData:
         items.codes = torch.from_numpy(codes)
         items.codebook_sizes = [int(s) for s in tokenizer.codebook_sizes]
         fingerprints["codes"] = sha256_file(codes_dir / "codes.npy")
+        files["codes"] = codes_dir / "codes.npy"
+        model_name = read_codes_json(codes_dir)["embeddings"]["model"]
         if "text" in needs:
             if not hasattr(tokenizer, "transform"):
                 raise SemrecError(f"{config.model} reads the PCA text vectors of a 'pq' tokenizer; {codes_dir} "
                                   f"holds a '{tokenizer.kind}' tokenizer")
-            model_name = read_json(codes_dir / "codes.json")["embeddings"]["model"]
-            matrices = load_view_embeddings(embeddings_dir(folder, model_name), list(tokenizer.input_views))
+            emb_dir = embeddings_dir(folder, model_name)
+            matrices = load_view_embeddings(emb_dir, list(tokenizer.input_views))
+            fingerprints["embeddings"] = matrices_fingerprint(matrices)
+            files["embeddings"] = emb_dir
             stacked = pca_text(tokenizer, {v: m[1:] for v, m in matrices.items()})
             items.text = torch.from_numpy(np.concatenate([np.zeros_like(stacked[:1]), stacked]))
     if "plm" in needs:
@@ -76,7 +91,31 @@ def load_run_data(config: RunConfig) -> RunData:
         matrix = load_view_embeddings(folder_emb, [config.text_view])[config.text_view]
         items.plm = torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))
         fingerprints["plm"] = sha256_file(folder_emb / f"{config.text_view}.npy")
-    return RunData(dataset, split, items, head_items(split.train, dataset.n_items), fingerprints)
+        files["plm"] = folder_emb / f"{config.text_view}.npy"
+    return RunData(dataset, split, items, head_items(split.train, dataset.n_items), fingerprints, files)
+
+
+def matrices_fingerprint(matrices: dict[str, np.ndarray]) -> str:
+    """sha256 over named arrays (name, dtype, shape and bytes of each, in order)."""
+    import hashlib
+
+    parts = []
+    for name, array in matrices.items():
+        digest = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+        parts += [name, str(array.dtype), str(array.shape), digest]
+    return sha256_text(*parts)
+
+
+def load_run(run_dir: str | Path) -> tuple[RunConfig, RunData]:
+    """The saved config and the data of a trained run folder, checked against the fingerprints the run recorded.
+
+    Every command that uses a trained run (evaluate, recommend, serve, export, the benchmarks) loads it this way.
+    Raises SemrecError when the folder is not a run or a file is missing, and
+    :class:`~semrec.train.run_folder.RunDataChanged` when its dataset, codes or embeddings changed since training."""
+    config = load_run_config(run_dir)
+    data = load_run_data(config)
+    check_fingerprints(run_dir, data.fingerprints, data.fingerprint_files)
+    return config, data
 
 
 def load_init_weights(model: torch.nn.Module, source: str | Path, device: torch.device) -> dict[str, list[str]]:
@@ -87,7 +126,7 @@ def load_init_weights(model: torch.nn.Module, source: str | Path, device: torch.
     Returns the names that were loaded and skipped, for the run log."""
     path = Path(source)
     if path.is_dir():
-        path = path / "checkpoints" / "best.pt"
+        path = checkpoint_path(path, "best")
     if not path.is_file():
         raise SemrecError(f"init_from: {source} is neither a checkpoint nor a run folder with checkpoints/best.pt")
     state = load_checkpoint(path, device)["model"]
@@ -134,16 +173,22 @@ def default_run_dir(config: RunConfig) -> Path:
 
 
 class Trainer:
-    """Train ``config.model`` on ``config.dataset``; ``resume=True`` continues from ``run_dir``'s last.pt."""
+    """Train ``config.model`` on ``config.dataset``; ``resume=True`` continues from ``run_dir``'s last.pt.
+
+    ``train.time_budget_minutes`` counts from the construction of the trainer (data loading included)."""
 
     def __init__(self, config: RunConfig, run_dir: str | Path | None = None, resume: bool = False):
+        self._started = time.perf_counter()
         self.config = config
         self.run_dir = Path(run_dir or config.out or default_run_dir(config))
         self.resume = resume
         if not resume and (self.run_dir / "checkpoints" / "last.pt").is_file():
             raise SemrecError(f"{self.run_dir} already holds a run; continue it with --resume or choose another --out")
-        self.rank, self.world = _distributed()
         tc = config.train
+        budget = tc.time_budget_minutes
+        if budget is not None and not (budget > 0 and math.isfinite(budget)):
+            raise SemrecError(f"train.time_budget_minutes must be a positive number of minutes, got {budget}")
+        self.rank, self.world = _distributed()
         self.device = torch.device(tc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -175,6 +220,11 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / "config.yaml")
+            if not resume or not (self.run_dir / FINGERPRINTS_FILE).is_file():
+                write_data_record(self.run_dir, self.data.fingerprints, self.data.fingerprint_files)
+            warn_if_nothing_to_evaluate(self.data, f"training runs all {tc.epochs} epochs with no model selection "
+                                                   "(the last epoch's checkpoint is kept as best)"
+                                        if model_entry(config.model).trainable else "")
 
     # ----- checkpoints ----------------------------------------------------------------------------
     @property
@@ -199,10 +249,9 @@ class Trainer:
 
     def _restore(self) -> None:
         # CPU first: RNG states must stay CPU byte tensors; load_state_dict moves the rest to the model's device
-        state = load_checkpoint(self.ckpt_dir / "last.pt", "cpu")
-        if state["fingerprints"] != self.data.fingerprints:
-            raise SemrecError(f"{self.run_dir}: the dataset or codes changed since this run started "
-                              f"(fingerprints differ); start a new run")
+        state = load_checkpoint(checkpoint_path(self.run_dir, "last"), "cpu")
+        check_fingerprints(self.run_dir, self.data.fingerprints, self.data.fingerprint_files,
+                           recorded=state["fingerprints"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -223,8 +272,12 @@ class Trainer:
         trim_heap = tc.malloc_trim and self.device.type == "cpu"
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch}", leave=False,
                    disable=not (self.is_main and tc.progress))
+        out_of_time = False
         for batch in batches:
             if n >= self.steps_per_epoch:
+                break
+            if self._out_of_time(sync=True):
+                out_of_time = True
                 break
             loss, parts = module(batch)
             self.optimizer.zero_grad(set_to_none=True)
@@ -248,6 +301,8 @@ class Trainer:
         bar.close()
         out = {k: float(v) / max(1, n) for k, v in sums.items()}
         out["train_seconds"] = time.perf_counter() - start
+        if out_of_time:
+            out.update(time_budget_stop=True, steps=n)
         rss = peak_rss_gb()
         if rss is not None:
             out["peak_rss_gb"] = rss
@@ -259,54 +314,93 @@ class Trainer:
         return evaluate(self.model, rows, self.max_len, tc.eval_batch_size, tc.exclude_history,
                         self.data.head_mask, device=self.device)
 
+    def _out_of_time(self, sync: bool = False) -> bool:
+        """Whether the time budget is spent, keeping three validation passes in reserve (the stopped epoch's, then
+        valid and test of the best checkpoint; estimated by the longest so far). ``sync``: every rank calls it and
+        gets rank 0's answer (under DDP)."""
+        minutes = self.config.train.time_budget_minutes
+        if minutes is None:
+            return False
+        reserve = 3 * max((r.get("eval_seconds", 0.0) for r in self.history), default=0.0)
+        spent = time.perf_counter() - self._started + reserve >= 60 * minutes
+        if sync and self.world > 1:
+            flag = torch.tensor([float(spent)], device=self.device)
+            dist.broadcast(flag, 0)
+            spent = bool(flag[0])
+        return spent
+
     def fit(self) -> dict[str, Any]:
-        """Train to early stop (or ``epochs``), then evaluate the best model on valid and test."""
+        """Train until early stopping, the epoch cap or the time budget, then evaluate the best model on valid and
+        test; write and return ``results.json``.
+
+        Besides the metrics (None = n/a, when a split has no rows), the results say why training stopped
+        (``stop_reason``: 'epochs' | 'patience' | 'time_budget' | 'not_trainable') and how the evaluated checkpoint
+        was chosen (``selection``: 'best_valid', or 'last_epoch' when no validation pass could choose one: empty
+        validation split, or none ran). A run stopped by the time budget has its last (possibly partial) epoch
+        validated and is resumable like any other."""
         tc = self.config.train
         module: torch.nn.Module = self.model
         wrapped_for: tuple[bool, ...] | None = None
         writer = self._writer() if self.is_main else None
         trainable = model_entry(self.config.model).trainable
-        while trainable and self.epoch < tc.epochs:
+        can_validate = len(self.data.split.valid.targets) > 0
+        stop_reason = None if trainable else "not_trainable"
+        if trainable and self.epoch > 0 and self.bad_evals >= tc.patience:
+            stop_reason = "patience"  # a resumed run given a patience that its evaluations have already exhausted
+        while stop_reason is None:
+            if self.epoch >= tc.epochs:
+                stop_reason = "epochs"
+                break
             self.model.begin_epoch(self.epoch)  # staged schedules may freeze / unfreeze parameters
             trainable_now = tuple(p.requires_grad for p in self.model.parameters())
             if self.world > 1 and trainable_now != wrapped_for:  # DDP fixes its gradient set when it wraps
                 module = torch.nn.parallel.DistributedDataParallel(
                     self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                 wrapped_for = trainable_now
-            record: dict[str, Any] = {"epoch": self.epoch, **self._train_epoch(module)}
-            stop = False
-            if (self.epoch + 1) % tc.eval_every == 0:
-                flag = torch.zeros(2, device=self.device)  # nccl broadcasts device tensors only
-                if self.is_main:
+            trained = self._train_epoch(module)
+            if trained.get("steps") == 0:  # the budget ran out before this epoch's first step: it did not happen
+                stop_reason = "time_budget"
+                break
+            record: dict[str, Any] = {"epoch": self.epoch, **trained}
+            flag = torch.zeros(2, device=self.device)  # [patience exhausted, out of time]; nccl: device tensors only
+            if self.is_main:
+                out_of_time = bool(trained.get("time_budget_stop")) or self._out_of_time()
+                if can_validate and ((self.epoch + 1) % tc.eval_every == 0 or out_of_time):
                     t0 = time.perf_counter()
                     valid = self._evaluate("valid")
                     record.update({f"valid_{k}": v for k, v in valid.items()}, eval_seconds=time.perf_counter() - t0)
                     score = valid[tc.metric]
-                    if score > self.best_score:
+                    if score is not None and score > self.best_score:
                         self.best_score, self.best_epoch, self.bad_evals = score, self.epoch, 0
                         save_checkpoint(self.ckpt_dir / "best.pt", {"model": self.model.state_dict(),
                                                                     "epoch": self.epoch, "score": score})
                     else:
                         self.bad_evals += 1
                     flag[0] = float(self.bad_evals >= tc.patience)
-                if self.world > 1:
-                    dist.broadcast(flag, 0)
-                stop = bool(flag[0])
+                flag[1] = float(out_of_time)
+            if self.world > 1:
+                dist.broadcast(flag, 0)
             self.epoch += 1
             rank_rngs = self._gather_rng_states()
             if self.is_main:
                 self.history.append(record)
                 save_checkpoint(self.ckpt_dir / "last.pt", {**self._payload(), "rng_ranks": rank_rngs})
                 self._log(writer, record)
-            if stop:
-                break
+            if flag[0]:
+                stop_reason = "patience"
+            elif flag[1]:
+                stop_reason = "time_budget"
         results: dict[str, Any] = {}
         if self.is_main:
-            if trainable and (self.ckpt_dir / "best.pt").is_file():
+            selection = "best_valid"
+            if trainable and self.epoch > 0 and self.best_score == -math.inf:
+                selection = "last_epoch"
+                self._keep_last_as_best(can_validate)
+            elif trainable and (self.ckpt_dir / "best.pt").is_file():
                 self.model.load_state_dict(load_checkpoint(self.ckpt_dir / "best.pt", self.device)["model"])
             results = {
                 "model": self.config.model, "dataset": self.data.dataset.name, "best_epoch": self.best_epoch,
-                "epochs_run": self.epoch,
+                "epochs_run": self.epoch, "stop_reason": stop_reason, "selection": selection,
                 "train_wall_seconds": sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0)
                                           for r in self.history),
                 "valid": self._evaluate("valid"), "test": self._evaluate("test"), "evaluator": EVALUATOR_VERSION,
@@ -317,6 +411,16 @@ class Trainer:
         if self.world > 1:
             dist.barrier()
         return results
+
+    def _keep_last_as_best(self, can_validate: bool) -> None:
+        """No validation pass chose an epoch: the model as it is now (the last epoch's) becomes ``best.pt``."""
+        self.best_epoch = self.epoch - 1
+        save_checkpoint(self.ckpt_dir / "best.pt", {"model": self.model.state_dict(), "epoch": self.best_epoch,
+                                                    "score": None})
+        if can_validate:  # (an empty validation split was reported when the trainer started)
+            logger.warning("warning: no validation pass ran (eval_every %d, %d epoch(s) trained); the last "
+                           "epoch's checkpoint (epoch %d) is kept as best", self.config.train.eval_every,
+                           self.epoch, self.best_epoch)
 
     # ----- logging --------------------------------------------------------------------------------
     def _writer(self):
@@ -335,7 +439,8 @@ class Trainer:
             writer.flush()
         plot_curve(self.history, self.run_dir / "curve.png", self.config.train.metric)
         if self.config.train.progress:
-            shown = {k: round(v, 4) for k, v in record.items() if k in ("loss", f"valid_{self.config.train.metric}")}
+            shown = {k: round(v, 4) for k, v in record.items()
+                     if k in ("loss", f"valid_{self.config.train.metric}") and v is not None}
             tqdm.write(f"epoch {record['epoch']}: {shown}")
 
 
@@ -351,18 +456,17 @@ def write_json_lines(path: Path, rows: list[dict[str, Any]]) -> None:
 def evaluate_run(run_dir: str | Path, checkpoint: str = "best", exclude_history: bool | None = None,
                  device: str | torch.device | None = None) -> dict[str, dict[str, float]]:
     """Valid and test metrics of a run folder's ``best`` or ``last`` checkpoint with the current evaluator
-    (on ``device``; default cuda when available)."""
+    (on ``device``; default cuda when available). Metrics are None (n/a) for a split without rows.
+
+    Raises SemrecError when the run folder is incomplete or its data changed since training (see :func:`load_run`)."""
     if checkpoint not in ("best", "last"):
         raise SemrecError(f"checkpoint must be best or last, got {checkpoint!r}")
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    data = load_run_data(cfg)
+    cfg, data = load_run(run_dir)
     model = build_model(cfg.model, cfg.model_params, data.items)
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     if model_entry(cfg.model).trainable:
-        if not path.is_file():
-            raise SemrecError(f"{run_dir}: no checkpoints/{checkpoint}.pt")
-        model.load_state_dict(load_checkpoint(path)["model"])
+        model.load_state_dict(load_checkpoint(checkpoint_path(run_dir, checkpoint))["model"])
+    warn_if_nothing_to_evaluate(data)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
     max_len = int(getattr(getattr(model, "config", None), "max_len", 50))
@@ -378,4 +482,54 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise SemrecError(f"{run_dir}: not a run folder (no config.yaml)")
-    return from_dict(RunConfig, yaml.safe_load(path.read_text()))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SemrecError(f"{path}: not valid YAML ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SemrecError(f"{path}: not a run config (expected a mapping, got {type(data).__name__})")
+    return from_dict(RunConfig, data)
+
+
+RESUME_KEYS = ("train.epochs", "train.patience", "train.time_budget_minutes")
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """The saved config of ``run_dir`` with ``key=value`` overrides of :data:`RESUME_KEYS` only (a new epoch cap,
+    patience or time budget); any other key raises SemrecError, since the run's checkpoints depend on it."""
+    fixed = [item.split("=", 1)[0].strip() for item in overrides or []]
+    refused = [key for key in fixed if key not in RESUME_KEYS]
+    if refused:
+        raise SemrecError(f"--resume continues a run with its saved config: {', '.join(refused)} cannot change "
+                          f"(only {', '.join(RESUME_KEYS)} can: --epochs, --patience, --time-budget)")
+    return load_config(RunConfig, None, list(overrides or []), base=to_dict(load_run_config(run_dir)))
+
+
+STOP_REASONS = {"epochs": "epoch cap ({epochs}) reached", "patience": "early stopping (patience {patience})",
+                "time_budget": "time budget ({time_budget_minutes:g} min) spent"}
+
+
+def describe_results(results: dict[str, Any], config: RunConfig) -> str:
+    """One line on how a finished run ended: best epoch and how it was chosen, and why training stopped."""
+    tc = config.train
+    if results.get("stop_reason") == "not_trainable":
+        return f"{config.model} has no parameters to train"
+    if results.get("selection") == "last_epoch":
+        chosen = f"last epoch {results['best_epoch']} kept as best (no validation pass chose one)"
+    else:
+        chosen = f"best epoch {results['best_epoch']} (valid {tc.metric})"
+    reason = STOP_REASONS.get(results.get("stop_reason"), str(results.get("stop_reason")))
+    return f"{chosen}; stopped: {reason.format(**dataclasses.asdict(tc))} after {results['epochs_run']} epoch(s)"
+
+
+def warn_if_nothing_to_evaluate(data: RunData, consequence: str = "") -> bool:
+    """Log a warning when the validation and test splits have no rows (every user has fewer than 3 interactions,
+    leave-last-out's minimum); return whether they are empty."""
+    if len(data.split.valid.targets) or len(data.split.test.targets):
+        return False
+    longest = max((len(s) for s in data.dataset.sequences), default=0)
+    logger.warning("warning: dataset '%s' has nothing to evaluate: leave-last-out holds out the last two items of "
+                   "users with at least %d interactions, and no user has that many (longest sequence: %d); every "
+                   "metric is n/a%s", data.dataset.name, MIN_EVAL_LENGTH, longest,
+                   f"; {consequence}" if consequence else "")
+    return True
