@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from semrec.config import RunConfig, from_dict, load_config, save_config, to_dict
+from semrec.config import Override, RunConfig, from_dict, load_config, save_config, to_dict
 from semrec.data.batching import build_train_samples, n_train_batches, train_batches
 from semrec.data.dataset import CanonicalDataset
 from semrec.data.splits import MIN_EVAL_LENGTH, LeaveLastOutSplit
@@ -494,10 +494,11 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
 RESUME_KEYS = ("train.epochs", "train.patience", "train.time_budget_minutes")
 
 
-def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """The saved config of ``run_dir`` with ``key=value`` overrides of :data:`RESUME_KEYS` only (a new epoch cap,
-    patience or time budget); any other key raises SemrecError, since the run's checkpoints depend on it."""
-    fixed = [item.split("=", 1)[0].strip() for item in overrides or []]
+def resume_config(run_dir: str | Path, overrides: list[Override] | None = None) -> RunConfig:
+    """The saved config of ``run_dir`` with overrides (``key=value`` text or ``(key, value)`` pairs, see
+    :func:`semrec.config.apply_overrides`) of :data:`RESUME_KEYS` only (a new epoch cap, patience or time budget);
+    any other key raises SemrecError, since the run's checkpoints depend on it."""
+    fixed = [(item[0] if isinstance(item, tuple) else item.split("=", 1)[0]).strip() for item in overrides or []]
     refused = [key for key in fixed if key not in RESUME_KEYS]
     if refused:
         raise SemrecError(f"--resume continues a run with its saved config: {', '.join(refused)} cannot change "
