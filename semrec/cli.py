@@ -374,7 +374,7 @@ def quickstart(
     def elapsed() -> str:
         return f"[{time.perf_counter() - started:.0f} s]"
 
-    name = source.replace("recbole:", "").replace("/", "_").replace(":", "_")
+    name = source.split(":", 1)[1] if source.startswith("recbole:") else Path(source).name
     typer.echo(f"== 1/5 prepare {source}")
     dataset, folder = prepare_dataset(PrepareConfig(source=source, out=str(data_dir / name)))
     typer.echo(format_stats(dataset))
@@ -383,7 +383,9 @@ def quickstart(
     typer.echo(", ".join(f"{v}: {e['dim']}-d{' (cached)' if e.get('cache_hit') else ''}"
                          for v, e in manifest["views"].items()))
     typer.echo(f"== 3/5 semantic codes (CCFRec layout: per-view PCA + product quantisation) {elapsed()}")
-    report, codes_dir = fit_codes(folder, CodesConfig(tokenizer="pq"))
+    # 256 centroids per codebook (nbits 8) need 256 items; a smaller --source gets smaller codebooks
+    nbits = min(8, max(1, dataset.n_items.bit_length() - 1))
+    report, codes_dir = fit_codes(folder, CodesConfig(tokenizer="pq", params={} if nbits == 8 else {"nbits": nbits}))
     typer.echo(format_report(report))
 
     params = dict(QUICK_CCFREC)
@@ -427,13 +429,19 @@ def quickstart(
 
 
 def format_comparison(results: dict[str, dict]) -> str:
-    """Models side by side: valid/test NDCG@10 and Recall@10, and test NDCG@10 relative to the first row."""
-    first = next(iter(results.values()))["test"]["ndcg@10"]
+    """Models side by side: valid/test NDCG@10 and Recall@10, and test NDCG@10 relative to the first row
+    (``n/a`` where a split has no rows to evaluate)."""
+
+    def cell(value, width: int, fmt: str = ".4f") -> str:
+        return f"{'n/a' if value is None else format(value, fmt):>{width}}"
+
+    first = next(iter(results.values()))["test"].get("ndcg@10")
     lines = [f"{'model':<12} {'valid NDCG@10':>14} {'test NDCG@10':>13} {'test Recall@10':>15} {'vs first':>9}"]
     for model, res in results.items():
-        ratio = res["test"]["ndcg@10"] / first if first > 0 else float("nan")
-        lines.append(f"{model:<12} {res['valid']['ndcg@10']:>14.4f} {res['test']['ndcg@10']:>13.4f} "
-                     f"{res['test']['recall@10']:>15.4f} {ratio:>8.2f}x")
+        test = res["test"].get("ndcg@10")
+        ratio = None if test is None or not first else test / first
+        lines.append(f"{model:<12} {cell(res['valid'].get('ndcg@10'), 14)} {cell(test, 13)} "
+                     f"{cell(res['test'].get('recall@10'), 15)} {cell(ratio, 8, '.2f')}x")
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +219,50 @@ def test_http_routes_take_ids_with_commas(comma_run):
         assert reply.status_code == 200 and reply.json()["results"][0]["unknown"] == []
         assert client.get("/items/A%2C1").json()["raw_id"] == "A,1"
         assert client.get("/items/G%201").json()["texts"]["title"] == "title G 1"
+
+
+# ----- the quickstart (issue 16, section 1) ---------------------------------------------------------------------
+def _recbole_walks(folder: Path, n_users: int = 400, n_items: int = 160) -> Path:
+    """RecBole atomic files whose users walk through the items in steps of +1: learnable, not popularity."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for u in range(n_users):
+        start = int(rng.integers(0, n_items))
+        lines += [f"u{u}\ti{(start + t) % n_items}\t{t}" for t in range(int(rng.integers(6, 12)))]
+    (folder / "walks.inter").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "walks.item").write_text("item_id:token\tmovie_title:token_seq\n" + "".join(
+        f"i{i}\tFilm number {i}\n" for i in range(n_items)), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.slow
+def test_quickstart_prints_ccfrec_beside_popularity_then_a_top10(tmp_path):
+    source = _recbole_walks(tmp_path / "src")
+    result = runner.invoke(app, ["quickstart", "--source", str(source), "--data-dir", str(tmp_path / "d"),
+                                 "--runs-dir", str(tmp_path / "r"), "--epochs", "3", "--batch-size", "64"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "sample_style sequence, full softmax, MCM x 0.0, MSA x 0.0" in out
+    table = out[out.index("model  "):].splitlines()
+    assert table[1].split()[0] == "popularity" and table[1].split()[-1] == "1.00x"
+    assert table[2].split()[0] == "ccfrec"
+    results = {m: json.loads((tmp_path / "r" / f"quickstart-src-{m}" / "results.json").read_text())
+               for m in ("popularity", "ccfrec")}
+    for row, model in ((table[1], "popularity"), (table[2], "ccfrec")):
+        assert row.split()[2] == f"{results[model]['test']['ndcg@10']:.4f}"
+    # the walk is learnable: CCFRec must beat "most popular" on it clearly, as it must on ml-100k
+    assert results["ccfrec"]["test"]["ndcg@10"] > 1.5 * results["popularity"]["test"]["ndcg@10"]
+    top = [line for line in out.splitlines() if line.strip()[:3].strip().isdigit() and "Film number" in line]
+    assert len(top) == 10
+    assert "done in" in out and "--user u0" in out
+
+
+def test_format_comparison_shows_ratios_and_na():
+    from semrec.cli import format_comparison
+
+    text = format_comparison({"popularity": {"valid": {"ndcg@10": 0.01}, "test": {"ndcg@10": 0.02, "recall@10": 0.1}},
+                              "ccfrec": {"valid": {"ndcg@10": None}, "test": {"ndcg@10": 0.05, "recall@10": 0.2}}})
+    rows = text.splitlines()
+    assert rows[1].split() == ["popularity", "0.0100", "0.0200", "0.1000", "1.00x"]
+    assert rows[2].split() == ["ccfrec", "n/a", "0.0500", "0.2000", "2.50x"]
