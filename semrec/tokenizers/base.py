@@ -224,11 +224,15 @@ def rowwise(fn: Any, x: np.ndarray) -> np.ndarray:
 
     faiss and the BLAS matrix products it uses round differently depending on the batch size and a row's
     position in the batch; called one row at a time, a row's result depends on that row only (so an item
-    encoded alone gets the code it gets in the catalogue). Costs about twice a batched call.
+    encoded alone gets the code it gets in the catalogue). faiss runs single-threaded meanwhile: starting
+    OpenMP threads for one row cost ~1 ms per call on 2 busy cores, 5-50x the work. Measured on 5,000 rows
+    (2 shared cores): PQ 640-d x 20 codes 0.8 s, RQ 384-d x 4 levels 1.6 s, k-means 0.06 s (batched:
+    0.3, 1.0 and 0.03 s).
     """
     if x.shape[0] == 0:
         return fn(x)
-    return np.concatenate([fn(x[i:i + 1]) for i in range(x.shape[0])], axis=0)
+    with faiss_threads(1):
+        return np.concatenate([fn(x[i:i + 1]) for i in range(x.shape[0])], axis=0)
 
 
 def relative_error(x: np.ndarray, x_hat: np.ndarray) -> float:
