@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -63,3 +65,36 @@ def test_unknown_view_and_missing_embeddings(tmp_path):
 def test_unloadable_model_is_a_clear_error(tmp_path):
     with pytest.raises(SemrecError, match="cannot load text encoder"):
         TextEncoder(str(tmp_path / "no-such-model")).encode(["x"], progress=False)
+
+
+def test_max_seq_length_beyond_the_model_is_a_clear_error(tmp_path):
+    """Issue 16 case 6: `semrec embed d --set max_seq_length=1024` with MiniLM (512 positions) ended in a torch
+    traceback on the first long text; it is one line naming the limit, before anything is written."""
+    from typer.testing import CliRunner
+
+    from semrec.cli import app
+
+    long_text = " ".join(f"word{i}" for i in range(900))
+    items = json.dumps({str(i): {"title": f"Item {i}", "description": long_text if i == 0 else f"about {i}"}
+                        for i in range(11)})
+    build_dataset(load_source(lcrec(tmp_path / "src", items=items))).save(tmp_path / "ds")
+    result = CliRunner().invoke(app, ["embed", str(tmp_path / "ds"), "--views", "description",
+                                      "--set", "max_seq_length=1024"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "error: max_seq_length=1024 is more than the text encoder 'all-MiniLM-L6-v2' can read: it has position "
+        "embeddings for 512 tokens; set max_seq_length to at most 512, or leave it unset (the model's default: 256)")
+    assert not (tmp_path / "ds" / "embeddings").exists()
+    # the largest accepted length reads the long text (and differs from the default's truncation at 256)
+    at_limit = TextEncoder(max_seq_length=512).encode([long_text, "short"], progress=False)
+    default = TextEncoder().encode([long_text, "short"], progress=False)
+    assert at_limit.shape == (2, 384) and not np.allclose(at_limit[0], default[0])
+    np.testing.assert_allclose(at_limit[1], default[1], atol=1e-5)
+
+
+def test_max_seq_length_without_room_for_text():
+    with pytest.raises(SemrecError) as info:
+        TextEncoder(max_seq_length=2).encode(["a red lamp"], progress=False)
+    assert str(info.value) == ("max_seq_length=2 leaves no room for text: the text encoder 'all-MiniLM-L6-v2' adds 2 "
+                               "special tokens to every text; use at least 3, or leave it unset (the model's default: "
+                               "256)")

@@ -183,20 +183,23 @@ def test_pq_transform_is_sklearn_pca(views: dict[str, np.ndarray]) -> None:
     tok.fit(views, fit_rows=np.arange(400), seed=0)
     out = tok.transform(views)
     for v in VIEWS5:
-        ref = PCA(n_components=16, whiten=True, random_state=0).fit(views[v][:400]).transform(views[v])
+        x64 = views[v].astype(np.float64)  # the PCA is fitted in float64
+        ref = PCA(n_components=16, whiten=True, random_state=0).fit(x64[:400]).transform(x64)
         assert out[v].shape == (700, 16) and out[v].dtype == np.float32
-        np.testing.assert_allclose(out[v], ref, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(out[v], ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("whiten", [True, False])
 def test_pca_with_numpy_equals_sklearn(whiten: bool) -> None:
     x = clustered(500, 30, seed=4)
     new = clustered(50, 30, seed=5)
-    ref = PCA(n_components=12, whiten=whiten, random_state=0).fit(x)
+    ref = PCA(n_components=12, whiten=whiten, random_state=0).fit(x.astype(np.float64))
     ours = PCAProjection.fit(x, 12, whiten, seed=0)
-    np.testing.assert_array_equal(ours.transform(new), ref.transform(new))
+    expected = ref.transform(new.astype(np.float64)).astype(np.float32)
+    # sklearn's formula in float64; ours projects row by row, so only the last float32 digit may differ
+    np.testing.assert_allclose(ours.transform(new), expected, rtol=1e-6, atol=1e-6)
     again = PCAProjection.from_arrays(ours.to_arrays("p"), "p", whiten)
-    np.testing.assert_array_equal(again.transform(new), ref.transform(new))
+    np.testing.assert_array_equal(again.transform(new), ours.transform(new))
 
 
 def test_pq_pca_dim_clamped_to_small_views(views: dict[str, np.ndarray]) -> None:
@@ -503,3 +506,172 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+# ------------------------------------------------------------------------- identical inputs, identical codes
+
+
+def degenerate_views(n: int, dim: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """LC-Rec-like views: 'brand' is one vector for every item (all brands empty), 'categories' holds three
+    distinct vectors, 'title' and 'all' are distinct per item; items 1-3 are copies of item 0 in every view."""
+    rng = np.random.default_rng(seed)
+
+    def unit(rows: int) -> np.ndarray:
+        x = rng.standard_normal((rows, dim)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    categories = np.where(np.arange(n) < 4, 0, np.arange(n) % 3)
+    out = {"brand": np.repeat(unit(1), n, axis=0), "categories": unit(3)[categories]}
+    for name in ("title", "all"):
+        x = unit(n)
+        x[1:4] = x[0]
+        out[name] = x
+    return out
+
+
+DEGENERATE = {
+    "pq": dict(views=["title", "brand", "categories"], pca_dim=8, codes_per_view=2, nbits=3),
+    "opq": dict(view="all", M=4, nbits=3, niter=4, polysemous=False),
+    "rq": dict(views=["title", "brand", "categories"], levels=2, nbits=3, pca_dim=6, whiten=True),
+    "rq-raw": dict(views=["title", "brand", "categories"], levels=2, nbits=3),
+    "kmeans": dict(views=["title", "brand"], k=8),
+}
+
+
+def _same_vectors(views: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """Group id of each row by its exact vectors in ``names``."""
+    joined = np.concatenate([views[v] for v in names], axis=1)
+    return np.unique(joined, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+@pytest.mark.parametrize("case", sorted(DEGENERATE))
+@pytest.mark.parametrize("dim", [16, 384])
+def test_identical_vectors_give_identical_codes(case: str, dim: int) -> None:
+    """Issue 16 case 3: bitwise identical input vectors get identical codes, at fit time, encoded alone (cold
+    start) and in any batch; per-view slots of a view that never varies are one code for every item."""
+    views = degenerate_views(40, dim)
+    tok = build_tokenizer(case.split("-")[0], **DEGENERATE[case])
+    if case == "opq" and dim > 40:
+        views = {k: v[:, :32] for k, v in views.items()}  # OPQ needs at least as many items as dims
+    tok.fit(views, seed=0)
+    codes = tok.fit_codes
+    group = _same_vectors(views, tok.input_views)
+    for g in np.unique(group):
+        assert (codes[group == g] == codes[group == g][0]).all(), (g, codes[group == g])
+    for view, slots in tok.layout.items():
+        for g in np.unique(_same_vectors(views, [view])):
+            rows = _same_vectors(views, [view]) == g
+            assert (codes[rows][:, slots] == codes[rows][0, slots]).all(), view
+    if tok.layout:
+        assert len({tuple(r) for r in codes[:, tok.layout["brand"]].tolist()}) == 1
+    alone = np.concatenate([tok.encode({k: v[i:i + 1] for k, v in views.items()}) for i in range(40)])
+    assert np.array_equal(alone, codes)
+    order = np.random.default_rng(1).permutation(40)[:17]
+    assert np.array_equal(tok.encode({k: v[order] for k, v in views.items()}), codes[order])
+
+
+@pytest.mark.parametrize("case", sorted(DEGENERATE))
+def test_dedup_digit_of_identical_vectors(case: str) -> None:
+    """With the dedup level, items with identical vectors share their base code and get digits 0, 1, 2, ...;
+    the fit items encoded in any batch keep their fit codes, and a copy encoded alone gets the first one's."""
+    views = degenerate_views(40, 16)
+    tok = build_tokenizer(case.split("-")[0], dedup=True, **DEGENERATE[case])
+    tok.fit(views, seed=0)
+    codes = tok.fit_codes
+    assert len({tuple(r) for r in codes.tolist()}) == 40
+    twins = codes[:4]  # items 0-3 have identical vectors in every view
+    assert (twins[:, :-1] == twins[0, :-1]).all() and len(set(twins[:, -1].tolist())) == 4
+    assert np.array_equal(tok.encode(views), codes)
+    reverse = np.arange(40)[::-1]
+    assert np.array_equal(tok.encode({k: v[reverse] for k, v in views.items()})[:, :-1], codes[reverse, :-1])
+    for i in range(4):
+        assert tok.encode({k: v[i:i + 1] for k, v in views.items()}).tolist() == [codes[0].tolist()]
+    for i in range(4, 40):
+        assert tok.encode({k: v[i:i + 1] for k, v in views.items()}).tolist() == [codes[i].tolist()]
+
+
+def test_pca_zeroes_directions_without_variance() -> None:
+    rng = np.random.default_rng(0)
+    same = np.repeat(rng.standard_normal((1, 384)).astype(np.float32), 10, axis=0)
+    pca = PCAProjection.fit(same, 8, whiten=True, seed=0)
+    assert pca.live_dims == 0
+    assert np.array_equal(pca.transform(same), np.zeros((10, 8), dtype=np.float32))
+    three = rng.standard_normal((3, 384)).astype(np.float32)[np.arange(30) % 3]
+    pca = PCAProjection.fit(three, 8, whiten=True, seed=0)
+    assert pca.live_dims == 2  # three distinct points span a plane
+    out = pca.transform(three)
+    assert not out[:, 2:].any() and np.allclose(out[:, :2].std(axis=0), 1.0, atol=0.05)
+    assert np.array_equal(out[0], out[3]) and np.array_equal(out[0], out[27])
+
+
+def test_pca_projects_each_row_on_its_own() -> None:
+    x = clustered(300, 64, seed=6)
+    pca = PCAProjection.fit(x, 32, whiten=True, seed=0)
+    batch = pca.transform(x)
+    alone = np.concatenate([pca.transform(x[i:i + 1]) for i in range(300)])
+    assert np.array_equal(batch, alone)
+    assert np.array_equal(pca.transform(x[::-1])[::-1], batch)
+
+
+def test_pq_ten_items_with_one_empty_brand_issue_case() -> None:
+    """The reported case: ten LC-Rec items, brand '' for all (one MiniLM-sized vector repeated), PQ with
+    nbits=2: every item gets the same brand codes, also when one item is encoded alone."""
+    views = degenerate_views(10, 384, seed=3)
+    tok = PQTokenizer(views=["title", "brand", "categories"], nbits=2)
+    tok.fit(views, seed=0)
+    assert tok.pca_dim_used == 8
+    brand = tok.fit_codes[:, tok.layout["brand"]]
+    assert brand.tolist() == [[0, 0, 0, 0]] * 10  # the all-zero projection falls in the first centroid
+    for i in range(10):
+        assert np.array_equal(tok.encode({k: v[i:i + 1] for k, v in views.items()})[0], tok.fit_codes[i])
+    notes = "\n".join(tok.notes)
+    assert "pca_dim clamped from 128 to 8" in notes
+    assert "view 'brand' varies in only 0 of its 8 PCA directions over the 10 fit items (1 distinct vector(s))" \
+        in notes
+    assert "view 'categories' varies in only 2 of its 8 PCA directions" in notes
+
+
+# ---------------------------------------------------------------------------------------- small catalogues
+
+
+@pytest.mark.parametrize(("n", "dim", "nbits"), [(12, 384, 2), (40, 64, 5)])
+def test_rq_with_fewer_items_than_dims_trains_with_plain_kmeans(n: int, dim: int, nbits: int, tmp_path) -> None:
+    """Issue 16 case 4: faiss's progressive-dimension training raised 'PCA matrix cannot output 384 dimensions
+    from 384' below as many items as dims; RQ now trains each level with plain k-means there, and says so."""
+    x = clustered(n, dim, seed=2)
+    tok = RQTokenizer(views=["all"], levels=3, nbits=nbits)
+    tok.fit({"all": x}, seed=0)
+    assert tok.notes == [
+        f"RQ: {n} fit items are fewer than the input dims of all ({dim} dims): trained with plain k-means per "
+        "level instead of faiss's progressive-dimension k-means (which needs at least as many items as dims); "
+        f"set pca_dim below {n} to keep it"]
+    codes = tok.encode({"all": x})
+    assert codes.shape == (n, 3) and codes.max() < 2**nbits
+    assert tok.reconstruction_error({"all": x}) < 1.0
+    assert code_report(tok, codes, {"all": x}).notes == tok.notes
+    tok.save(tmp_path / "tok")
+    assert load_tokenizer(tmp_path / "tok").notes == tok.notes
+    with_pca = RQTokenizer(views=["all"], levels=3, nbits=nbits, pca_dim=n - 1)
+    with_pca.fit({"all": x}, seed=0)
+    assert not any("plain k-means" in note for note in with_pca.notes)
+
+
+def test_small_catalogue_refusals_name_the_parameter_and_the_fix() -> None:
+    """Every tokenizer/parameter combination that faiss cannot fit on a small catalogue is a SemrecError
+    naming the parameter and the fix (or a noted clamp, tested above)."""
+    x = {v: clustered(12, 384, seed=i) for i, v in enumerate(["title", "brand", "all"])}
+    hint = r"use a smaller nbits \(nbits=3 needs 8 items\) or provide more training items"
+    with pytest.raises(SemrecError, match=r"PQ with nbits=8 needs at least 256 training items .* got 12; " + hint):
+        PQTokenizer(views=["title", "brand"]).fit(x)
+    with pytest.raises(SemrecError, match=r"RQ with nbits=8 needs at least 256 .* got 12; " + hint):
+        RQTokenizer(views=["title"]).fit(x)
+    with pytest.raises(SemrecError, match=r"OPQ with nbits=4 needs at least 16 .* got 12; " + hint):
+        OPQTokenizer(view="all", M=8, nbits=4).fit({"all": x["all"][:, :8]})
+    with pytest.raises(SemrecError, match=r"k-means with k=20 needs at least 20 .* 12; use a smaller k \(at most 12"):
+        KMeansTokenizer(views=["title"], k=20).fit(x)
+    with pytest.raises(SemrecError, match=r"OPQ: the view dim 384 is not a multiple of M=7; choose M dividing 384"):
+        OPQTokenizer(view="all", M=7, nbits=2).fit(x)
+    with pytest.raises(SemrecError, match="OPQ needs at least as many training items as vector dims"):
+        OPQTokenizer(view="all", M=8, nbits=2).fit(x)
+    with pytest.raises(SemrecError, match=r"PQ: cannot keep 16 PCA dims per view \(12 fit items"):
+        PQTokenizer(views=["title"], pca_dim=16, codes_per_view=16, nbits=2).fit(x)

@@ -45,16 +45,54 @@ def _folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _positive_int(name: str, value: Any, unset: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise SemrecError(f"{name} must be a positive integer{unset}, got {value!r}")
+    return int(value)
+
+
+def check_device(device: str | None) -> str | None:
+    """``device`` if torch can use it on this machine (None: the default), else a SemrecError saying why."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise SemrecError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SemrecError(f"device {device!r}: torch sees no CUDA GPU on this machine; use cpu (or leave the "
+                              "device unset: cuda when available, else cpu)")
+        if parsed.index is not None and parsed.index >= count:
+            raise SemrecError(f"device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise SemrecError(f"device {device!r}: MPS is not available on this machine; use cpu")
+    return device
+
+
 class TextEncoder:
-    """A sentence-transformers model, loaded lazily, with de-duplicated, length-sorted batch encoding."""
+    """A sentence-transformers model, loaded lazily, with de-duplicated, length-sorted batch encoding.
+
+    ``batch_size`` and ``max_seq_length`` (tokens per text, longer texts are truncated; None: the model's own
+    default) must be positive integers and ``device`` a torch device usable here (SemrecError otherwise, raised
+    at construction). When the model loads, ``max_seq_length`` is checked against what the model can read:
+    more tokens than its position embeddings (512 for MiniLM), or no room for text after the special tokens,
+    is a SemrecError naming the limit (it would otherwise fail inside torch on the first long text).
+    """
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 64,
                  max_seq_length: int | None = None):
+        if not isinstance(model, str) or not model.strip():
+            raise SemrecError(f"model must be a sentence-transformers model name or a local folder, got {model!r}")
         self.model_name = model
         self.path = resolve_model(model)
-        self.device = device
-        self.batch_size = batch_size
-        self.max_seq_length = max_seq_length
+        self.device = check_device(device)
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.max_seq_length = None if max_seq_length is None else _positive_int(
+            "max_seq_length", max_seq_length, " (or unset for the model's default)")
         self._model: Any = None
 
     @property
@@ -79,9 +117,37 @@ class TextEncoder:
                 raise SemrecError(f"cannot load text encoder '{self.model_name}' ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else ''}); give a local path or a "
                                   "model available offline") from None
-            if self.max_seq_length:
-                self._model.max_seq_length = self.max_seq_length
+            if self.max_seq_length is not None:
+                self._set_max_seq_length(self._model)
         return self._model
+
+    def _set_max_seq_length(self, model: Any) -> None:
+        """Apply ``max_seq_length`` after checking that the loaded model can read that many tokens."""
+        wanted = int(self.max_seq_length)  # type: ignore[arg-type]
+        default = model.max_seq_length
+        first = model[0] if len(model) else None
+        auto = getattr(first, "auto_model", None)
+        positions = getattr(getattr(auto, "config", None), "max_position_embeddings", None)
+        fix = f"set max_seq_length to at most {{limit}}, or leave it unset (the model's default: {default})"
+        if isinstance(positions, int) and wanted > positions:
+            raise SemrecError(f"max_seq_length={wanted} is more than the text encoder '{self.model_name}' can read: "
+                              f"it has position embeddings for {positions} tokens; " + fix.format(limit=positions))
+        tokenizer = getattr(first, "tokenizer", None)
+        special = tokenizer.num_special_tokens_to_add() if hasattr(tokenizer, "num_special_tokens_to_add") else 0
+        if wanted <= special:
+            raise SemrecError(f"max_seq_length={wanted} leaves no room for text: the text encoder "
+                              f"'{self.model_name}' adds {special} special tokens to every text; use at least "
+                              f"{special + 1}, or leave it unset (the model's default: {default})")
+        model.max_seq_length = wanted
+        if default is not None and wanted > default:
+            # beyond the length the model ships with: check once that a text of that many tokens runs (some
+            # models have fewer usable positions than their table, e.g. RoBERTa's offset of 2)
+            try:
+                model.encode(["a " * wanted], batch_size=1, show_progress_bar=False)
+            except (RuntimeError, IndexError) as exc:
+                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise SemrecError(f"max_seq_length={wanted}: the text encoder '{self.model_name}' fails on a text "
+                                  f"of {wanted} tokens ({first_line}); " + fix.format(limit=default)) from None
 
     @property
     def dim(self) -> int:

@@ -4,7 +4,8 @@ faiss ``Kmeans(d, k)`` (L2, ``niter`` iterations, seeded) on one view or on the 
 several views, each optionally L2-normalised per row first (``normalize``) so that every view weighs
 the same. ``encode`` assigns the nearest centroid (L2). Deviation: SOLID's authors' sibling code
 uses sklearn ``KMeans(random_state=0)`` (k-means++ initialisation); faiss k-means (initialised from
-a random sample of the data, one run, seeded) is used here for speed.
+a random sample of the data, one run, seeded) is used here for speed. Items are assigned one at a time,
+so an item's cluster does not depend on the other items encoded with it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from semrec.tokenizers.base import (
     faiss,
     quiet_clustering,
     relative_error,
+    rowwise,
 )
 
 
@@ -73,7 +75,7 @@ class KMeansTokenizer(BaseTokenizer):
 
     def _fit(self, views: dict[str, np.ndarray], seed: int) -> None:
         x = self.vectors(views)
-        check_train_size(x.shape[0], self.k, f"k-means with k={self.k}", "use a smaller k")
+        check_train_size(x.shape[0], self.k, f"k-means with k={self.k}", f"use a smaller k (at most {x.shape[0]})")
         km = faiss.Kmeans(x.shape[1], self.k, niter=self.niter)
         quiet_clustering(km.cp, seed)
         km.train(x)
@@ -85,7 +87,8 @@ class KMeansTokenizer(BaseTokenizer):
         self._index.add(self.centroids)
 
     def _assign(self, x: np.ndarray) -> np.ndarray:
-        _, labels = self._index.search(x, 1)
+        """Nearest centroid of each row, computed row by row (the same result alone or in a batch)."""
+        labels = rowwise(lambda row: self._index.search(row, 1)[1], x)
         return labels[:, 0].astype(np.int64)
 
     def _encode(self, views: dict[str, np.ndarray]) -> np.ndarray:

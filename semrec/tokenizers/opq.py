@@ -16,6 +16,8 @@ Deviations / choices:
   rotation is trained with a PQ of the tokenizer's ``nbits`` (identical for the default nbits=8,
   and needed so that nbits < 8 works with fewer than 256 items).
 * ``niter`` is the number of OPQ alternations (faiss default 50, what VQ-Rec used); fewer is faster.
+* Items are encoded one at a time (``sa_encode`` of a batch of one), so an item's code does not depend on
+  the other items encoded with it (faiss's batched products round differently by batch size).
 * ``polysemous`` (default True, what the factory string does in faiss and so in VQ-Rec) runs faiss's
   polysemous training for 8-bit codes: it only renumbers each sub-quantiser's centroids (same
   partition, same reconstruction, different code ids) and took 40-60% of the fit time on 4,344 x 384
@@ -37,6 +39,7 @@ from semrec.tokenizers.base import (
     faiss,
     quiet_clustering,
     relative_error,
+    rowwise,
     smaller_nbits_hint,
     unpack_codes,
 )
@@ -115,12 +118,12 @@ class OPQTokenizer(BaseTokenizer):
         return faiss.downcast_index(self.index.index)
 
     def _encode(self, views: dict[str, np.ndarray]) -> np.ndarray:
-        packed = self.index.sa_encode(views[self.view])
+        packed = rowwise(self.index.sa_encode, views[self.view])
         return unpack_codes(packed, self.M, self.nbits)
 
     def _reconstruction_error(self, views: dict[str, np.ndarray]) -> float:
         x = views[self.view]
-        return relative_error(x, self.index.sa_decode(self.index.sa_encode(x)))
+        return relative_error(x, self.index.sa_decode(rowwise(self.index.sa_encode, x)))
 
     def quantiser_arrays(self) -> dict[str, np.ndarray]:
         """The numbers VQ-Rec reads from the index: rotation ``A [d, d]``, coarse centroid ``[d]``,

@@ -2,7 +2,9 @@
 
 Output folder ``<dataset>/codes/<name>/``: ``codes.npy`` (int64 ``[N+1, levels]``, row ``i`` = item id
 ``i``, row 0 = -1 padding), ``tokenizer/`` (the fitted tokenizer, enough to encode new items),
-``report.json`` and ``codes.json`` (what the codes were made from), ``codes_config.yaml``.
+``report.json`` and ``codes.json`` (what the codes were made from), ``codes_config.yaml``. What the fit
+adapted to a small or degenerate catalogue (a clamped PCA size, a fallback training algorithm, views without
+variance) is in the report's ``notes`` and printed with it.
 """
 
 from __future__ import annotations
@@ -120,4 +122,5 @@ def format_report(report: CodeReport) -> str:
         lines.append("layout        " + ", ".join(f"{v}: {s[0]}-{s[-1]}" for v, s in report.layout.items()))
     if report.dedup_level:
         lines.append("dedup         last level is the de-duplication digit")
+    lines.extend(f"{'note' if i == 0 else '':<13} {note}" for i, note in enumerate(report.notes))
     return "\n".join(lines)

@@ -18,8 +18,14 @@ Deviations from the reference implementation:
 * If a view has fewer dims than ``pca_dim``, or there are at most ``pca_dim`` fit items, the PCA size is
   clamped to ``min(pca_dim, n_fit - 1, smallest view dim)`` rounded down to a multiple of
   ``codes_per_view``, the same for every view (``n_fit - 1`` because centred data has rank at most
-  ``n_fit - 1``, and whitening a zero-variance component would blow it up). The size used is
-  ``pca_dim_used`` (stored in ``tokenizer.json``) and a warning is logged.
+  ``n_fit - 1``). The size used is ``pca_dim_used`` (stored in ``tokenizer.json``); the clamp is a note
+  (logged, and shown in the code report).
+* PCA directions in which a view's fit items do not vary (a view with fewer distinct texts than
+  ``pca_dim_used + 1``, e.g. an empty brand everywhere) project to exactly 0 instead of whitened rounding
+  noise (:class:`~semrec.tokenizers.base.PCAProjection`), so items with identical vectors in a view get
+  identical codes for that view; each such view is noted (``pca_live_dims`` in ``tokenizer.json``).
+* Codes are computed one item at a time (the reference encodes the catalogue in one batch, whose float
+  rounding depends on the batch), so an item has the same code whether encoded alone or with others.
 * ``seed`` seeds the PQ k-means (``pq.cp.seed``; faiss's default is 1234) and the PCA's
   ``random_state`` (only used by sklearn's randomized solver).
 * The index is trained but no vectors are added to it (the codes are computed directly).
@@ -40,9 +46,9 @@ from semrec.tokenizers.base import (
     check_int,
     check_train_size,
     faiss,
-    logger,
     quiet_clustering,
     relative_error,
+    rowwise,
     smaller_nbits_hint,
     unpack_codes,
 )
@@ -124,12 +130,10 @@ class PQTokenizer(BaseTokenizer):
                 f"({n_fit} fit items, smallest view dim {min_dim}); use fewer codes_per_view"
             )
         if dim != self.pca_dim:
-            logger.warning(
-                "PQ: pca_dim clamped from %d to %d (%d fit items, smallest view dim %d)",
-                self.pca_dim, dim, n_fit, min_dim,
-            )
+            self._note(f"PQ: pca_dim clamped from {self.pca_dim} to {dim} ({n_fit} fit items, smallest view dim "
+                       f"{min_dim}; at most fit items - 1, a multiple of codes_per_view={self.codes_per_view})")
         self.pca_dim_used = dim
-        self.pcas = {name: PCAProjection.fit(views[name], dim, self.whiten, seed) for name in self.views}
+        self.pcas = {name: self._fit_pca(name, views[name], dim, self.whiten, seed) for name in self.views}
         x = self._concat(views)
         index = faiss.IndexPQ(x.shape[1], self.n_codes, self.nbits, faiss.METRIC_INNER_PRODUCT)
         quiet_clustering(index.pq.cp, seed)
@@ -148,12 +152,12 @@ class PQTokenizer(BaseTokenizer):
         )
 
     def _encode(self, views: dict[str, np.ndarray]) -> np.ndarray:
-        packed = self.index.pq.compute_codes(self._concat(views))
+        packed = rowwise(self.index.pq.compute_codes, self._concat(views))
         return unpack_codes(packed, self.n_codes, self.nbits)
 
     def _reconstruction_error(self, views: dict[str, np.ndarray]) -> float:
         x = self._concat(views)
-        x_hat = self.index.pq.decode(self.index.pq.compute_codes(x))
+        x_hat = self.index.pq.decode(rowwise(self.index.pq.compute_codes, x))
         return relative_error(x, x_hat)
 
     # -- persistence --------------------------------------------------------------------------------
@@ -162,7 +166,8 @@ class PQTokenizer(BaseTokenizer):
         arrays: dict[str, np.ndarray] = {}
         for i, name in enumerate(self.views):
             arrays.update(self.pcas[name].to_arrays(f"pca_{i}"))
-        return {"pca_dim_used": self.pca_dim_used}, arrays, {"pq": self.index}
+        live = {name: self.pcas[name].live_dims for name in self.views}
+        return {"pca_dim_used": self.pca_dim_used, "pca_live_dims": live}, arrays, {"pq": self.index}
 
     def _from_state(self, info: dict[str, Any], arrays: Mapping[str, np.ndarray], indexes: dict[str, Any]) -> None:
         self.pca_dim_used = int(info["pca_dim_used"])

@@ -106,7 +106,8 @@ def code_report(
     """Per-level utilisation and perplexity, collisions and (with ``views``) reconstruction error.
 
     ``codes`` are the tokenizer's codes of some items (``encode`` output); ``views`` are the same
-    items' input vectors, used for the reconstruction error when the tokenizer can compute it.
+    items' input vectors, used for the reconstruction error when the tokenizer can compute it. The
+    tokenizer's fit ``notes`` (clamps, fallbacks) are copied into the report.
     """
     codes = _as_codes(codes)
     sizes = list(tokenizer.codebook_sizes)
@@ -136,4 +137,5 @@ def code_report(
         reconstruction_error=error,
         layout=dict(getattr(tokenizer, "layout", {}) or {}),
         dedup_level=bool(getattr(tokenizer, "dedup", False)),
+        notes=[str(n) for n in getattr(tokenizer, "notes", [])],
     )

@@ -12,6 +12,11 @@ for five PCA-128 views; greedy residual k-means with ``faiss.Kmeans`` took 0.7-2
 had a higher reconstruction error (0.59 vs 0.54 at 128-d, 0.72 vs 0.68 at 384-d, Gaussian data).
 Fast enough, so the better quantiser is used; ``beam_size=1`` makes it cheaper.
 ``seed`` seeds the quantisers' k-means (``cp.seed``; faiss default 1234) and the PCAs.
+
+faiss trains each level with progressive-dimension k-means, which needs at least as many training items as
+the quantiser's input dims; with fewer (a small catalogue, no ``pca_dim``) the levels are trained with plain
+k-means instead, and a note says so. Items are encoded one at a time, so an item's code does not depend on
+the other items encoded with it; PCA directions without variance project to 0 (as for ``pq``).
 """
 
 from __future__ import annotations
@@ -29,9 +34,9 @@ from semrec.tokenizers.base import (
     check_int,
     check_train_size,
     faiss,
-    logger,
     quiet_clustering,
     relative_error,
+    rowwise,
     smaller_nbits_hint,
     unpack_codes,
 )
@@ -113,16 +118,26 @@ class RQTokenizer(BaseTokenizer):
             for v in self.views:
                 dim = min(self.pca_dim, n_fit - 1, views[v].shape[1])
                 if dim != self.pca_dim:
-                    logger.warning("RQ: pca_dim of view '%s' clamped from %d to %d", v, self.pca_dim, dim)
-                self.pcas[v] = PCAProjection.fit(views[v], dim, self.whiten, seed)
+                    self._note(f"RQ: pca_dim of view '{v}' clamped from {self.pca_dim} to {dim} ({n_fit} fit items, "
+                               f"view dim {views[v].shape[1]})")
+                self.pcas[v] = self._fit_pca(v, views[v], dim, self.whiten, seed)
         self.indexes = []
+        plain: list[str] = []
         for group in self._groups:
             x = self._project(views, group)
             index = faiss.IndexResidualQuantizer(x.shape[1], self.levels, self.nbits)
             quiet_clustering(index.rq.cp, seed)
             index.rq.max_beam_size = self.beam_size
+            if n_fit < x.shape[1]:
+                # faiss's progressive-dimension k-means fits a PCA of all input dims and fails with fewer items
+                index.rq.train_type = faiss.ResidualQuantizer.Train_default
+                plain.append(f"{'+'.join(group)} ({x.shape[1]} dims)")
             index.train(x)
             self.indexes.append(index)
+        if plain:
+            self._note(f"RQ: {n_fit} fit items are fewer than the input dims of {', '.join(plain)}: trained with plain "
+                       "k-means per level instead of faiss's progressive-dimension k-means (which needs at least as "
+                       f"many items as dims); set pca_dim below {n_fit} to keep it")
 
     def transform(self, views: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The vectors each view is quantised from (PCA-projected when ``pca_dim`` is set)."""
@@ -132,7 +147,7 @@ class RQTokenizer(BaseTokenizer):
 
     def _encode(self, views: dict[str, np.ndarray]) -> np.ndarray:
         parts = [
-            unpack_codes(index.rq.compute_codes(self._project(views, group)), self.levels, self.nbits)
+            unpack_codes(rowwise(index.rq.compute_codes, self._project(views, group)), self.levels, self.nbits)
             for index, group in zip(self.indexes, self._groups)
         ]
         return np.concatenate(parts, axis=1)
@@ -142,7 +157,7 @@ class RQTokenizer(BaseTokenizer):
         for index, group in zip(self.indexes, self._groups):
             x = self._project(views, group)
             xs.append(x)
-            hats.append(index.rq.decode(index.rq.compute_codes(x)))
+            hats.append(index.rq.decode(rowwise(index.rq.compute_codes, x)))
         return relative_error(np.concatenate(xs, axis=1), np.concatenate(hats, axis=1))
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
