@@ -408,9 +408,13 @@ def quickstart(
     shutil.rmtree(run.out, ignore_errors=True)  # the demo run is rebuilt from scratch every time
     trainer = Trainer(run)
     results = trainer.fit()
-    typer.echo(f"== results (full ranking over {dataset.n_items:,} items, history items kept in the ranking as "
-               f"the references do) {elapsed()}")
-    typer.echo(format_comparison({"popularity": baseline, "ccfrec": results}))
+    from semrec.train.trainer import evaluate_run
+
+    compared = {"popularity": (baseline, popular.out), "ccfrec": (results, trainer.run_dir)}
+    for res, folder_ in compared.values():  # the serving protocol too: the user's history items never ranked
+        res["test_exclude_history"] = evaluate_run(folder_, exclude_history=True, device=trainer.device)["test"]
+    typer.echo(f"== results: full ranking over {dataset.n_items:,} items, best epoch on valid NDCG@10 {elapsed()}")
+    typer.echo(format_comparison({model: res for model, (res, _) in compared.items()}))
     from semrec.serve import Recommender
 
     rec = Recommender.load(trainer.run_dir)
@@ -429,19 +433,23 @@ def quickstart(
 
 
 def format_comparison(results: dict[str, dict]) -> str:
-    """Models side by side: valid/test NDCG@10 and Recall@10, and test NDCG@10 relative to the first row
-    (``n/a`` where a split has no rows to evaluate)."""
+    """Models side by side: valid/test NDCG@10 and test Recall@10 with the user's history items kept in the
+    ranking (the references' protocol), test NDCG@10 with them excluded (``test_exclude_history``, the serving
+    protocol) when given, and test NDCG@10 relative to the first row; ``n/a`` where a split has no rows."""
 
     def cell(value, width: int, fmt: str = ".4f") -> str:
         return f"{'n/a' if value is None else format(value, fmt):>{width}}"
 
     first = next(iter(results.values()))["test"].get("ndcg@10")
-    lines = [f"{'model':<12} {'valid NDCG@10':>14} {'test NDCG@10':>13} {'test Recall@10':>15} {'vs first':>9}"]
+    lines = [f"{'':<12} {'history items kept in the ranking':^60}  {'excluded':>12}",
+             f"{'model':<12} {'valid NDCG@10':>14} {'test NDCG@10':>13} {'test Recall@10':>15} {'vs first':>15}  "
+             f"{'test NDCG@10':>12}"]
     for model, res in results.items():
         test = res["test"].get("ndcg@10")
         ratio = None if test is None or not first else test / first
         lines.append(f"{model:<12} {cell(res['valid'].get('ndcg@10'), 14)} {cell(test, 13)} "
-                     f"{cell(res['test'].get('recall@10'), 15)} {cell(ratio, 8, '.2f')}x")
+                     f"{cell(res['test'].get('recall@10'), 15)} {cell(ratio, 14, '.2f')}x  "
+                     f"{cell(res.get('test_exclude_history', {}).get('ndcg@10'), 12)}")
     return "\n".join(lines)
 
 

@@ -245,12 +245,17 @@ def test_quickstart_prints_ccfrec_beside_popularity_then_a_top10(tmp_path):
     out = result.output
     assert "sample_style sequence, full softmax, MCM x 0.0, MSA x 0.0" in out
     table = out[out.index("model  "):].splitlines()
-    assert table[1].split()[0] == "popularity" and table[1].split()[-1] == "1.00x"
+    assert table[1].split()[0] == "popularity" and table[1].split()[4] == "1.00x"
     assert table[2].split()[0] == "ccfrec"
+    from semrec.train.trainer import evaluate_run
+
     results = {m: json.loads((tmp_path / "r" / f"quickstart-src-{m}" / "results.json").read_text())
                for m in ("popularity", "ccfrec")}
     for row, model in ((table[1], "popularity"), (table[2], "ccfrec")):
         assert row.split()[2] == f"{results[model]['test']['ndcg@10']:.4f}"
+        # the serving protocol's column is the run re-evaluated with history items excluded
+        excluded = evaluate_run(tmp_path / "r" / f"quickstart-src-{model}", exclude_history=True)["test"]["ndcg@10"]
+        assert row.split()[5] == f"{excluded:.4f}"
     # the walk is learnable: CCFRec must beat "most popular" on it clearly, as it must on ml-100k
     assert results["ccfrec"]["test"]["ndcg@10"] > 1.5 * results["popularity"]["test"]["ndcg@10"]
     top = [line for line in out.splitlines() if line.strip()[:3].strip().isdigit() and "Film number" in line]
@@ -261,8 +266,10 @@ def test_quickstart_prints_ccfrec_beside_popularity_then_a_top10(tmp_path):
 def test_format_comparison_shows_ratios_and_na():
     from semrec.cli import format_comparison
 
-    text = format_comparison({"popularity": {"valid": {"ndcg@10": 0.01}, "test": {"ndcg@10": 0.02, "recall@10": 0.1}},
-                              "ccfrec": {"valid": {"ndcg@10": None}, "test": {"ndcg@10": 0.05, "recall@10": 0.2}}})
+    text = format_comparison({
+        "popularity": {"valid": {"ndcg@10": 0.01}, "test": {"ndcg@10": 0.02, "recall@10": 0.1},
+                       "test_exclude_history": {"ndcg@10": 0.03}},
+        "ccfrec": {"valid": {"ndcg@10": None}, "test": {"ndcg@10": 0.05, "recall@10": 0.2}}})
     rows = text.splitlines()
-    assert rows[1].split() == ["popularity", "0.0100", "0.0200", "0.1000", "1.00x"]
-    assert rows[2].split() == ["ccfrec", "n/a", "0.0500", "0.2000", "2.50x"]
+    assert rows[2].split() == ["popularity", "0.0100", "0.0200", "0.1000", "1.00x", "0.0300"]
+    assert rows[3].split() == ["ccfrec", "n/a", "0.0500", "0.2000", "2.50x", "n/a"]
