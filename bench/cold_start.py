@@ -105,7 +105,7 @@ def ensure_codes(src: Path, dst: Path, kind: str, params: dict) -> None:
             read_json(folder / "codes.json")["dataset_manifest_sha256"] == sha256_file(dst / "manifest.json"):
         return
     source = src / "codes" / kind / "codes_config.yaml"
-    base = (yaml.safe_load(source.read_text()) or {}).get("params", {}) if source.is_file() else {}
+    base = (yaml.safe_load(source.read_text(encoding="utf-8")) or {}).get("params", {}) if source.is_file() else {}
     fit_codes(dst, CodesConfig(tokenizer=kind, params={**base, **params}), progress=False)
 
 
@@ -256,7 +256,7 @@ def main() -> None:
         rec = Recommender.load(run, device=args.device)
         seconds = add_over_http(rec, full, held)
         rows[model] = {**rank_rows(rec, histories, targets), "add_seconds": seconds,
-                       "warm_test_ndcg@10": json.loads((run / "results.json").read_text())["test"]["ndcg@10"]}
+                       "warm_test_ndcg@10": json.loads((run / "results.json").read_text(encoding="utf-8"))["test"]["ndcg@10"]}
         print(model, {k: round(v, 4) for k, v in rows[model].items()}, flush=True)
     rows["text kNN (last item)"] = text_knn_rows(src, full, held, histories, targets)
     rows["random"] = rank_rows(rec, histories, targets, random_seed=args.seed)

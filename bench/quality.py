@@ -54,7 +54,7 @@ def run_one(spec: str, seed: int, overrides: list[str], runs: Path) -> dict:
     config, own = split_spec(spec)
     out = run_folder(runs, spec, seed)
     if (out / "results.json").is_file():
-        results = json.loads((out / "results.json").read_text())
+        results = json.loads((out / "results.json").read_text(encoding="utf-8"))
         if results.get("evaluator") != EVALUATOR_VERSION:  # an older evaluator: re-rank the same checkpoint
             results.update(evaluate_run(out), evaluator=EVALUATOR_VERSION)
             write_json(out / "results.json", results)
@@ -91,7 +91,7 @@ def interim_result(out: Path, exclude_history: bool | None = None) -> dict | Non
     best = out / "checkpoints" / "best.pt"
     if not best.is_file() or not (out / "metrics.jsonl").is_file():
         return None
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     return {**evaluate_run(out, exclude_history=exclude_history), "best_epoch": int(load_checkpoint(best)["epoch"]),
             "epochs_run": len(rows),
             "train_wall_seconds": sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)}

@@ -153,7 +153,7 @@ def measure(args: argparse.Namespace, synthetic: int, retrieval: str, pool: list
             if time.monotonic() > deadline:
                 raise SystemExit("server did not start in time (raise --startup-timeout)")
             time.sleep(1)
-        info = json.loads(info_file.read_text())
+        info = json.loads(info_file.read_text(encoding="utf-8"))
         print(f"server up: {info}", flush=True)
         rows = []
         for c in args.concurrency:

@@ -25,7 +25,7 @@ METRICS = ["recall@10", "ndcg@10", "recall@20", "ndcg@20"]
 
 def finished(run: Path) -> dict | None:
     path = run / "results.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def train(cfg, run: Path) -> dict:

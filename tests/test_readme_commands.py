@@ -131,18 +131,23 @@ def test_readme_command_is_valid(args, monkeypatch):
     elif name == "evaluate":
         assert params["checkpoint"] in ("best", "last")
     elif name == "recommend":
-        assert (params["history"] is None) != (params["user"] is None) and params["k"] >= 1
+        given = [params[key] for key in ("history", "item", "history_file", "user") if params[key]]
+        assert len(given) == 1 and params["k"] >= 1  # exactly one way to give the history
 
 
 @pytest.mark.parametrize("text", INLINE)
 def test_inline_semrec_commands_name_existing_commands_and_options(text):
     """Prose quotes commands without their arguments (``semrec evaluate --exclude-history``): only a missing
     argument is tolerated."""
+    import typer
+
     args = shlex.split(text)[1:]
     try:
         parse(args)
     except click_errors.MissingParameter:
         pass
+    except typer.Exit as exc:  # `semrec CMD --help` prints the help and exits 0
+        assert "--help" in args and exc.exit_code == 0
 
 
 def test_a_wrong_parameter_fails_this_check(monkeypatch):

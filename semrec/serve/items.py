@@ -107,7 +107,7 @@ def run_text_encoder(model_name: str, dataset_dir: str | Path, device: str | Non
     import yaml
 
     settings_path = embeddings_dir(dataset_dir, model_name) / "embed_config.yaml"
-    settings = yaml.safe_load(settings_path.read_text()) if settings_path.is_file() else {}
+    settings = yaml.safe_load(settings_path.read_text(encoding="utf-8")) if settings_path.is_file() else {}
     encoder = TextEncoder(model_name, device=device, batch_size=int(settings.get("batch_size") or 64),
                           max_seq_length=settings.get("max_seq_length"))
     return lambda texts: encoder.encode(texts, progress=False)
