@@ -91,7 +91,8 @@ def interim_result(out: Path, exclude_history: bool | None = None) -> dict | Non
     best = out / "checkpoints" / "best.pt"
     if not best.is_file() or not (out / "metrics.jsonl").is_file():
         return None
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
     return {**evaluate_run(out, exclude_history=exclude_history), "best_epoch": int(load_checkpoint(best)["epoch"]),
             "epochs_run": len(rows),
             "train_wall_seconds": sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)}

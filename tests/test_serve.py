@@ -53,6 +53,36 @@ def test_featurizer_reproduces_the_catalogue_item_data(runs):
     assert np.array_equal(features["text"], data.items.text[1:].numpy())
 
 
+def test_catalogue_texts_keep_their_catalogue_vectors_whatever_the_batch(runs):
+    """Issue 16, case 3 at cold start: the encoder's floats depend slightly on the batch a text is in; an item whose
+    text is already in the catalogue gets the catalogue's own vector (so its codes), alone or in any batch; only new
+    texts reach the encoder."""
+    calls: list[list[str]] = []
+
+    def batch_dependent_encode(texts: list[str]) -> np.ndarray:  # fake_encode + noise that depends on the batch
+        calls.append(list(texts))
+        noise = np.random.default_rng(len(texts)).standard_normal((len(texts), 32)).astype(np.float32) * 1e-3
+        return fake_encode(texts) + noise
+
+    data = load_run_data(load_run_config(runs["ccfrec"]))
+    rec = Recommender.load(runs["ccfrec"], encoder=batch_dependent_encode)
+    featurizer = rec._get_featurizer()
+    texts = [{v: str(row[v]) for v in data.dataset.views} for _, row in data.dataset.items.iterrows()]
+    catalogue_codes = data.items.codes[1:].numpy()
+    calls.clear()
+    assert featurizer.embed_views == ["title", "brand"]
+    new_item = {"title": "a title nobody has", "brand": texts[3]["brand"]}
+    for batch in ([texts[4]], texts[:7], texts[4:5] + [new_item]):
+        features = featurizer.features(batch)
+        row = 0 if len(batch) != 7 else 4
+        assert np.array_equal(features["codes"][row], catalogue_codes[4])
+        assert np.array_equal(features["text"][row], data.items.text[5].numpy())  # bitwise: the catalogue's vector
+    # only the new title reached the encoder (the new item's brand is a catalogue text)
+    assert calls == [["a title nobody has"]]
+    alone = featurizer.features([new_item])["codes"][0]
+    assert np.array_equal(features["codes"][1], alone)  # the new item: the same codes alone and in a batch
+
+
 def test_scores_are_the_evaluators(runs, ccfrec):
     """The served scores are the evaluator's: cosine of the model's user vector and candidate table."""
     data = load_run_data(load_run_config(runs["ccfrec"]))

@@ -35,7 +35,7 @@ from semrec.errors import SemrecError
 from semrec.io import atomic_path, read_json
 from semrec.models import ItemInputs, build_model, model_entry
 from semrec.text.clean import clean_text, clean_title
-from semrec.text.encode import TextEncoder, embeddings_dir
+from semrec.text.encode import TextEncoder, embeddings_dir, load_view_embeddings
 from semrec.tokenizers.pipeline import pca_text
 
 Encoder = Callable[[list[str]], np.ndarray]  # texts -> L2-normalised float32 [n, dim]
@@ -128,6 +128,9 @@ class ItemFeaturizer:
         else:
             self.embed_model, self.embed_views = config.text_model, [config.text_view]
         self.text_view = config.text_view
+        self.dataset_dir = Path(config.dataset)
+        self._dataset = dataset
+        self._catalogue: dict[str, tuple[np.ndarray, dict[str, int]]] | None = None
         if encoder is None:
             encoder = run_text_encoder(self.embed_model, config.dataset, device)
         self.encoder: Encoder = encoder.encode if hasattr(encoder, "encode") else encoder
@@ -140,18 +143,65 @@ class ItemFeaturizer:
                               f"({', '.join(self.embed_views)}); give at least one of: "
                               f"{', '.join(self.views if ALL_VIEW in self.embed_views else self.embed_views)}")
 
-    def encode(self, texts: list[Mapping[str, str]]) -> dict[str, np.ndarray]:
-        """``{view: float32 [n, dim]}`` for the views the model reads, one encoder call for all of them."""
-        flat = [view_text(t, v, self.views) for v in self.embed_views for t in texts]
+    def load_encoder(self) -> None:
+        """Load the text encoder's model now (one probe text), so that no request pays for it."""
         try:
-            vectors = np.asarray(self.encoder(flat), dtype=np.float32)
+            vectors = np.asarray(self.encoder(["semrec warm-up probe"]), dtype=np.float32)
         except SemrecError as exc:
             raise EncoderUnavailable(str(exc)) from None
-        if vectors.ndim != 2 or len(vectors) != len(flat):
-            raise EncoderUnavailable(f"the text encoder returned shape {vectors.shape} for {len(flat)} texts")
+        if vectors.ndim != 2 or len(vectors) != 1:
+            raise EncoderUnavailable(f"the text encoder returned shape {vectors.shape} for 1 text")
         self.loaded = True
+
+    def catalogue(self) -> dict[str, tuple[np.ndarray, dict[str, int]]]:
+        """Per view: the catalogue's embedding matrix (memory-mapped) and text -> row of each distinct text."""
+        if self._catalogue is None:
+            matrices = load_view_embeddings(embeddings_dir(self.dataset_dir, self.embed_model), self.embed_views,
+                                            mmap=True)
+            self._catalogue = {}
+            for view, matrix in matrices.items():
+                rows: dict[str, int] = {}
+                for row, text in enumerate(self._dataset.view_texts(view), 1):
+                    rows.setdefault(text, row)
+                self._catalogue[view] = (matrix, rows)
+        return self._catalogue
+
+    def encode(self, texts: list[Mapping[str, str]]) -> dict[str, np.ndarray]:
+        """``{view: float32 [n, dim]}`` for the views the model reads, one encoder call for all of them.
+
+        A text the catalogue already has gets the catalogue's own vector, not a fresh encoding: the encoder's
+        floats depend slightly on the batch a text is in, and a near-tie could then give an item the same text as a
+        catalogue item another code (issue 16, case 3). Only new texts reach the encoder."""
+        catalogue = self.catalogue()
         n = len(texts)
-        return {v: np.ascontiguousarray(vectors[i * n:(i + 1) * n]) for i, v in enumerate(self.embed_views)}
+        out = {}
+        fresh: list[tuple[str, int, str]] = []  # (view, row in the request, text)
+        for view in self.embed_views:
+            matrix, rows = catalogue[view]
+            out[view] = np.zeros((n, matrix.shape[1]), dtype=np.float32)
+            for i, item in enumerate(texts):
+                text = view_text(item, view, self.views)
+                if text in rows:
+                    out[view][i] = matrix[rows[text]]
+                else:
+                    fresh.append((view, i, text))
+        if fresh:
+            flat = [text for _, _, text in fresh]
+            try:
+                vectors = np.asarray(self.encoder(flat), dtype=np.float32)
+            except SemrecError as exc:
+                raise EncoderUnavailable(str(exc)) from None
+            if vectors.ndim != 2 or len(vectors) != len(flat):
+                raise EncoderUnavailable(f"the text encoder returned shape {vectors.shape} for {len(flat)} texts")
+            for view in dict.fromkeys(view for view, _, _ in fresh):  # in the order of the views
+                dim = catalogue[view][0].shape[1]
+                if vectors.shape[1] != dim:
+                    fitted = "the tokenizer was fitted on" if self.tokenizer is not None else "the run's vectors have"
+                    raise SemrecError(f"view '{view}' has dim {vectors.shape[1]}, but {fitted} dim {dim}")
+            for (view, i, _), vector in zip(fresh, vectors):
+                out[view][i] = vector
+        self.loaded = True
+        return out
 
     def features(self, texts: list[Mapping[str, str]]) -> dict[str, np.ndarray]:
         """The model's item data of these items (no padding row)."""

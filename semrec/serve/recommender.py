@@ -302,7 +302,9 @@ class Recommender:
         start = time.perf_counter()
         if self.cold_start_refusal is None:
             with self._add_lock:
-                features = self._get_featurizer().features([{view: "warm-up" for view in self.dataset.views}])
+                featurizer = self._get_featurizer()
+                featurizer.load_encoder()  # even when the probe item's texts are all in the catalogue
+                features = featurizer.features([{view: "warm-up" for view in self.dataset.views}])
                 item_vectors(self.config, self.model.state_dict(), features, self._codebook_sizes, self.device)
         self.recommend_batch([[self._raw_ids[1]]], k=1)
         return time.perf_counter() - start

@@ -191,8 +191,10 @@ def embeddings_dir(dataset_dir: str | Path, model: str = DEFAULT_MODEL) -> Path:
     return Path(dataset_dir) / "embeddings" / slug
 
 
-def load_view_embeddings(folder: str | Path, views: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Load ``{view: float32 [N+1, dim]}`` (row 0 = padding zeros) written by ``semrec embed``."""
+def load_view_embeddings(folder: str | Path, views: list[str] | None = None,
+                         mmap: bool = False) -> dict[str, np.ndarray]:
+    """Load ``{view: float32 [N+1, dim]}`` (row 0 = padding zeros) written by ``semrec embed`` (``mmap``: read-only
+    memory maps, rows read on access)."""
     from semrec.io import read_json, require_artifact
 
     folder = Path(folder)
@@ -210,7 +212,7 @@ def load_view_embeddings(folder: str | Path, views: list[str] | None = None) -> 
         path = require_artifact(folder / manifest["views"][view]["file"], "embeddings",
                                 "re-run 'semrec embed' to rebuild it")
         try:
-            out[view] = np.load(path)
+            out[view] = np.load(path, mmap_mode="r" if mmap else None)
         except (OSError, ValueError) as exc:  # truncated or foreign file
             raise SemrecError(f"{path}: cannot read ({type(exc).__name__}: {exc}); re-run 'semrec embed' to "
                               "rebuild it") from None
