@@ -17,6 +17,7 @@ from semrec.cli import app
 from semrec.io import read_json, write_json
 from semrec.text.encode import DEFAULT_MODEL, embeddings_dir, write_view_matrix
 from semrec.tokenizers import load_tokenizer
+from tests.test_cli import _one_line_error
 from tests.test_sources import lcrec
 
 runner = CliRunner()
@@ -65,14 +66,6 @@ def _views(ds: Path) -> dict[str, np.ndarray]:
     out = embeddings_dir(ds, DEFAULT_MODEL)
     manifest = read_json(out / "embeddings.json")
     return {v: np.load(out / e["file"])[1:] for v, e in manifest["views"].items()}
-
-
-def _one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def test_pq_empty_brand_gives_one_brand_code(dataset: Path) -> None:

@@ -11,10 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from semrec.cli import app
-from semrec.config import CodesConfig, RunConfig, TrainConfig
-from semrec.tokenizers.pipeline import fit_codes
-from semrec.train.trainer import Trainer
-from tests.tiny import make_tiny_dataset
+from tests.tiny import train_tiny_ccfrec
 
 runner = CliRunner()
 EMB = "embeddings/all-MiniLM-L6-v2"
@@ -25,13 +22,7 @@ DATASET_FIX = "(incomplete dataset folder); re-run 'semrec prepare' to rebuild i
 def complete(tmp_path_factory) -> Path:
     """A dataset with embeddings and pq codes, and a CCFRec run on it (reads all three)."""
     base = tmp_path_factory.mktemp("complete")
-    ds = make_tiny_dataset(base / "ds")
-    fit_codes(ds, CodesConfig(tokenizer="pq", params={"pca_dim": 16, "codes_per_view": 2, "nbits": 3}),
-              progress=False)
-    cfg = RunConfig(model="ccfrec", dataset=str(ds), out=str(base / "run"), model_params={
-        "embedding_size": 16, "inner_size": 32, "neg_num": 30, "max_len": 8},
-        train=TrainConfig(epochs=1, batch_size=64, lr=3e-3, warmup_steps=5, progress=False))
-    Trainer(cfg).fit()
+    ds, _ = train_tiny_ccfrec(base)
     return base
 
 

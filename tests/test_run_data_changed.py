@@ -13,14 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from semrec.cli import app
-from semrec.config import CodesConfig, RunConfig, TrainConfig
 from semrec.data.dataset import CanonicalDataset
 from semrec.serve import Recommender
 from semrec.text.encode import DEFAULT_MODEL, embeddings_dir, load_view_embeddings, write_view_matrix
-from semrec.tokenizers.pipeline import fit_codes
 from semrec.train.run_folder import FINGERPRINTS_FILE, RunDataChanged
-from semrec.train.trainer import Trainer, evaluate_run
-from tests.tiny import make_tiny_dataset
+from semrec.train.trainer import evaluate_run
+from tests.tiny import make_tiny_dataset, train_tiny_ccfrec
 
 runner = CliRunner()
 
@@ -107,13 +105,7 @@ def test_every_reader_refuses_a_run_whose_dataset_was_re_prepared(prepared_run, 
 @pytest.fixture(scope="module")
 def ccfrec_run(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("ccf")
-    ds = make_tiny_dataset(base / "ds")
-    fit_codes(ds, CodesConfig(tokenizer="pq", params={"pca_dim": 16, "codes_per_view": 2, "nbits": 3}),
-              progress=False)
-    cfg = RunConfig(model="ccfrec", dataset=str(ds), out=str(base / "run"), model_params={
-        "embedding_size": 16, "inner_size": 32, "neg_num": 30, "max_len": 8},
-        train=TrainConfig(epochs=1, batch_size=64, lr=3e-3, warmup_steps=5, progress=False))
-    Trainer(cfg).fit()
+    ds, _ = train_tiny_ccfrec(base)
     return ds, base / "run"
 
 

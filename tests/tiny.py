@@ -78,3 +78,19 @@ def train_tiny_sasrec(folder: Path, epochs: int = 3) -> tuple[Path, dict]:
                     model_params={"hidden_size": 16, "inner_size": 32, "max_len": 10},
                     train=TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, warmup_steps=2, progress=False))
     return out, Trainer(cfg).fit()
+
+
+def train_tiny_ccfrec(base: Path) -> tuple[Path, Path]:
+    """A one-epoch CCFRec run on the tiny dataset (pq codes fitted): (dataset folder, run folder) under ``base``."""
+    from semrec.config import CodesConfig, RunConfig, TrainConfig
+    from semrec.tokenizers.pipeline import fit_codes
+    from semrec.train.trainer import Trainer
+
+    ds = make_tiny_dataset(base / "ds")
+    fit_codes(ds, CodesConfig(tokenizer="pq", params={"pca_dim": 16, "codes_per_view": 2, "nbits": 3}),
+              progress=False)
+    cfg = RunConfig(model="ccfrec", dataset=str(ds), out=str(base / "run"), model_params={
+        "embedding_size": 16, "inner_size": 32, "neg_num": 30, "max_len": 8},
+        train=TrainConfig(epochs=1, batch_size=64, lr=3e-3, warmup_steps=5, progress=False))
+    Trainer(cfg).fit()
+    return ds, base / "run"
