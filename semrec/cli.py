@@ -247,6 +247,7 @@ def pretrain(
     from semrec.data.merge import merge_datasets
     from semrec.data.prepare import format_stats
     from semrec.io import sha256_file
+    from semrec.models import model_entry
     from semrec.tokenizers.pipeline import fit_codes, format_report
     from semrec.train.trainer import Trainer
 
@@ -261,10 +262,11 @@ def pretrain(
         merged_data = merge_datasets(folders, target, cfg.text_model)
         typer.echo(format_stats(merged_data))
     codes_dir = target / "codes" / cfg.codes
-    if not (codes_dir / "codes.npy").is_file():
+    joint_tokenizer = model_entry(cfg.model).pretrain_tokenizer  # VQ-Rec: opq; None: the model fits no codes
+    if joint_tokenizer is not None and not (codes_dir / "codes.npy").is_file():
         typer.echo(f"fitting the joint tokenizer ({cfg.codes}) on the training items of every domain")
         codes_cfg = load_config(CodesConfig, None, _param_overrides(param))
-        codes_cfg.tokenizer, codes_cfg.name, codes_cfg.model = "opq", cfg.codes, cfg.text_model
+        codes_cfg.tokenizer, codes_cfg.name, codes_cfg.model = joint_tokenizer, cfg.codes, cfg.text_model
         report, _ = fit_codes(target, codes_cfg)
         typer.echo(format_report(report))
     cfg.dataset = str(target)

@@ -137,3 +137,26 @@ def test_rq_on_twelve_items(dataset: Path) -> None:
 def test_small_catalogue_refusals(dataset: Path, args: list[str], expected: str) -> None:
     """Case 4's siblings: what no clamp can fix is one line naming the parameter and the fix."""
     assert _one_line_error(runner.invoke(app, ["codes", str(dataset), *args])) == f"error: {expected}"
+
+
+def test_pipeline_defaults_come_from_the_tokenizer_class(dataset: Path, monkeypatch) -> None:
+    """Which items a tokenizer fits on by default and whether it takes the dataset's views are class attributes
+    of the tokenizer (no per-kind table in the pipeline): VQ-Rec's opq fits on training items, pq and rq read
+    every view of the dataset."""
+    from semrec.data.dataset import CanonicalDataset
+    from semrec.tokenizers import TOKENIZERS, KMeansTokenizer
+
+    assert {k: c.default_fit_on for k, c in TOKENIZERS.items()} == {
+        "pq": "all", "opq": "train", "rq": "all", "kmeans": "all"}
+    assert sorted(k for k, c in TOKENIZERS.items() if c.views_from_dataset) == ["pq", "rq"]
+    result = runner.invoke(app, ["codes", str(dataset), "-t", "kmeans", "-p", "k=4", "--name", "km"])
+    assert result.exit_code == 0, result.output
+    assert read_json(dataset / "codes" / "km" / "codes.json")["fit_on"] == "all"
+    assert read_json(dataset / "codes" / "km" / "tokenizer" / "tokenizer.json")["params"]["views"] == ["all"]
+    monkeypatch.setattr(KMeansTokenizer, "default_fit_on", "train")
+    monkeypatch.setattr(KMeansTokenizer, "views_from_dataset", True)
+    result = runner.invoke(app, ["codes", str(dataset), "-t", "kmeans", "-p", "k=4", "--name", "km-train"])
+    assert result.exit_code == 0, result.output
+    assert read_json(dataset / "codes" / "km-train" / "codes.json")["fit_on"] == "train"
+    views = read_json(dataset / "codes" / "km-train" / "tokenizer" / "tokenizer.json")["params"]["views"]
+    assert views == CanonicalDataset.load(dataset).views

@@ -22,7 +22,8 @@ from semrec.tokenizers import (
     load_tokenizer,
     next_dedup_digits,
 )
-from semrec.tokenizers.base import PCAProjection, unpack_codes
+from semrec.tokenizers.faiss_utils import unpack_codes
+from semrec.tokenizers.pca import PCAProjection
 
 VIEWS5 = ["title", "brand", "features", "categories", "description"]
 

@@ -170,6 +170,16 @@ def test_tokenizer_codes_reach_the_model_and_cold_items_are_rankable(tiny_opq, t
         assert torch.allclose(table[cold[0]], model.code_embedding.weight[model.codes[cold[0]]].mean(0))
 
 
+def test_pretrain_tokenizer_is_named_by_the_model_registry():
+    """`semrec pretrain` fits the tokenizer kind the model's registry entry names (VQ-Rec: opq), no other."""
+    from semrec.models import REGISTRY
+    from semrec.tokenizers import TOKENIZERS
+
+    named = {name: e.pretrain_tokenizer for name, e in REGISTRY.items() if e.pretrain_tokenizer is not None}
+    assert named == {"vqrec": "opq"}
+    assert set(named.values()) <= set(TOKENIZERS)
+
+
 def test_pretrain_on_merged_datasets_then_finetune(tmp_path):
     a = make_tiny_dataset(tmp_path / "a", n_users=80, n_items=40, seed=1)
     b = make_tiny_dataset(tmp_path / "b", n_users=80, n_items=50, seed=2)

@@ -23,6 +23,7 @@ class ModelEntry:
     model_class: type[SequentialRecommender]
     needs: tuple[str, ...] = ()  # "codes", "text" (PCA vectors of a pq tokenizer), "plm" (raw vectors)
     trainable: bool = True
+    pretrain_tokenizer: str | None = None  # the tokenizer kind `semrec pretrain` fits jointly on every domain
 
 
 REGISTRY: dict[str, ModelEntry] = {
@@ -31,7 +32,7 @@ REGISTRY: dict[str, ModelEntry] = {
     "gru4rec": ModelEntry(GRU4RecConfig, GRU4Rec),
     "bert4rec": ModelEntry(BERT4RecConfig, BERT4Rec),
     "ccfrec": ModelEntry(CCFRecConfig, CCFRec, needs=("codes", "text")),
-    "vqrec": ModelEntry(VQRecConfig, VQRec, needs=("codes",)),
+    "vqrec": ModelEntry(VQRecConfig, VQRec, needs=("codes",), pretrain_tokenizer="opq"),
     "unisrec": ModelEntry(UniSRecConfig, UniSRec, needs=("plm",)),
 }
 

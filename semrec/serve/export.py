@@ -18,7 +18,7 @@ import numpy as np
 from semrec.io import write_json, write_npy
 from semrec.serve import index as faiss_index
 from semrec.serve.recommender import Recommender
-from semrec.tokenizers.base import write_index
+from semrec.tokenizers.faiss_utils import write_index
 
 
 def validation_queries(rec: Recommender, max_queries: int = 5000, seed: int = 0) -> np.ndarray:

@@ -2,7 +2,12 @@
 
 ``build_tokenizer(kind, **params)`` makes one from the registry ``TOKENIZERS``;
 ``load_tokenizer(folder)`` reads one written by ``save`` (``tokenizer.json`` + ``state.npz`` + faiss
-index files). See ``base.py`` for the interface and the optional de-duplication level.
+index files).
+
+Modules: ``base`` (the interface and the shared fit/encode/save/load machinery), ``pq``/``opq``/``rq``/``kmeans``
+(the tokenizers), ``dedup`` (the extra de-duplication digit), ``pca`` (row-independent PCA projections),
+``faiss_utils`` (faiss, threads, row-at-a-time calls), ``checks`` (input checks), ``storage`` (the on-disk
+format), ``report`` (code quality), ``pipeline`` (``semrec codes`` on a prepared dataset).
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from semrec.errors import SemrecError
-from semrec.tokenizers.base import BaseTokenizer, CodeReport, ItemTokenizer, read_tokenizer_json
+from semrec.tokenizers.base import BaseTokenizer, ItemTokenizer
+from semrec.tokenizers.dedup import add_dedup_level, next_dedup_digits
 from semrec.tokenizers.kmeans import KMeansTokenizer
 from semrec.tokenizers.opq import OPQTokenizer
 from semrec.tokenizers.pq import PQTokenizer
-from semrec.tokenizers.report import add_dedup_level, code_report, next_dedup_digits
+from semrec.tokenizers.report import CodeReport, code_report
 from semrec.tokenizers.rq import RQTokenizer
+from semrec.tokenizers.storage import read_tokenizer_json
 
 TOKENIZERS: dict[str, type[BaseTokenizer]] = {
     "pq": PQTokenizer,

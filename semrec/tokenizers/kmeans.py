@@ -15,16 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from semrec.tokenizers.base import (
-    BaseTokenizer,
-    as_view_list,
-    check_int,
-    check_train_size,
-    faiss,
-    quiet_clustering,
-    relative_error,
-    rowwise,
-)
+from semrec.tokenizers.base import BaseTokenizer
+from semrec.tokenizers.checks import as_view_list, check_int
+from semrec.tokenizers.faiss_utils import check_train_size, faiss, quiet_clustering, rowwise
+from semrec.tokenizers.report import relative_error
 
 
 class KMeansTokenizer(BaseTokenizer):

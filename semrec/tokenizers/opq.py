@@ -32,23 +32,24 @@ from typing import Any
 import numpy as np
 
 from semrec.errors import SemrecError
-from semrec.tokenizers.base import (
-    BaseTokenizer,
-    check_int,
+from semrec.tokenizers.base import BaseTokenizer
+from semrec.tokenizers.checks import check_int
+from semrec.tokenizers.faiss_utils import (
     check_train_size,
     faiss,
     quiet_clustering,
-    relative_error,
     rowwise,
     smaller_nbits_hint,
     unpack_codes,
 )
+from semrec.tokenizers.report import relative_error
 
 
 class OPQTokenizer(BaseTokenizer):
     """VQ-Rec codes: faiss ``OPQ{M},IVF1,PQ{M}x{nbits}`` (inner-product metric) on one view."""
 
     kind = "opq"
+    default_fit_on = "train"  # VQ-Rec trains its quantiser on the training items only (strict mode)
 
     def __init__(
         self,

@@ -20,17 +20,16 @@ from semrec.data.dataset import CanonicalDataset
 from semrec.errors import SemrecError
 from semrec.io import read_json, require_artifact, sha256_file, write_json, write_npy
 from semrec.text.encode import embeddings_dir, load_view_embeddings
-from semrec.tokenizers import build_tokenizer, load_tokenizer
-from semrec.tokenizers.base import CodeReport
-from semrec.tokenizers.report import code_report
+from semrec.tokenizers import build_tokenizer, load_tokenizer, tokenizer_class
+from semrec.tokenizers.report import CodeReport, code_report
 
-DEFAULT_FIT_ON = {"opq": "train"}  # VQ-Rec fits its quantiser on training items only; others on all
 CODES_FIX = "re-run 'semrec codes' to rebuild it"
 
 
 def _default_params(kind: str, params: dict[str, Any], dataset: CanonicalDataset) -> dict[str, Any]:
+    """``params`` completed with the dataset's views where the tokenizer class takes them from the dataset."""
     params = dict(params)
-    if kind in ("pq", "rq") and "views" not in params:
+    if tokenizer_class(kind).views_from_dataset and "views" not in params:
         params["views"] = dataset.views
     return params
 
@@ -48,7 +47,7 @@ def fit_codes(dataset_dir: str | Path, config: CodesConfig, progress: bool = Tru
         if matrix.shape[0] != dataset.n_items:
             raise SemrecError(f"{emb_dir}: view '{name}' has {matrix.shape[0]} rows but the dataset has "
                               f"{dataset.n_items} items; re-run 'semrec embed'")
-    fit_on = config.fit_on or DEFAULT_FIT_ON.get(kind, "all")
+    fit_on = config.fit_on or tokenizer.default_fit_on
     if fit_on not in ("all", "train"):
         raise SemrecError(f"fit_on must be 'all' or 'train', got {fit_on!r}")
     fit_rows = dataset.train_items() - 1 if fit_on == "train" else None

@@ -22,7 +22,7 @@ Deviations from the reference implementation:
   (logged, and shown in the code report).
 * PCA directions in which a view's fit items do not vary (a view with fewer distinct texts than
   ``pca_dim_used + 1``, e.g. an empty brand everywhere) project to exactly 0 instead of whitened rounding
-  noise (:class:`~semrec.tokenizers.base.PCAProjection`), so items with identical vectors in a view get
+  noise (:class:`~semrec.tokenizers.pca.PCAProjection`), so items with identical vectors in a view get
   identical codes for that view; each such view is noted (``pca_live_dims`` in ``tokenizer.json``).
 * Codes are computed one item at a time (the reference encodes the catalogue in one batch, whose float
   rounding depends on the batch), so an item has the same code whether encoded alone or with others.
@@ -39,19 +39,18 @@ from typing import Any
 import numpy as np
 
 from semrec.errors import SemrecError
-from semrec.tokenizers.base import (
-    BaseTokenizer,
-    PCAProjection,
-    as_view_list,
-    check_int,
+from semrec.tokenizers.base import BaseTokenizer
+from semrec.tokenizers.checks import as_view_list, check_int
+from semrec.tokenizers.faiss_utils import (
     check_train_size,
     faiss,
     quiet_clustering,
-    relative_error,
     rowwise,
     smaller_nbits_hint,
     unpack_codes,
 )
+from semrec.tokenizers.pca import PCAProjection
+from semrec.tokenizers.report import relative_error
 
 CCFREC_VIEWS = ["title", "brand", "features", "categories", "description"]
 
@@ -60,6 +59,7 @@ class PQTokenizer(BaseTokenizer):
     """CCFRec codes: per-view whitened PCA, then one product quantiser over the concatenation."""
 
     kind = "pq"
+    views_from_dataset = True
 
     def __init__(
         self,

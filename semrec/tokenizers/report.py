@@ -1,91 +1,66 @@
-"""Code quality reports and the extra de-duplication level (TIGER-style).
+"""Code quality: per-level utilisation and perplexity, collisions, reconstruction error (:class:`CodeReport`).
 
-``add_dedup_level`` appends one digit that numbers the items sharing a full code 0, 1, 2, ... in row
-order, so every code becomes unique; ``next_dedup_digits`` gives new items the next free digit of
-their collision group (``max existing digit + 1``, then +1 for each further new item of that group).
+The de-duplication digit that makes colliding codes unique is in :mod:`semrec.tokenizers.dedup`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
 from semrec.errors import SemrecError
-from semrec.tokenizers.base import CodeReport, ItemTokenizer
+from semrec.tokenizers.base import ItemTokenizer
+from semrec.tokenizers.dedup import as_codes
 
 
-def _as_codes(codes: np.ndarray, what: str = "codes") -> np.ndarray:
-    arr = np.asarray(codes)
-    if arr.ndim != 2:
-        raise SemrecError(f"{what} must be a 2-d matrix [n_items, n_levels], got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise SemrecError(f"{what} must be integers, got dtype {arr.dtype}")
-    return arr.astype(np.int64, copy=False)
+@dataclass
+class CodeReport:
+    """Quality report of a fitted tokenizer on a set of items."""
+
+    tokenizer: str
+    n_items: int
+    n_levels: int
+    codebook_sizes: list[int]
+    utilisation: list[float]          # fraction of each level's codebook used by these items
+    perplexity: list[float]           # exp(entropy) of each level's code distribution
+    collision_rate: float             # fraction of items whose full code equals another item's
+    max_collision_group: int          # largest number of items sharing one full code
+    reconstruction_error: float | None  # mean ||x - x_hat||^2 / mean ||x||^2 in the quantised space
+    layout: dict[str, list[int]] = field(default_factory=dict)  # view -> code slots (when per view)
+    dedup_level: bool = False         # whether the last level is the extra de-duplication digit
+    notes: list[str] = field(default_factory=list)  # what the fit adapted to its data (clamps, fallbacks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def _group_ids(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(group id of each row, size of each group) for the distinct full code rows."""
-    if codes.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+def relative_error(x: np.ndarray, x_hat: np.ndarray) -> float:
+    """``sum ||x - x_hat||^2 / sum ||x||^2`` (= ratio of the means), computed in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    denom = float(np.square(x).sum())
+    if denom == 0.0:
+        return 0.0
+    return float(np.square(x - np.asarray(x_hat, dtype=np.float64)).sum() / denom)
+
+
+def _group_sizes(codes: np.ndarray) -> np.ndarray:
+    """How many rows of ``codes [n >= 1, L]`` hold each distinct full code."""
     if codes.shape[1] == 0:
-        return np.zeros(codes.shape[0], dtype=np.int64), np.array([codes.shape[0]], dtype=np.int64)
-    _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
-    return inverse.reshape(-1).astype(np.int64), counts.astype(np.int64)
-
-
-def add_dedup_level(codes: np.ndarray) -> tuple[np.ndarray, int]:
-    """Append a digit numbering the rows that share a full code (0, 1, 2, ... in row order).
-
-    Returns ``(codes_with_extra_level int64 [n, L+1], dedup_size)`` where ``dedup_size`` (the extra
-    level's codebook size) is the largest number of rows sharing one code (at least 1).
-    """
-    codes = _as_codes(codes)
-    n = codes.shape[0]
-    group, counts = _group_ids(codes)
-    digits = np.zeros(n, dtype=np.int64)
-    if n:
-        order = np.argsort(group, kind="stable")  # rows grouped, each group in row order
-        sorted_group = group[order]
-        starts = np.r_[0, np.flatnonzero(np.diff(sorted_group)) + 1]
-        first_of_group = np.repeat(starts, np.diff(np.r_[starts, n]))
-        digits[order] = np.arange(n) - first_of_group
-    size = int(counts.max()) if counts.size else 1
-    return np.concatenate([codes, digits[:, None]], axis=1), max(size, 1)
-
-
-def next_dedup_digits(existing: np.ndarray, new_codes: np.ndarray) -> np.ndarray:
-    """Dedup digits for new items, given the existing codes that already carry a dedup digit.
-
-    ``existing`` is ``[n, L+1]`` (last column = dedup digit), ``new_codes`` is ``[m, L]`` (base codes).
-    A new item gets ``max digit among existing items with its base code + 1`` (0 if none), and new
-    items of the same base code get consecutive digits in row order. Returns ``int64 [m]``.
-    """
-    existing = _as_codes(existing, "existing")
-    new_codes = _as_codes(new_codes, "new_codes")
-    if existing.shape[0] and existing.shape[1] != new_codes.shape[1] + 1:
-        raise SemrecError(
-            f"existing codes have {existing.shape[1]} levels; expected base levels + 1 = {new_codes.shape[1] + 1}"
-        )
-    next_free: dict[tuple[int, ...], int] = {}
-    for row in existing:
-        key = tuple(row[:-1].tolist())
-        next_free[key] = max(next_free.get(key, 0), int(row[-1]) + 1)
-    digits = np.empty(new_codes.shape[0], dtype=np.int64)
-    for i, row in enumerate(new_codes):
-        key = tuple(row.tolist())
-        digits[i] = next_free.get(key, 0)
-        next_free[key] = int(digits[i]) + 1
-    return digits
+        return np.array([codes.shape[0]], dtype=np.int64)
+    _, counts = np.unique(codes, axis=0, return_counts=True)
+    return counts.astype(np.int64)
 
 
 def collision_stats(codes: np.ndarray) -> tuple[float, int]:
     """(fraction of rows whose full code equals at least one other row's, largest group size)."""
-    codes = _as_codes(codes)
+    codes = as_codes(codes)
     n = codes.shape[0]
     if n == 0:
         return 0.0, 0
-    _, counts = _group_ids(codes)
+    counts = _group_sizes(codes)
     colliding = int(counts[counts > 1].sum())
     return colliding / n, int(counts.max())
 
@@ -109,7 +84,7 @@ def code_report(
     items' input vectors, used for the reconstruction error when the tokenizer can compute it. The
     tokenizer's fit ``notes`` (clamps, fallbacks) are copied into the report.
     """
-    codes = _as_codes(codes)
+    codes = as_codes(codes)
     sizes = list(tokenizer.codebook_sizes)
     if codes.shape[1] != len(sizes):
         raise SemrecError(f"codes have {codes.shape[1]} levels, the tokenizer has {len(sizes)}")

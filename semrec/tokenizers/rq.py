@@ -27,19 +27,18 @@ from typing import Any
 import numpy as np
 
 from semrec.errors import SemrecError
-from semrec.tokenizers.base import (
-    BaseTokenizer,
-    PCAProjection,
-    as_view_list,
-    check_int,
+from semrec.tokenizers.base import BaseTokenizer
+from semrec.tokenizers.checks import as_view_list, check_int
+from semrec.tokenizers.faiss_utils import (
     check_train_size,
     faiss,
     quiet_clustering,
-    relative_error,
     rowwise,
     smaller_nbits_hint,
     unpack_codes,
 )
+from semrec.tokenizers.pca import PCAProjection
+from semrec.tokenizers.report import relative_error
 
 MODES = ("per_view", "joint")
 
@@ -48,6 +47,7 @@ class RQTokenizer(BaseTokenizer):
     """Residual-quantisation codes: ``levels`` codes per view (``per_view``) or in all (``joint``)."""
 
     kind = "rq"
+    views_from_dataset = True
 
     def __init__(
         self,
