@@ -350,6 +350,28 @@ def test_add_dedup_level_and_next_digit() -> None:
     assert next_dedup_digits(with_dedup, new).tolist() == [3, 0, 2, 4]
 
 
+def test_dedup_digits_one_rule_with_remembered_items() -> None:
+    """The one dedup rule (semrec.tokenizers.dedup.DedupDigits): a remembered item (same key and base code)
+    gets its code back, the k-th twin of a call the k-th remembered code; new items the next free digit of
+    their group, in row order; a digit beyond the level's size raises naming the row."""
+    from semrec.tokenizers.dedup import DedupDigits
+
+    fit = np.array([[3, 1, 0], [3, 1, 1], [0, 2, 0], [3, 1, 2]])
+    keys = [b"a", b"b", b"c", b"b"]
+    rule = DedupDigits(fit, keys)
+    base = np.array([[3, 1], [3, 1], [3, 1], [0, 2], [3, 1], [7, 7], [0, 2]])
+    call = [b"b", b"b", b"b", b"c", b"x", b"y", b"a"]  # 'a' with another base code than remembered: new
+    assert rule.digits(base, call).tolist() == [1, 2, 3, 0, 4, 0, 1]
+    assert rule.digits(base).tolist() == [3, 4, 5, 1, 6, 0, 2]  # without keys every item is new
+    assert rule.digits(base, call, size=5).tolist() == [1, 2, 3, 0, 4, 0, 1]
+    with pytest.raises(SemrecError) as err:
+        rule.digits(base, call, size=4)
+    assert str(err.value) == ("row 4: 5 items share the code [3, 1], but the dedup level has only 4 values; "
+                              "refit with a larger dedup_size")
+    assert add_dedup_level(np.zeros((0, 2), dtype=np.int64))[1] == 1
+    assert add_dedup_level(np.zeros((3, 0), dtype=np.int64))[0].tolist() == [[0], [1], [2]]
+
+
 def test_tokenizer_dedup_level(views: dict[str, np.ndarray]) -> None:
     tok = KMeansTokenizer(views=["title"], k=8, dedup=True)
     fit_rows = np.arange(600)
