@@ -157,7 +157,7 @@ def eval_rows(full, held: np.ndarray) -> tuple[list[list[str]], list[str]]:
 
 def summarize(ranks: list[torch.Tensor], cold_ranks: list[torch.Tensor], cold_slots: int) -> dict[str, float]:
     """Metrics of the rows' ranks among all items and among the added items, plus the added items' top-10 share."""
-    from semrec.train.metrics import metrics_from_ranks
+    from semrec.eval.metrics import metrics_from_ranks
 
     ranks_np, cold_np = torch.cat(ranks).numpy(), torch.cat(cold_ranks).numpy()
     out = metrics_from_ranks(ranks_np, (10, 50))
@@ -168,7 +168,8 @@ def summarize(ranks: list[torch.Tensor], cold_ranks: list[torch.Tensor], cold_sl
 
 
 def rank_rows(rec, histories, targets, random_seed: int | None = None, batch: int = 256) -> dict[str, float]:
-    from semrec.train.metrics import ranks_from_scores
+    from semrec.eval.metrics import ranks_from_scores
+    from semrec.eval.ranking import top_k
 
     cold = torch.arange(rec.n_items + 1 - rec.n_cold_items, rec.n_items + 1)
     gen = None if random_seed is None else torch.Generator().manual_seed(random_seed)
@@ -180,7 +181,7 @@ def rank_rows(rec, histories, targets, random_seed: int | None = None, batch: in
         tgt = torch.tensor([rec.item_id(t) for t in targets[s:s + batch]])
         ranks.append(ranks_from_scores(scores, tgt))
         cold_ranks.append(ranks_from_scores(scores[:, cold], tgt - int(cold[0])))
-        cold_slots += int((torch.topk(scores, 10, dim=1).indices >= int(cold[0])).sum())
+        cold_slots += int((top_k(scores, 10)[1] >= int(cold[0])).sum())
     return summarize(ranks, cold_ranks, cold_slots)
 
 
@@ -188,8 +189,9 @@ def text_knn_rows(src: Path, full, held: np.ndarray, histories, targets, text_mo
                   view: str = "all", batch: int = 256) -> dict[str, float]:
     """Content baseline with no training: score = cosine of the frozen text vectors of the history's last item
     and each candidate (the same masking and rank functions as the models)."""
+    from semrec.eval.metrics import ranks_from_scores
+    from semrec.eval.ranking import top_k
     from semrec.text.encode import embeddings_dir, load_view_embeddings
-    from semrec.train.metrics import ranks_from_scores
 
     vectors = torch.from_numpy(load_view_embeddings(embeddings_dir(src, text_model), [view])[view])
     vectors = torch.nn.functional.normalize(vectors, dim=-1)
@@ -206,7 +208,7 @@ def text_knn_rows(src: Path, full, held: np.ndarray, histories, targets, text_mo
         ranks.append(ranks_from_scores(scores, tgt))
         position = torch.searchsorted(cold, tgt)  # every target is a held-out item
         cold_ranks.append(ranks_from_scores(scores[:, cold], position))
-        cold_slots += int(torch.isin(torch.topk(scores, 10, dim=1).indices, cold).sum())
+        cold_slots += int(torch.isin(top_k(scores, 10)[1], cold).sum())
     return summarize(ranks, cold_ranks, cold_slots)
 
 

@@ -47,8 +47,8 @@ def run_folder(runs: Path, spec: str, seed: int) -> Path:
 
 def run_one(spec: str, seed: int, overrides: list[str], runs: Path) -> dict:
     from semrec.config import RunConfig, load_config
+    from semrec.eval.evaluator import EVALUATOR_VERSION
     from semrec.io import write_json
-    from semrec.train.evaluator import EVALUATOR_VERSION
     from semrec.train.trainer import Trainer, evaluate_run
 
     config, own = split_spec(spec)

@@ -85,34 +85,31 @@ def nearest_neighbour_cosine(table: torch.Tensor, chunk: int = 4096) -> torch.Te
 def anatomy(run_dir: Path, dup: float, k: int = 10, seed: int = 0) -> dict[str, float]:
     """The figures of one run (see the module docstring)."""
     from semrec.data.batching import eval_batches
-    from semrec.train.evaluator import history_pairs
+    from semrec.eval.ranking import history_pairs, item_scores, outranks, scoring_vectors, top_k
 
     model, data, cfg = load_model(run_dir)
     text = text_vectors(Path(cfg.dataset))
     candidate, history_table = model.eval_tables()
-    if model.similarity == "cosine":
-        candidate = F.normalize(candidate, dim=-1)
-    candidate = candidate[1:]
+    table = scoring_vectors(candidate, model.similarity)
+    candidate = table[1:]
     max_len = int(getattr(getattr(model, "config", None), "max_len", 50))
     ranks, above_sims, top1_dup, redundancy, top1_seen, seen_in_top, history_above = [], [], [], [], [], [], []
     pair_mask = torch.triu(torch.ones(k, k, dtype=torch.bool), diagonal=1)
     rows = data.split.test
     for first, batch in zip(range(0, len(rows.targets), 1024), eval_batches(rows, max_len, 1024)):
-        user = model.encode_sequence(batch["items"], batch["lengths"], history_table)
-        if model.similarity == "cosine":
-            user = F.normalize(user, dim=-1)
-        scores = user @ candidate.T
+        user = scoring_vectors(model.encode_sequence(batch["items"], batch["lengths"], history_table),
+                               model.similarity)
+        scores = item_scores(user, table)  # [B, N]: column j = item j + 1, as the evaluator
         targets = batch["targets"] - 1
-        ts = scores.gather(1, targets.unsqueeze(1))
-        ids = torch.arange(scores.size(1))
-        above_target = (scores > ts) | ((scores == ts) & (ids < targets.unsqueeze(1)))
+        above_target = outranks(scores, scores.gather(1, targets.unsqueeze(1)), batch["targets"], start=1)
         rank = above_target.sum(1)
         # the user's whole history (the model reads only its last max_len items), as a [B, N] mask
         part = slice(first, first + len(user))
         seen_mask = torch.zeros_like(scores, dtype=torch.bool)
-        seen_mask[history_pairs(rows.histories[part], rows.targets[part])] = True
+        seen_rows, seen_items = history_pairs(rows.histories[part], rows.targets[part])
+        seen_mask[seen_rows, seen_items - 1] = True
         history_above.append((above_target & seen_mask).sum(1))
-        top = scores.topk(k, dim=1).indices  # ties by smaller id first, as the evaluator
+        top = top_k(scores, k, start=1)[1] - 1  # 0-based; ties by smaller id first, as the evaluator
         top_text = text[top]  # [B, k, D]
         target_text = text[targets]
         sim_to_target = (top_text * target_text.unsqueeze(1)).sum(-1)  # [B, k]

@@ -57,8 +57,8 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
 
     from semrec.config import RunConfig, load_config
     from semrec.data.batching import build_train_samples, train_batches
+    from semrec.eval.evaluator import evaluate
     from semrec.models import build_model
-    from semrec.train.evaluator import evaluate
     from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, peak_rss_gb, release_free_heap
     from semrec.train.trainer import load_run_data, seed_everything
 

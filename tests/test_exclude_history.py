@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from semrec.data.splits import EvalRows
-from semrec.train.evaluator import history_pairs, rank_targets
-from semrec.train.metrics import ranks_from_scores
+from semrec.eval.evaluator import rank_targets
+from semrec.eval.metrics import ranks_from_scores
+from semrec.eval.ranking import history_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,7 @@ def _brute_force(table: torch.Tensor, rows: EvalRows, max_len: int, exclude: boo
 def test_history_pairs_cover_every_item_but_the_target():
     rows, items = history_pairs([np.array([5, 3, 9, 2]), np.array([], dtype=np.int64), np.array([7, 1])],
                                 np.array([9, 4, 8]))
-    assert rows.tolist() == [0, 0, 0, 2, 2] and items.tolist() == [4, 2, 1, 6, 0]
+    assert rows.tolist() == [0, 0, 0, 2, 2] and items.tolist() == [5, 3, 2, 7, 1]  # item ids
 
 
 def test_rank_targets_excludes_the_whole_history_not_only_the_last_max_len():

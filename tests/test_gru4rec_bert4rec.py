@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from semrec.config import RunConfig, TrainConfig, load_config
 from semrec.data.batching import build_train_samples, train_batches
 from semrec.data.splits import EvalRows
+from semrec.eval.evaluator import rank_targets
 from semrec.models import ItemInputs, build_model
 from semrec.models.bert4rec import BERT4Rec
 from semrec.models.gru4rec import GRU4Rec
-from semrec.train.evaluator import rank_targets
 from semrec.train.trainer import Trainer
 from tests.tiny import make_tiny_dataset, train_losses
 

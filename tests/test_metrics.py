@@ -3,7 +3,7 @@ import math
 import numpy as np
 import torch
 
-from semrec.train.metrics import head_items, metrics_from_ranks, ranks_from_scores
+from semrec.eval.metrics import head_items, metrics_from_ranks, ranks_from_scores
 
 
 def test_ranks_from_scores_hand_case():
@@ -60,7 +60,7 @@ def _rows(n_rows: int, n_items: int, seed: int = 0):
 
 
 def test_rank_targets_matches_brute_force_with_ties_chunks_and_history_exclusion():
-    from semrec.train.evaluator import rank_targets
+    from semrec.eval.evaluator import rank_targets
 
     torch.manual_seed(0)
     n_items = 300
@@ -88,7 +88,7 @@ def test_rank_targets_matches_brute_force_with_ties_chunks_and_history_exclusion
 
 
 def test_rank_targets_never_ranks_the_target_below_itself():
-    from semrec.train.evaluator import rank_targets
+    from semrec.eval.evaluator import rank_targets
 
     torch.manual_seed(1)
     n_items = 2000

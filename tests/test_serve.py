@@ -132,6 +132,16 @@ def test_recommend_contract(ccfrec):
             ccfrec.recommend(["i1"], k=k)
 
 
+def test_equal_scores_are_listed_by_item_id(ccfrec):
+    """The one tie rule (semrec.eval.ranking) in served lists: the popularity fallback's counts tie a lot, and equally
+    popular items come in increasing id (torch.topk alone picks tied items in no fixed order on CPU)."""
+    counts = ccfrec._popularity[1:].numpy()
+    assert len(np.unique(counts)) < len(counts) // 2  # many ties
+    expected = [ccfrec._raw_ids[i] for i in np.argsort(-counts, kind="stable") + 1]
+    for k in (7, len(counts)):
+        assert [i.raw_id for i in ccfrec.recommend(["nope"], k=k).items] == expected[:k]
+
+
 def test_exact_retrieval_in_bounded_chunks(ccfrec, monkeypatch):
     import semrec.serve.recommender as module
 

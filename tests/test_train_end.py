@@ -19,9 +19,9 @@ from semrec.cli import app, format_metrics
 from semrec.config import RunConfig, TrainConfig
 from semrec.data.dataset import CanonicalDataset, SourceData, build_dataset
 from semrec.errors import SemrecError
+from semrec.eval.evaluator import evaluate
+from semrec.eval.metrics import head_items, metrics_from_ranks
 from semrec.models import ItemInputs, build_model
-from semrec.train.evaluator import evaluate
-from semrec.train.metrics import head_items, metrics_from_ranks
 from semrec.train.trainer import Trainer, evaluate_run
 from tests.tiny import make_tiny_dataset
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from semrec.data.batching import pad_right
 from semrec.errors import SemrecError
+from semrec.eval.ranking import history_pairs, item_scores, mask_scores, scoring_vectors, top_lists
 from semrec.models import build_model, model_entry
 from semrec.serve import index as faiss_index
 from semrec.serve.items import (
@@ -102,8 +102,7 @@ class Recommender:
 
     # ----- catalogue ----------------------------------------------------------------------------------------
     def _scoring_rows(self, table: torch.Tensor) -> torch.Tensor:
-        table = table.detach().to(self.device, torch.float32)
-        return F.normalize(table, dim=-1) if self.similarity == "cosine" else table
+        return scoring_vectors(table.detach().to(self.device, torch.float32), self.similarity)
 
     def _append(self, records: list[dict[str, Any]], candidate: torch.Tensor, history: torch.Tensor | None) -> None:
         """Add rows for ``records`` (each with a 'raw_id'); caller holds the write lock or is the constructor."""
@@ -207,22 +206,21 @@ class Recommender:
         width = max(1, int(lengths.max())) if len(lengths) else 1
         items_t = torch.from_numpy(items[:, :width]).to(self.device)
         user = self.model.encode_sequence(items_t, torch.from_numpy(lengths).to(self.device), self._history)
-        return F.normalize(user, dim=-1) if self.similarity == "cosine" else user
+        return scoring_vectors(user, self.similarity)
 
     def _scores(self, known: list[list[int]], exclude_seen: bool) -> torch.Tensor:
-        """Scores ``[B, n_items + 1]``: one matrix product; padding, and seen items when asked, at -inf;
-        histories without a known item get the training frequencies (popularity fallback)."""
+        """Scores ``[B, n_items + 1]`` (column = internal id) under the one ranking rule
+        (:mod:`semrec.eval.ranking`): one matrix product; padding, and seen items when asked, at -inf; histories
+        without a known item get the training frequencies (popularity fallback)."""
         scores = torch.empty(len(known), len(self._raw_ids), device=self.device)
         real = [r for r, ids in enumerate(known) if ids]
         if real:
-            scores[real] = self.user_vectors([known[r] for r in real]) @ self._candidate.T
+            histories = [known[r] for r in real]
+            seen = history_pairs(histories, device=self.device) if exclude_seen else None
+            scores[real] = item_scores(self.user_vectors(histories), self._candidate, start=0, exclude=seen)
         empty = [r for r, ids in enumerate(known) if not ids]
         if empty:
-            scores[empty] = self._popularity
-        scores[:, 0] = float("-inf")
-        if exclude_seen:
-            rows = [r for r, ids in enumerate(known) for _ in ids]
-            scores[rows, [i for ids in known for i in ids]] = float("-inf")
+            scores[empty] = mask_scores(self._popularity.expand(len(empty), -1).clone())
         return scores
 
     def score_histories(self, histories: Sequence[Sequence[str]], exclude_seen: bool = True) -> torch.Tensor:
@@ -237,9 +235,7 @@ class Recommender:
             rows = max(1, SCORE_BUDGET // len(self._raw_ids))  # bounded score matrices for huge catalogues
             for start in range(0, len(known), rows):
                 scores = self._scores(known[start:start + rows], exclude_seen)
-                values, ids = torch.topk(scores, min(k, scores.size(1) - 1), dim=1)
-                out += [[(int(i), float(v)) for i, v in zip(row_i, row_v) if v != float("-inf")]
-                        for row_i, row_v in zip(ids.tolist(), values.tolist())]
+                out += top_lists(scores, min(k, scores.size(1) - 1))
             return out
         out: list[list[tuple[int, float]]] = [[] for _ in known]
         real = [r for r, ids in enumerate(known) if ids]

@@ -1,1 +1,1 @@
-"""One trainer, one evaluator, metrics and checkpoints for every model."""
+"""One trainer and its checkpoints for every model (evaluation: :mod:`semrec.eval`)."""

@@ -30,13 +30,13 @@ from semrec.data.batching import build_train_samples, n_train_batches, train_bat
 from semrec.data.dataset import CanonicalDataset
 from semrec.data.splits import MIN_EVAL_LENGTH, LeaveLastOutSplit
 from semrec.errors import SemrecError
+from semrec.eval.evaluator import EVALUATOR_VERSION, evaluate
+from semrec.eval.metrics import head_items
 from semrec.io import sha256_file, sha256_text, write_json
 from semrec.models import ItemInputs, SequentialRecommender, build_model, model_entry
 from semrec.text.encode import embeddings_dir, load_view_embeddings
 from semrec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from semrec.train.evaluator import EVALUATOR_VERSION, evaluate
 from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, peak_rss_gb, release_free_heap
-from semrec.train.metrics import head_items
 from semrec.train.run_folder import FINGERPRINTS_FILE, check_fingerprints, checkpoint_path, write_data_record
 
 logger = logging.getLogger(__name__)

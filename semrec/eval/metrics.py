@@ -1,8 +1,8 @@
 """Ranking metrics for one held-out item per row (full ranking).
 
 With a single relevant item at 0-based rank r: Recall@K = Hit@K = [r < K], NDCG@K = 1/log2(r + 2) if r < K,
-MRR = 1/(r + 1). The rank counts the items scored strictly higher than the target (ties favour the target,
-the same as a stable top-k that lists the target first among equals).
+MRR = 1/(r + 1). The rank counts the items that outrank the target under the one ranking rule
+(``semrec.eval.ranking``): a higher score, or the same score and a smaller item id.
 """
 
 from __future__ import annotations
@@ -10,16 +10,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from semrec.eval.ranking import outranks
+
 DEFAULT_KS = (5, 10, 20)
 
 
 def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of ``targets[b]`` among ``scores[b]`` ([B, n_items]); -inf entries never outrank.
-
-    Ties are broken by index (a tied item ranks above the target iff its index is smaller), as ``torch.topk``."""
-    target_scores = scores.gather(1, targets.view(-1, 1))
-    ids = torch.arange(scores.size(1), device=scores.device)
-    return ((scores > target_scores) | ((scores == target_scores) & (ids < targets.view(-1, 1)))).sum(dim=1)
+    """0-based rank of ``targets[b]`` among ``scores[b]`` ([B, n_items]; column j = item j); -inf entries never
+    outrank. The one ranking rule (:func:`semrec.eval.ranking.outranks`): a tied item ranks above the target iff
+    its index is smaller."""
+    targets = targets.view(-1)
+    return outranks(scores, scores.gather(1, targets.view(-1, 1)), targets).sum(dim=1)
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float | None]:
