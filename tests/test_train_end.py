@@ -20,9 +20,10 @@ from semrec.config import RunConfig, TrainConfig
 from semrec.data.dataset import CanonicalDataset, SourceData, build_dataset
 from semrec.errors import SemrecError
 from semrec.models import ItemInputs, build_model
+from semrec.runs import evaluate_run
 from semrec.train.evaluator import evaluate
 from semrec.train.metrics import head_items, metrics_from_ranks
-from semrec.train.trainer import Trainer, evaluate_run
+from semrec.train.trainer import Trainer
 from tests.tiny import make_tiny_dataset
 
 runner = CliRunner()
