@@ -1,7 +1,7 @@
 """What a run folder records about the data it was trained on, and the one check that every reader of a run applies.
 
 A run's checkpoints number items as its dataset did when it was trained, and code or text models read that
-dataset's codes and embeddings. ``load_run_data`` fingerprints those files (SHA-256 of the dataset's
+dataset's codes and embeddings. :func:`semrec.runs.load_run_data` fingerprints those files (SHA-256 of the dataset's
 ``manifest.json``, of ``codes.npy``, of the embedding matrices); the trainer writes them, with what is needed to
 say what changed (paths, modification times, the dataset's creation time, source files and counts), to
 ``<run>/fingerprints.json`` when the run starts, and into every ``last.pt``. :func:`check_fingerprints` compares
