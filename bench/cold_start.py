@@ -37,6 +37,7 @@ CONFIGS = {"ccfrec": "ccfrec/Scientific-cpu", "vqrec": "vqrec/Scientific-scratch
 def holdout_dataset(src: Path, dst: Path, fraction: float, seed: int):
     """(source dataset, derived dataset, held-out item ids of the source); the derived folder is reused when its
     manifest records the same hold-out."""
+    from semrec.artifacts import DatasetFolder
     from semrec.data.dataset import CanonicalDataset
 
     full = CanonicalDataset.load(src)
@@ -44,7 +45,7 @@ def holdout_dataset(src: Path, dst: Path, fraction: float, seed: int):
     held = np.sort(np.random.default_rng(seed).choice(np.arange(1, n + 1), max(1, round(fraction * n)), False))
     spec = {"source": str(src), "source_manifest": full.manifest.get("created_at"), "fraction": fraction,
             "seed": seed, "n_held_out": int(len(held))}
-    if (dst / "manifest.json").is_file():
+    if DatasetFolder(dst).exists():
         derived = CanonicalDataset.load(dst)
         if derived.manifest.get("cold_start_holdout") == spec:
             return full, derived, held
@@ -73,54 +74,51 @@ def holdout_dataset(src: Path, dst: Path, fraction: float, seed: int):
 
 def slice_embeddings(src: Path, dst: Path, keep: np.ndarray, derived) -> None:
     """The source's view matrices restricted to the kept items, with the manifest ``semrec embed`` would write."""
-    from semrec.io import read_json, sha256_text, write_json
+    from semrec.artifacts import DatasetFolder, EmbeddingsFolder
+    from semrec.io import sha256_text, write_json
     from semrec.text.encode import TextEncoder, write_view_matrix
 
-    for folder in sorted(p for p in (src / "embeddings").iterdir() if (p / "embeddings.json").is_file()):
-        manifest = read_json(folder / "embeddings.json")
+    for source in DatasetFolder(src).embeddings_folders():
+        manifest = source.read_manifest()
         identity = TextEncoder(manifest["model"]).identity
-        out = dst / "embeddings" / folder.name
+        target = EmbeddingsFolder(DatasetFolder(dst).embeddings_root / source.path.name)
+        out = target.path
         views = {}
         for view, entry in manifest["views"].items():
-            name = write_view_matrix(out, view, np.load(folder / entry["file"])[keep])
+            name = write_view_matrix(out, view, np.load(source.path / entry["file"])[keep])
             texts = derived.view_texts(view)
             views[view] = {**entry, "file": name, "key": sha256_text(identity, *texts),
                            "distinct_texts": len(set(texts))}
-        write_json(out / "embeddings.json", {**manifest, "dataset": derived.name, "n_items": derived.n_items,
-                                             "views": views})
-        if (folder / "embed_config.yaml").is_file():
-            shutil.copy(folder / "embed_config.yaml", out / "embed_config.yaml")
+        write_json(target.manifest, {**manifest, "dataset": derived.name, "n_items": derived.n_items,
+                                     "views": views})
+        if source.settings.is_file():
+            shutil.copy(source.settings, target.settings)
 
 
 def ensure_codes(src: Path, dst: Path, kind: str, params: dict) -> None:
     """Fit the derived dataset's ``kind`` codes with the source dataset's settings (plus ``params``)."""
     import yaml
 
+    from semrec.artifacts import DatasetFolder
     from semrec.config import CodesConfig
-    from semrec.io import read_json, sha256_file
     from semrec.tokenizers.pipeline import fit_codes
 
-    folder = dst / "codes" / kind
-    if (folder / "codes.json").is_file() and \
-            read_json(folder / "codes.json")["dataset_manifest_sha256"] == sha256_file(dst / "manifest.json"):
+    if DatasetFolder(dst).codes(kind).is_current(DatasetFolder(dst)):
         return
-    source = src / "codes" / kind / "codes_config.yaml"
+    source = DatasetFolder(src).codes(kind).config
     base = (yaml.safe_load(source.read_text(encoding="utf-8")) or {}).get("params", {}) if source.is_file() else {}
     fit_codes(dst, CodesConfig(tokenizer=kind, params={**base, **params}), progress=False)
 
 
 def train(model: str, config: str, dst: Path, out: Path, sets: list[str]) -> Path:
     from semrec.config import RunConfig, load_config
-    from semrec.train.trainer import Trainer
+    from semrec.runs import ensure_trained
 
-    if (out / "results.json").is_file():
-        return out
     mine = [s.split(":", 1)[1] for s in sets if s.startswith(f"{model}:")]
     common = [s for s in sets if ":" not in s.split("=", 1)[0]]
     cfg = load_config(RunConfig, ROOT / "configs" / f"{config}.yaml",
                       [f"dataset={dst}", f"out={out}", "train.progress=false", *common, *mine])
-    resume = (out / "checkpoints" / "last.pt").is_file()
-    Trainer(cfg, run_dir=out, resume=resume).fit()
+    ensure_trained(cfg, out)
     return out
 
 
@@ -244,6 +242,7 @@ def main() -> None:
             codes_params[kind][key] = value
     histories, targets = eval_rows(full, held)
     print(f"{len(histories)} evaluation rows (histories whose next item is held out)", flush=True)
+    from semrec.artifacts import RunFolder
     from semrec.serve import Recommender
 
     rows: dict[str, dict] = {}
@@ -254,10 +253,10 @@ def main() -> None:
         if model in ("ccfrec", "vqrec"):
             ensure_codes(src, dst, codes, codes_params.get(codes, {}))
         run = train(model, configs[model], dst, work / model, args.set)
-        (run / "cold_items.npz").unlink(missing_ok=True)  # the bench adds the held-out items afresh
+        RunFolder(run).cold_items.unlink(missing_ok=True)  # the bench adds the held-out items afresh
         rec = Recommender.load(run, device=args.device)
         seconds = add_over_http(rec, full, held)
-        warm = json.loads((run / "results.json").read_text(encoding="utf-8"))["test"]["ndcg@10"]
+        warm = RunFolder(run).read_results()["test"]["ndcg@10"]
         rows[model] = {**rank_rows(rec, histories, targets), "add_seconds": seconds, "warm_test_ndcg@10": warm}
         print(model, {k: round(v, 4) for k, v in rows[model].items()}, flush=True)
     rows["text kNN (last item)"] = text_knn_rows(src, full, held, histories, targets)

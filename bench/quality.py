@@ -18,9 +18,7 @@ of its own, trained into ``runs/bench/<config>@<key=value...>-s<seed>``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,37 +44,23 @@ def run_folder(runs: Path, spec: str, seed: int) -> Path:
 
 
 def run_one(spec: str, seed: int, overrides: list[str], runs: Path) -> dict:
+    from semrec.artifacts import RunFolder
     from semrec.config import RunConfig, load_config
-    from semrec.eval.evaluator import EVALUATOR_VERSION
-    from semrec.io import write_json
-    from semrec.train.trainer import Trainer, evaluate_run
+    from semrec.runs import ensure_trained
 
     config, own = split_spec(spec)
     out = run_folder(runs, spec, seed)
-    if (out / "results.json").is_file():
-        results = json.loads((out / "results.json").read_text(encoding="utf-8"))
-        if results.get("evaluator") != EVALUATOR_VERSION:  # an older evaluator: re-rank the same checkpoint
-            results.update(evaluate_run(out), evaluator=EVALUATOR_VERSION)
-            write_json(out / "results.json", results)
-        return results
     cfg = load_config(RunConfig, ROOT / "configs" / f"{config}.yaml",
                       [f"train.seed={seed}", f"out={out}", "train.progress=false", *overrides, *own])
-    ensure_codes(cfg)
-    if (out / "checkpoints" / "last.pt").is_file():
-        trainer = Trainer(cfg, run_dir=out, resume=True)
-    else:
-        trainer = Trainer(cfg, run_dir=out)
-    t0 = time.perf_counter()
-    results = trainer.fit()
-    results["wall_seconds"] = time.perf_counter() - t0
-    write_json(out / "results.json", results)
-    return results
+    if not RunFolder(out).is_finished():
+        ensure_codes(cfg)
+    return ensure_trained(cfg, out)
 
 
 def history_excluded(out: Path, result: dict) -> dict:
     """``result`` with its valid/test metrics replaced by the same best checkpoint ranked with the user's history
     items excluded (model selection, epochs and wall time unchanged)."""
-    from semrec.train.trainer import evaluate_run
+    from semrec.runs import evaluate_run
 
     return {**result, **evaluate_run(out, exclude_history=True)}
 
@@ -85,14 +69,15 @@ def interim_result(out: Path, exclude_history: bool | None = None) -> dict | Non
     """Valid/test metrics of an unfinished run's current ``best.pt`` (selected on valid, like a finished run), with
     ``best_epoch`` (read from the checkpoint) and ``epochs_run`` so far; None when there is no best checkpoint yet.
     ``exclude_history`` as ``evaluate_run`` (None: the run's own setting)."""
+    from semrec.artifacts import RunFolder
+    from semrec.runs import evaluate_run
     from semrec.train.checkpoint import load_checkpoint
-    from semrec.train.trainer import evaluate_run
 
-    best = out / "checkpoints" / "best.pt"
-    if not best.is_file() or not (out / "metrics.jsonl").is_file():
+    folder = RunFolder(out)
+    best = folder.best
+    if not best.is_file() or not folder.metrics.is_file():
         return None
-    lines = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    rows = [json.loads(line) for line in lines if line.strip()]
+    rows = folder.read_metrics()
     return {**evaluate_run(out, exclude_history=exclude_history), "best_epoch": int(load_checkpoint(best)["epoch"]),
             "epochs_run": len(rows),
             "train_wall_seconds": sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)}
@@ -100,13 +85,13 @@ def interim_result(out: Path, exclude_history: bool | None = None) -> dict | Non
 
 def ensure_codes(cfg) -> None:
     """Fit the default pq / opq codes of a dataset the first time a model needs them."""
+    from semrec.artifacts import DatasetFolder
     from semrec.config import CodesConfig
     from semrec.models import model_entry
     from semrec.tokenizers.pipeline import fit_codes
 
-    needs = model_entry(cfg.model).needs
-    folder = Path(cfg.dataset) / "codes" / cfg.codes
-    if ("codes" in needs or "text" in needs) and not (folder / "codes.npy").is_file() and cfg.codes in ("pq", "opq"):
+    folder = DatasetFolder(cfg.dataset).codes(cfg.codes)
+    if model_entry(cfg.model).reads_codes_folder and not folder.exists() and cfg.codes in ("pq", "opq"):
         fit_codes(cfg.dataset, CodesConfig(tokenizer=cfg.codes), progress=False)
 
 
@@ -151,7 +136,9 @@ def main() -> None:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 if config.startswith("popularity") and seed > args.first_seed:
                     continue  # deterministic: one run is all seeds
-                finished = (run_folder(Path(args.runs), config, seed) / "results.json").is_file()
+                from semrec.artifacts import RunFolder
+
+                finished = RunFolder(run_folder(Path(args.runs), config, seed)).is_finished()
                 if args.report_only and not finished:
                     interim = (interim_result(run_folder(Path(args.runs), config, seed),
                                               True if args.exclude_history else None) if args.interim else None)

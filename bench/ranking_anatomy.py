@@ -49,15 +49,10 @@ BUCKETS = [(0, 1, "rank 1"), (1, 5, "2-5"), (5, 10, "6-10"), (10, 20, "11-20"), 
 
 def load_model(run_dir: Path):
     """Model (best.pt, eval mode), the run's data and its config."""
-    from semrec.models import build_model
-    from semrec.train.checkpoint import load_checkpoint
-    from semrec.train.run_folder import checkpoint_path
-    from semrec.train.trainer import load_run
+    from semrec.runs import load_run
 
-    cfg, data = load_run(run_dir)  # refused when the run's data changed since training
-    model = build_model(cfg.model, cfg.model_params, data.items)
-    model.load_state_dict(load_checkpoint(checkpoint_path(run_dir, "best"))["model"])
-    return model.eval(), data, cfg
+    run = load_run(run_dir)  # refused when the run's data changed since training
+    return run.model, run.data, run.config
 
 
 def text_vectors(dataset: Path, model_name: str = "all-MiniLM-L6-v2") -> torch.Tensor:
@@ -92,7 +87,7 @@ def anatomy(run_dir: Path, dup: float, k: int = 10, seed: int = 0) -> dict[str, 
     candidate, history_table = model.eval_tables()
     table = scoring_vectors(candidate, model.similarity)
     candidate = table[1:]
-    max_len = int(getattr(getattr(model, "config", None), "max_len", 50))
+    max_len = model.max_len
     ranks, above_sims, top1_dup, redundancy, top1_seen, seen_in_top, history_above = [], [], [], [], [], [], []
     pair_mask = torch.triu(torch.ones(k, k, dtype=torch.bool), diagonal=1)
     rows = data.split.test

@@ -84,7 +84,7 @@ def free_port() -> int:
 
 def histories(run: str, length: int, seed: int, n: int = 2000) -> list[list[str]]:
     from semrec.data.dataset import CanonicalDataset
-    from semrec.train.trainer import load_run_config
+    from semrec.runs import load_run_config
 
     dataset = CanonicalDataset.load(load_run_config(run).dataset)
     rows = [h for h in dataset.split().valid.histories if len(h)]

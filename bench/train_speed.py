@@ -59,8 +59,9 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
     from semrec.data.batching import build_train_samples, train_batches
     from semrec.eval.evaluator import evaluate
     from semrec.models import build_model
+    from semrec.runs import load_run_data
     from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, peak_rss_gb, release_free_heap
-    from semrec.train.trainer import load_run_data, seed_everything
+    from semrec.train.trainer import seed_everything
 
     cfg = load_config(RunConfig, ROOT / CONFIGS[model], [f"dataset={dataset}"] if dataset else [])
     seed_everything(cfg.train.seed)

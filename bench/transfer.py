@@ -15,7 +15,6 @@ Writes ``bench/results/transfer.md`` with valid and test Recall/NDCG@10/20, epoc
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
@@ -23,21 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["recall@10", "ndcg@10", "recall@20", "ndcg@20"]
 
 
-def finished(run: Path) -> dict | None:
-    path = run / "results.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def train(cfg, run: Path) -> dict:
-    from semrec.train.trainer import Trainer
+    from semrec.runs import ensure_trained
 
-    if (result := finished(run)) is not None:
-        return result
-    resume = (run / "checkpoints" / "last.pt").is_file()
-    return Trainer(cfg, run_dir=run, resume=resume).fit()
+    return ensure_trained(cfg, run)
 
 
 def main() -> None:
+    from semrec.artifacts import DatasetFolder
     from semrec.config import CodesConfig, RunConfig, load_config
     from semrec.data.merge import merge_datasets
     from semrec.tokenizers.pipeline import fit_codes
@@ -57,11 +49,11 @@ def main() -> None:
     sources = [Path(p) for p in args.pretrain.split(",")]
     target = Path(args.target)
     merged = ROOT / "data" / ("pretrain-" + "+".join(p.name for p in sources))
-    if not (merged / "manifest.json").is_file():
+    if not DatasetFolder(merged).exists():
         merge_datasets(sources, merged, "all-MiniLM-L6-v2")
-    if not (merged / "codes" / "opq" / "codes.npy").is_file():
+    if not DatasetFolder(merged).codes("opq").exists():
         fit_codes(merged, CodesConfig(tokenizer="opq"), progress=False)
-    if not (target / "codes" / "opq" / "codes.npy").is_file():
+    if not DatasetFolder(target).codes("opq").exists():
         fit_codes(target, CodesConfig(tokenizer="opq"), progress=False)
     common = ["train.progress=false", *args.set]
     table: dict[str, list[dict]] = {}

@@ -242,11 +242,11 @@ def pretrain(
 
     The merged dataset and its codes are built once and reused. Fine-tune the result with 'semrec finetune'.
     """
+    from semrec.artifacts import DatasetFolder
     from semrec.config import CodesConfig, RunConfig, load_config
     from semrec.data.dataset import CanonicalDataset
     from semrec.data.merge import merge_datasets
     from semrec.data.prepare import format_stats
-    from semrec.io import sha256_file
     from semrec.models import model_entry
     from semrec.tokenizers.pipeline import fit_codes, format_report
     from semrec.train.trainer import Trainer
@@ -255,15 +255,14 @@ def pretrain(
     cfg = load_config(RunConfig, config, _overrides({"out": out, "train.epochs": epochs, "train.seed": seed,
                                                      "train.device": device}, set_))
     target = merged or Path("data") / ("pretrain-" + "+".join(f.name for f in folders))
-    shas = [sha256_file(f / "manifest.json") if (f / "manifest.json").is_file() else None for f in folders]
-    current = CanonicalDataset.load(target).manifest.get("domains") if (target / "manifest.json").is_file() else None
+    shas = [DatasetFolder(f).manifest_sha256() if DatasetFolder(f).exists() else None for f in folders]
+    current = CanonicalDataset.load(target).manifest.get("domains") if DatasetFolder(target).exists() else None
     if current is None or [d["manifest_sha256"] for d in current] != shas:
         typer.echo(f"merging {len(folders)} datasets into {target}")
         merged_data = merge_datasets(folders, target, cfg.text_model)
         typer.echo(format_stats(merged_data))
-    codes_dir = target / "codes" / cfg.codes
     joint_tokenizer = model_entry(cfg.model).pretrain_tokenizer  # VQ-Rec: opq; None: the model fits no codes
-    if joint_tokenizer is not None and not (codes_dir / "codes.npy").is_file():
+    if joint_tokenizer is not None and not DatasetFolder(target).codes(cfg.codes).exists():
         typer.echo(f"fitting the joint tokenizer ({cfg.codes}) on the training items of every domain")
         codes_cfg = load_config(CodesConfig, None, _param_overrides(param))
         codes_cfg.tokenizer, codes_cfg.name, codes_cfg.model = joint_tokenizer, cfg.codes, cfg.text_model
@@ -319,11 +318,10 @@ def evaluate(
                                                    help="Remove history items from the ranking."),
 ):
     """Evaluate a trained run on valid and test (full ranking over all items)."""
-    from semrec.train.trainer import evaluate_run
+    from semrec.runs import evaluate_run, load_run_config
 
     if checkpoint not in ("best", "last"):
         raise SemrecError(f"--checkpoint must be best or last, got {checkpoint!r}")
-    from semrec.train.trainer import load_run_config
 
     metrics = evaluate_run(run, checkpoint, exclude_history)
     typer.echo(format_metrics(metrics))
@@ -423,7 +421,7 @@ def quickstart(
     shutil.rmtree(run.out, ignore_errors=True)  # the demo run is rebuilt from scratch every time
     trainer = Trainer(run)
     results = trainer.fit()
-    from semrec.train.trainer import evaluate_run
+    from semrec.runs import evaluate_run
 
     compared = {"popularity": (baseline, popular.out), "ccfrec": (results, trainer.run_dir)}
     for res, folder_ in compared.values():  # the serving protocol too: the user's history items never ranked

@@ -21,7 +21,7 @@ def test_anatomy_matches_the_evaluator_on_a_tiny_run(tmp_path):
     figures = anatomy.anatomy(out, dup=0.9)
     assert figures["ndcg@10"] == pytest.approx(final["test"]["ndcg@10"], abs=1e-6)
     assert figures["recall@10"] == pytest.approx(final["test"]["recall@10"], abs=1e-6)
-    from semrec.train.trainer import evaluate_run
+    from semrec.runs import evaluate_run
 
     excluded = evaluate_run(out, exclude_history=True, device="cpu")["test"]
     assert figures["ndcg@10 excl. history"] == pytest.approx(excluded["ndcg@10"], abs=1e-6)

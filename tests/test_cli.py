@@ -247,7 +247,7 @@ def test_quickstart_prints_ccfrec_beside_popularity_then_a_top10(tmp_path):
     table = out[out.index("model  "):].splitlines()
     assert table[1].split()[0] == "popularity" and table[1].split()[4] == "1.00x"
     assert table[2].split()[0] == "ccfrec"
-    from semrec.train.trainer import evaluate_run
+    from semrec.runs import evaluate_run
 
     results = {m: json.loads((tmp_path / "r" / f"quickstart-src-{m}" / "results.json").read_text())
                for m in ("popularity", "ccfrec")}

@@ -92,7 +92,8 @@ def _brute_force_last_only(table: torch.Tensor, rows: EvalRows, max_len: int) ->
 def test_ranking_anatomy_counts_the_whole_history(tmp_path):
     from semrec.config import RunConfig, TrainConfig
     from semrec.data.dataset import CanonicalDataset
-    from semrec.train.trainer import Trainer, evaluate_run
+    from semrec.runs import evaluate_run
+    from semrec.train.trainer import Trainer
     from tests.tiny import make_tiny_dataset
 
     spec = importlib.util.spec_from_file_location("bench_ranking_anatomy", ROOT / "bench" / "ranking_anatomy.py")

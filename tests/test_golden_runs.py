@@ -18,8 +18,8 @@ GOLDEN = Path(__file__).parent / "golden" / "tiny_runs.json"
 
 
 def _observed(base: Path) -> dict:
+    from semrec.runs import evaluate_run
     from semrec.serve import Recommender
-    from semrec.train.trainer import evaluate_run
 
     out: dict = {}
     sasrec_run, sasrec = train_tiny_sasrec(base / "s")

@@ -19,7 +19,7 @@ from semrec.models import ItemInputs, build_model
 from semrec.models.bert4rec import BERT4Rec
 from semrec.models.gru4rec import GRU4Rec
 from semrec.train.trainer import Trainer
-from tests.tiny import make_tiny_dataset, train_losses
+from tests.tiny import make_tiny_dataset, similarity_scores, train_losses
 
 REPO = Path(__file__).resolve().parents[1]
 N_ITEMS = 30
@@ -59,7 +59,7 @@ def test_shapes_and_registry(name):
     table, history = model.eval_tables()
     extra = 1 if name == "bert4rec" else 0  # BERT4Rec's folded output bias
     assert user.shape == (5, 16 + extra) and table.shape == (N_ITEMS + 1, 16 + extra) and history is None
-    assert model.score(user, table).shape == (5, N_ITEMS + 1)
+    assert similarity_scores(model, user, table).shape == (5, N_ITEMS + 1)
     loss, parts = model.loss(sequence_batch(8, 6))
     assert loss.ndim == 0 and torch.isfinite(loss) and set(parts) == {"rec"}
 
@@ -196,7 +196,7 @@ def test_folded_bias_scores_equal_training_logits():
     items, lengths = right_padded(4, 6, seed=2)
     user = model.encode_sequence(items, lengths)
     table = model.item_embeddings()
-    scores = model.score(user, table)
+    scores = similarity_scores(model, user, table)
     # the training path: hidden state at [MASK] -> output head -> logits with the bias
     seq, position = model.with_mask_token(items, lengths)
     hidden = model._head(model._hidden(seq)[torch.arange(4), position])

@@ -11,17 +11,17 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from semrec.artifacts import RunFolder
 from semrec.cli import app
 from semrec.data.batching import pad_right
 from semrec.errors import SemrecError
-from semrec.models import build_model
+from semrec.models import build_model, cold_start_refusal
+from semrec.runs import load_run_config, load_run_data
 from semrec.serve import ColdStartUnsupported, ItemConflict, Recommender, UnknownItem
 from semrec.serve.export import export_run
-from semrec.serve.items import COLD_FILE, cold_start_refusal
 from semrec.tokenizers import load_tokenizer
 from semrec.tokenizers.pipeline import pca_text
 from semrec.train.checkpoint import load_checkpoint
-from semrec.train.trainer import load_run_config, load_run_data
 from tests.test_serve_support import copy_run, fake_encode, serving_runs
 
 COLD_MODELS = ["ccfrec", "vqrec", "unisrec"]
@@ -231,14 +231,14 @@ def test_add_items_errors_change_nothing(runs, tmp_path):
     for items, error, message in cases:
         with pytest.raises(error, match=message):
             rec.add_items(items)
-    assert rec.n_cold_items == 0 and not (run / COLD_FILE).exists()
+    assert rec.n_cold_items == 0 and not RunFolder(run).cold_items.exists()
 
 
 def test_models_without_text_refuse_cold_start(runs, tmp_path):
     rec = Recommender.load(runs["sasrec"], encoder=fake_encode)
     with pytest.raises(ColdStartUnsupported, match="sasrec.*retrain.*ccfrec, vqrec, unisrec"):
         rec.add_items([{"raw_id": "new", "title": "x"}])
-    assert rec.info()["cold_start"] is False and not (runs["sasrec"] / COLD_FILE).exists()
+    assert rec.info()["cold_start"] is False and not RunFolder(runs["sasrec"]).cold_items.exists()
     assert "train_stage=inductive" in cold_start_refusal("unisrec", {"train_stage": "transductive"})
     assert "train_stage=inductive" in cold_start_refusal("unisrec", {})
     assert cold_start_refusal("unisrec", {"train_stage": "inductive"}) is None
@@ -248,7 +248,7 @@ def test_models_without_text_refuse_cold_start(runs, tmp_path):
 def test_changed_dataset_is_refused(runs, tmp_path):
     run = copy_run(runs["ccfrec"], tmp_path / "run")
     Recommender.load(run, encoder=fake_encode).add_items([{"raw_id": "new", "title": "x"}])
-    meta_path = run / COLD_FILE
+    meta_path = RunFolder(run).cold_items
     with np.load(meta_path) as npz:
         arrays = {k: npz[k] for k in npz.files}
     meta = json.loads(str(arrays.pop("meta")))

@@ -22,7 +22,8 @@ from semrec.errors import SemrecError
 from semrec.eval.evaluator import evaluate
 from semrec.eval.metrics import head_items, metrics_from_ranks
 from semrec.models import ItemInputs, build_model
-from semrec.train.trainer import Trainer, evaluate_run
+from semrec.runs import evaluate_run
+from semrec.train.trainer import Trainer
 from tests.tiny import make_tiny_dataset
 
 runner = CliRunner()

@@ -16,8 +16,9 @@ from semrec.data.batching import build_train_samples, train_batches
 from semrec.errors import SemrecError
 from semrec.models import ItemInputs, build_model
 from semrec.models.unisrec import UniSRec
-from semrec.train.trainer import Trainer, load_run_data
-from tests.tiny import make_tiny_dataset, train_losses
+from semrec.runs import load_run_data
+from semrec.train.trainer import Trainer
+from tests.tiny import make_tiny_dataset, similarity_scores, train_losses
 
 N_ITEMS, PLM_DIM, HIDDEN = 30, 40, 16
 SMALL = {"hidden_size": HIDDEN, "inner_size": 32, "n_heads": 2, "max_len": 6, "n_exps": 4}
@@ -49,7 +50,7 @@ def test_shapes_loss_and_buffers(stage):
     assert not cand.requires_grad
     user = model.encode_sequence(BATCH["items"], BATCH["lengths"], hist)
     assert user.shape == (3, HIDDEN)
-    assert model.score(user, cand).shape == (3, N_ITEMS + 1)
+    assert similarity_scores(model, user, cand).shape == (3, N_ITEMS + 1)
     loss, parts = model.train().loss(BATCH)
     assert loss.dim() == 0 and torch.isfinite(loss) and set(parts) == {"rec"}
     # eval mode: CE over cos / tau against items 1..N only (padding is never a class); a large tau keeps
@@ -57,7 +58,7 @@ def test_shapes_loss_and_buffers(stage):
     for tau in (0.07, 10.0):
         model.config.tau = tau
         model.eval()
-        cos = model.score(model.encode_sequence(BATCH["items"], BATCH["lengths"]), model.eval_tables()[0])
+        cos = similarity_scores(model, model.encode_sequence(BATCH["items"], BATCH["lengths"]), model.eval_tables()[0])
         expected = torch.nn.functional.cross_entropy(cos[:, 1:] / tau, BATCH["targets"] - 1)
         torch.testing.assert_close(model.loss(BATCH)[0], expected)
     # the frozen PLM matrix is a buffer, neither a parameter nor saved in checkpoints
@@ -155,11 +156,11 @@ def test_inductive_has_no_id_embedding_and_scores_unseen_items():
         new = torch.randn(2, PLM_DIM)
         assert ind.encode_items(new).shape == (2, HIDDEN)
     user = ind.encode_sequence(BATCH["items"], BATCH["lengths"], hist)
-    scores = ind.score(user, cand)
+    scores = similarity_scores(ind, user, cand)
     torch.testing.assert_close(scores[:, N_ITEMS], scores[:, 3])  # same text -> same score, inductively
     tra.eval()
     cand_t, hist_t = tra.eval_tables()
-    scores_t = tra.score(tra.encode_sequence(BATCH["items"], BATCH["lengths"], hist_t), cand_t)
+    scores_t = similarity_scores(tra, tra.encode_sequence(BATCH["items"], BATCH["lengths"], hist_t), cand_t)
     assert not torch.allclose(scores_t[:, N_ITEMS], scores_t[:, 3])  # the ID embedding tells them apart
 
 

@@ -12,6 +12,15 @@ from semrec.io import write_json
 from semrec.text.encode import DEFAULT_MODEL, embeddings_dir, write_view_matrix
 
 
+def similarity_scores(model, user, table):
+    """``[B, N+1]`` scores of user vectors against an item table under the model's similarity (dot or cosine)."""
+    import torch.nn.functional as F
+
+    if model.similarity == "cosine":
+        return F.normalize(user, dim=-1) @ F.normalize(table, dim=-1).T
+    return user @ table.T
+
+
 def make_tiny_dataset(folder: Path, n_users: int = 120, n_items: int = 60, seed: int = 0) -> Path:
     """Users walk through items mostly in steps of +1 (mod n), so next-item prediction is learnable."""
     rng = np.random.default_rng(seed)

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from semrec import __version__
+from semrec.artifacts import DatasetFolder
 from semrec.data.splits import LeaveLastOutSplit, leave_last_out
 from semrec.errors import DataFormatError, SemrecError
 from semrec.io import atomic_path, read_json, require_artifact, sha256_file, sha256_text, write_json
@@ -158,7 +159,7 @@ class CanonicalDataset:
         """Write parquet files and the manifest (manifest last, every file atomically)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "items.parquet") as tmp:
+        with atomic_path(out / DatasetFolder.ITEMS) as tmp:
             self.items.to_parquet(tmp, index=False)
         table = pa.table({
             "user_id": pa.array(self.users["user_id"].to_numpy(), pa.int32()),
@@ -169,9 +170,9 @@ class CanonicalDataset:
                 pa.list_(pa.int64()),
             ),
         })
-        with atomic_path(out / "sequences.parquet") as tmp:
+        with atomic_path(out / DatasetFolder.SEQUENCES) as tmp:
             pq.write_table(table, tmp)
-        write_json(out / "manifest.json", self.manifest)
+        write_json(DatasetFolder(out).manifest, self.manifest)
         return out
 
     @classmethod
@@ -181,7 +182,7 @@ class CanonicalDataset:
         Raises SemrecError naming the file when ``manifest.json``, ``items.parquet`` or ``sequences.parquet`` is
         missing or unreadable."""
         folder = Path(path)
-        manifest_path = folder / "manifest.json"
+        manifest_path = DatasetFolder(folder).manifest
         if not manifest_path.is_file():
             raise SemrecError(f"{folder}: not a prepared dataset (no manifest.json); run 'semrec prepare' first")
         manifest = read_json(manifest_path)
@@ -192,12 +193,12 @@ class CanonicalDataset:
                 f"(reads version {SCHEMA_VERSION}); re-run 'semrec prepare' to rebuild it"
             )
         fix = "re-run 'semrec prepare' to rebuild it"
-        for name in ("items.parquet", "sequences.parquet"):
+        for name in (DatasetFolder.ITEMS, DatasetFolder.SEQUENCES):
             require_artifact(folder / name, "dataset", fix)
-        reading = folder / "items.parquet"
+        reading = folder / DatasetFolder.ITEMS
         try:
             items = pd.read_parquet(reading)
-            reading = folder / "sequences.parquet"
+            reading = folder / DatasetFolder.SEQUENCES
             table = pq.read_table(reading)
             users = pd.DataFrame({
                 "user_id": table.column("user_id").to_numpy().astype(np.int64),

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from semrec import __version__
+from semrec.artifacts import DatasetFolder
 from semrec.data.dataset import ALL_VIEW, SCHEMA_VERSION, CanonicalDataset
 from semrec.errors import SemrecError
-from semrec.io import sha256_file, sha256_text, write_json
+from semrec.io import sha256_text, write_json
 from semrec.text.encode import embeddings_dir, load_view_embeddings, write_view_matrix
 
 TEXT_VIEW = "text"
@@ -61,7 +62,7 @@ def merge_datasets(folders: list[str | Path], out: str | Path, text_model: str,
         timestamps.append(dataset.timestamps)
         domains.append({"domain": k, "name": dataset.name, "first_item": item_offset + 1,
                         "last_item": item_offset + dataset.n_items, "users": dataset.n_users,
-                        "manifest_sha256": sha256_file(Path(folders[k]) / "manifest.json")})
+                        "manifest_sha256": DatasetFolder(folders[k]).manifest_sha256()})
         item_offset += dataset.n_items
         user_offset += dataset.n_users
     merged_ts = None if any(t is None for t in timestamps) else [t for part in timestamps for t in part]
@@ -83,13 +84,14 @@ def merge_datasets(folders: list[str | Path], out: str | Path, text_model: str,
     manifest["counts"] = {k: v for k, v in merged.stats().items() if k in ("users", "items", "interactions")}
     out = Path(out)
     merged.save(out)
-    emb_out = embeddings_dir(out, text_model)
+    emb = DatasetFolder(out).embeddings(text_model)
+    emb_out = emb.path
     matrix = np.concatenate(matrices)
     key = sha256_text("merge", *[d["manifest_sha256"] for d in domains], text_model)
     views = {}
     for view in (TEXT_VIEW, ALL_VIEW):
         views[view] = {"file": write_view_matrix(emb_out, view, matrix), "key": key, "dim": int(matrix.shape[1]),
                        "distinct_texts": len(set(merged.view_texts(view))), "cache_hit": True}
-    write_json(emb_out / "embeddings.json", {"model": text_model, "dataset": merged.name, "n_items": merged.n_items,
-                                             "padding_row": 0, "views": views, "dim": int(matrix.shape[1])})
+    write_json(emb.manifest, {"model": text_model, "dataset": merged.name, "n_items": merged.n_items,
+                              "padding_row": 0, "views": views, "dim": int(matrix.shape[1])})
     return merged

@@ -4,7 +4,8 @@
   evaluation;
 * ``encode_sequence(items, lengths, history_table=None)`` -> ``[B, d]`` user vectors from right-padded
   histories ``[B, L]``; ``history_table`` is the optional input-side table from ``eval_tables()``;
-* ``score(user, table)`` -> ``[B, N+1]`` (dot product or cosine, per model);
+* ``similarity``: how a user vector scores an item vector, ``dot`` or ``cosine``;
+* ``max_len``: how many recent history items the model reads;
 * ``loss(batch)`` -> ``(scalar, {name: float})`` on a training batch.
 A model receives a typed config and tensors, never a dataset object.
 """
@@ -12,10 +13,9 @@ A model receives a typed config and tensors, never a dataset object.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -48,10 +48,18 @@ class SequentialRecommender(nn.Module):
                         history_table: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def score(self, user: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        if self.similarity == "cosine":
-            return F.normalize(user, dim=-1) @ F.normalize(table, dim=-1).T
-        return user @ table.T
+    @property
+    def max_len(self) -> int:
+        """How many of a history's most recent items the model reads (longer histories are cut to their last
+        ``max_len``): its config's ``max_len``."""
+        return int(self.config.max_len)
+
+    @classmethod
+    def cold_start_refusal(cls, config: Any) -> str | None:
+        """None when an item added after training can be given vectors from its data (codes, text) alone with this
+        config, else why not (one sentence with a way out). Called only for models that read item data (the
+        registry's ``needs``); ID-only models are refused by :func:`semrec.models.cold_start_refusal`."""
+        return None
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(loss to back-propagate, named detached parts for the log). Parts stay tensors: the trainer sums them

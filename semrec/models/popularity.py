@@ -17,6 +17,7 @@ class PopularityConfig:
 
 class Popularity(SequentialRecommender):
     sample_style = "sequence"
+    max_len = 50  # reads no history; histories are cut to this length like any model's (serving reports it)
 
     def __init__(self, config: PopularityConfig, items: ItemInputs):
         super().__init__()

@@ -96,6 +96,14 @@ class UniSRec(SequentialRecommender):
     sample_style = "prefix"
     similarity = "cosine"
 
+    @classmethod
+    def cold_start_refusal(cls, config: UniSRecConfig) -> str | None:
+        if config.train_stage == "transductive":
+            return ("unisrec with train_stage 'transductive' adds a learned ID embedding to every item, which an item "
+                    "added after training cannot have; train with model_params.train_stage=inductive to add items "
+                    "without retraining")
+        return None
+
     def __init__(self, config: UniSRecConfig, items: ItemInputs):
         super().__init__()
         if items.plm is None:

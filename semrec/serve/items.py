@@ -8,15 +8,16 @@ A new item goes through the steps the catalogue went through, with the run's own
 2. vectors: the views the model reads are encoded by the run's text encoder (the model named in the codes
    folder's ``codes.json`` for code models, ``RunConfig.text_model`` for UniSRec) with the settings saved in
    ``embed_config.yaml`` next to the dataset's embeddings;
-3. item data: codes from the fitted tokenizer (``tokenizer.encode``), CCFRec's PCA text vectors from
-   ``tokenizer.transform`` (stacked per view as ``load_run_data`` does), UniSRec's raw text vectors;
-4. item vectors: a model is built from the new items' data alone (``ItemInputs`` of ``n`` items), the trained
-   parameters are loaded into it, and its ``eval_tables()`` give the rows. This is the model's own code path, so
-   a cold item's vector is what the model computes had the item been in the catalogue; it is valid because, for
-   the models listed in :data:`COLD_START_MODELS`, an item's vectors are a pure function of its data and the
-   parameters (no parameter is sized by the number of items: checked when the parameters are loaded).
+3. item data: :func:`semrec.models.inputs.item_features`, as for the catalogue (codes from the fitted tokenizer's
+   ``encode``, CCFRec's PCA text vectors, UniSRec's raw text vectors);
+4. item vectors: a model is built from the new items' data alone (:func:`semrec.models.inputs.build_item_inputs`
+   of ``n`` items), the trained parameters are loaded into it, and its ``eval_tables()`` give the rows. This is the
+   model's own code path, so a cold item's vector is what the model computes had the item been in the catalogue;
+   it is valid because, for the models that read item data, an item's vectors are a pure function of its data and
+   the parameters (no parameter is sized by the number of items: checked when the parameters are loaded).
 
-ID-only models (and UniSRec ``transductive``, which adds a learned ID embedding per item) are refused.
+Models that cannot are refused with the reason :func:`semrec.models.cold_start_refusal` gives (ID-only models, and
+UniSRec ``transductive``, which adds a learned ID embedding per item).
 """
 
 from __future__ import annotations
@@ -29,19 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from semrec.artifacts import DatasetFolder, RunFolder
 from semrec.config import RunConfig
 from semrec.data.dataset import ALL_VIEW, CanonicalDataset
 from semrec.errors import SemrecError
-from semrec.io import atomic_path, read_json
-from semrec.models import ItemInputs, build_model, model_entry
+from semrec.io import atomic_path
+from semrec.models import build_model, model_entry
+from semrec.models.inputs import ITEM_DATA, build_item_inputs, item_features
 from semrec.text.clean import clean_text, clean_title
-from semrec.text.encode import TextEncoder, embeddings_dir, load_view_embeddings
-from semrec.tokenizers.pipeline import pca_text
+from semrec.text.encode import TextEncoder, load_view_embeddings
 
 Encoder = Callable[[list[str]], np.ndarray]  # texts -> L2-normalised float32 [n, dim]
-COLD_START_MODELS = ("ccfrec", "vqrec", "unisrec")
-ITEM_DATA_BUFFERS = ("codes", "text", "plm")  # buffers sized by the catalogue: rebuilt, never loaded
-COLD_FILE = "cold_items.npz"
 
 
 class ColdStartUnsupported(SemrecError):
@@ -50,19 +49,6 @@ class ColdStartUnsupported(SemrecError):
 
 class EncoderUnavailable(SemrecError):
     """The run's text encoder cannot be loaded (a server-side problem, not the request's)."""
-
-
-def cold_start_refusal(model: str, params: Mapping[str, Any]) -> str | None:
-    """None when ``model`` can add items without retraining, else the reason (one sentence, with a way out)."""
-    if model == "unisrec" and params.get("train_stage", "transductive") == "transductive":
-        return ("unisrec with train_stage 'transductive' adds a learned ID embedding to every item, which an item "
-                "added after training cannot have; train with model_params.train_stage=inductive to add items "
-                "without retraining")
-    if model not in COLD_START_MODELS:
-        return (f"{model} ranks items by learned per-item parameters (IDs or popularity), so an item added after "
-                f"training cannot be ranked; retrain with the item in the dataset, or use a model that reads item "
-                f"text or codes ({', '.join(COLD_START_MODELS)})")
-    return None
 
 
 def clean_item(item: Mapping[str, Any], views: list[str]) -> tuple[str, dict[str, str]]:
@@ -104,10 +90,7 @@ def view_text(texts: Mapping[str, str], view: str, views: list[str]) -> str:
 def run_text_encoder(model_name: str, dataset_dir: str | Path, device: str | None = "cpu") -> Encoder:
     """The sentence-transformers encoder that made the dataset's embeddings, with their saved settings (the model
     loads on the first call: a server calls ``Recommender.warm_up`` at start-up so that no request pays it)."""
-    import yaml
-
-    settings_path = embeddings_dir(dataset_dir, model_name) / "embed_config.yaml"
-    settings = yaml.safe_load(settings_path.read_text(encoding="utf-8")) if settings_path.is_file() else {}
+    settings = DatasetFolder(dataset_dir).embeddings(model_name).read_settings()
     encoder = TextEncoder(model_name, device=device, batch_size=int(settings.get("batch_size") or 64),
                           max_seq_length=settings.get("max_seq_length"))
     return lambda texts: encoder.encode(texts, progress=False)
@@ -121,9 +104,8 @@ class ItemFeaturizer:
         self.needs = model_entry(config.model).needs
         self.views = dataset.views
         self.tokenizer = tokenizer
-        if "codes" in self.needs or "text" in self.needs:
-            codes_dir = Path(config.dataset) / "codes" / config.codes
-            self.embed_model = read_json(codes_dir / "codes.json")["embeddings"]["model"]
+        if model_entry(config.model).reads_codes_folder:
+            self.embed_model = DatasetFolder(config.dataset).codes(config.codes).embeddings_model()
             self.embed_views = list(tokenizer.input_views)
         else:
             self.embed_model, self.embed_views = config.text_model, [config.text_view]
@@ -156,8 +138,8 @@ class ItemFeaturizer:
     def catalogue(self) -> dict[str, tuple[np.ndarray, dict[str, int]]]:
         """Per view: the catalogue's embedding matrix (memory-mapped) and text -> row of each distinct text."""
         if self._catalogue is None:
-            matrices = load_view_embeddings(embeddings_dir(self.dataset_dir, self.embed_model), self.embed_views,
-                                            mmap=True)
+            matrices = load_view_embeddings(DatasetFolder(self.dataset_dir).embeddings(self.embed_model).path,
+                                            self.embed_views, mmap=True)
             self._catalogue = {}
             for view, matrix in matrices.items():
                 rows: dict[str, int] = {}
@@ -204,30 +186,9 @@ class ItemFeaturizer:
         return out
 
     def features(self, texts: list[Mapping[str, str]]) -> dict[str, np.ndarray]:
-        """The model's item data of these items (no padding row)."""
-        matrices = self.encode(texts)
-        out: dict[str, np.ndarray] = {}
-        if "codes" in self.needs or "text" in self.needs:
-            out["codes"] = np.asarray(self.tokenizer.encode(matrices), dtype=np.int64)
-        if "text" in self.needs:
-            out["text"] = pca_text(self.tokenizer, matrices)
-        if "plm" in self.needs:
-            out["plm"] = matrices[self.text_view].astype(np.float32)
-        return out
-
-
-def item_inputs(features: Mapping[str, np.ndarray], codebook_sizes: list[int] | None) -> ItemInputs:
-    """``ItemInputs`` of the given items only (padding row prepended), as ``load_run_data`` lays them out."""
-    n = len(next(iter(features.values())))
-    items = ItemInputs(n_items=n, codebook_sizes=codebook_sizes, popularity=torch.zeros(n + 1, dtype=torch.long))
-    if "codes" in features:
-        codes = features["codes"]
-        items.codes = torch.from_numpy(np.concatenate([np.full((1, codes.shape[1]), -1, np.int64), codes]))
-    for name in ("text", "plm"):
-        if name in features:
-            matrix = features[name].astype(np.float32)
-            setattr(items, name, torch.from_numpy(np.concatenate([np.zeros_like(matrix[:1]), matrix])))
-    return items
+        """The model's item data of these items (no padding row), as the catalogue's
+        (:func:`semrec.models.inputs.item_features`)."""
+        return item_features(self.needs, self.encode(texts), self.tokenizer, self.text_view)
 
 
 @torch.no_grad()
@@ -236,10 +197,10 @@ def item_vectors(config: RunConfig, state: Mapping[str, torch.Tensor], features:
                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
     """(candidate rows, history rows or None) ``[n, d]`` of new items: the trained model's ``eval_tables()`` on a
     model built from these items' data only."""
-    model = build_model(config.model, config.model_params, item_inputs(features, codebook_sizes))
+    model = build_model(config.model, config.model_params, build_item_inputs(features, codebook_sizes))
     own = model.state_dict()
     loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    sized = sorted(k for k in own if k not in loaded and k.split(".")[-1] not in ITEM_DATA_BUFFERS)
+    sized = sorted(k for k in own if k not in loaded and k.split(".")[-1] not in ITEM_DATA)
     if sized:
         raise ColdStartUnsupported(f"{config.model}: parameters {', '.join(sized)} depend on the catalogue; "
                                    "a new item cannot be given vectors without retraining")
@@ -255,7 +216,7 @@ def save_cold_items(run_dir: str | Path, records: list[dict[str, Any]], features
                     fingerprints: Mapping[str, str]) -> None:
     """Write every cold item (records + item data) to ``<run>/cold_items.npz`` in one atomic rename."""
     meta = json.dumps({"format": 1, "fingerprints": dict(fingerprints), "items": records}, ensure_ascii=False)
-    with atomic_path(Path(run_dir) / COLD_FILE) as tmp:
+    with atomic_path(RunFolder(run_dir).cold_items) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, meta=np.array(meta), **{k: np.asarray(v) for k, v in features.items()})
 
@@ -263,7 +224,7 @@ def save_cold_items(run_dir: str | Path, records: list[dict[str, Any]], features
 def load_cold_items(run_dir: str | Path,
                     fingerprints: Mapping[str, str]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """The cold items saved in a run folder ([] when none); refused when the dataset or codes changed since."""
-    path = Path(run_dir) / COLD_FILE
+    path = RunFolder(run_dir).cold_items
     if not path.is_file():
         return [], {}
     try:

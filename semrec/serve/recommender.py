@@ -22,21 +22,20 @@ import torch
 from semrec.data.batching import pad_right
 from semrec.errors import SemrecError
 from semrec.eval.ranking import history_pairs, item_scores, mask_scores, scoring_vectors, top_lists
-from semrec.models import build_model, model_entry
+from semrec.models import cold_start_refusal
+from semrec.runs import load_run
 from semrec.serve import index as faiss_index
 from semrec.serve.items import (
     ColdStartUnsupported,
     Encoder,
     ItemFeaturizer,
     clean_item,
-    cold_start_refusal,
     item_vectors,
     load_cold_items,
     save_cold_items,
 )
 from semrec.serve.locks import RWLock
 from semrec.serve.types import ItemConflict, Recommendation, ScoredItem, UnknownItem
-from semrec.train.checkpoint import load_checkpoint
 
 SCORE_BUDGET = 1 << 25  # scores per matrix product of exact retrieval (128 MiB of float32)
 
@@ -45,24 +44,13 @@ class Recommender:
     """A trained model with its dataset mapping, tokenizer and text encoder settings. Build with :meth:`load`."""
 
     def __init__(self, run_dir: str | Path, encoder: Encoder | Any | None = None, device: str = "cpu"):
-        from semrec.train.run_folder import checkpoint_path
-        from semrec.train.trainer import load_run
-
         self.run_dir = Path(run_dir)
-        self.config, data = load_run(self.run_dir)  # refused if the dataset, codes or embeddings changed since
         self.device = torch.device(device)
-        self.dataset, self.fingerprints = data.dataset, data.fingerprints
-        self.model = build_model(self.config.model, self.config.model_params, data.items)
-        if model_entry(self.config.model).trainable:
-            state = load_checkpoint(checkpoint_path(self.run_dir, "best"), self.device)["model"]
-            try:
-                self.model.load_state_dict(state)
-            except RuntimeError as exc:
-                raise SemrecError(f"{self.run_dir}: the checkpoint does not fit the dataset as it is now (was it "
-                                  f"re-prepared?): {str(exc).splitlines()[0]}") from None
-        self.model.to(self.device).eval()
+        run = load_run(self.run_dir, "best", self.device)  # refused if the dataset, codes or embeddings changed since
+        self.config, data, self.model = run.config, run.data, run.model
+        self.dataset, self.fingerprints, self._tokenizer = data.dataset, data.fingerprints, data.tokenizer
         self.similarity = self.model.similarity
-        self.max_len = int(getattr(getattr(self.model, "config", None), "max_len", 50))
+        self.max_len = self.model.max_len
         self.cold_start_refusal = cold_start_refusal(self.config.model, self.config.model_params)
         self._codebook_sizes = data.items.codebook_sizes
         self._encoder, self._featurizer = encoder, None
@@ -279,12 +267,7 @@ class Recommender:
     # ----- cold start ---------------------------------------------------------------------------------------
     def _get_featurizer(self) -> ItemFeaturizer:
         if self._featurizer is None:
-            tokenizer = None
-            if {"codes", "text"} & set(model_entry(self.config.model).needs):
-                from semrec.tokenizers import load_tokenizer
-
-                tokenizer = load_tokenizer(Path(self.config.dataset) / "codes" / self.config.codes / "tokenizer")
-            self._featurizer = ItemFeaturizer(self.config, self.dataset, tokenizer, self._encoder,
+            self._featurizer = ItemFeaturizer(self.config, self.dataset, self._tokenizer, self._encoder,
                                               "cpu" if self.device.type == "cpu" else str(self.device))
         return self._featurizer
 

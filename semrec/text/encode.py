@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from semrec.artifacts import DatasetFolder, EmbeddingsFolder
 from semrec.errors import SemrecError
 from semrec.io import cache_root, sha256_text, write_npy
 
@@ -187,8 +188,7 @@ class TextEncoder:
 
 def embeddings_dir(dataset_dir: str | Path, model: str = DEFAULT_MODEL) -> Path:
     """Where the per-view matrices of ``model`` live inside a prepared dataset folder."""
-    slug = Path(model.rstrip("/")).name if Path(model).exists() else model.replace("/", "__")
-    return Path(dataset_dir) / "embeddings" / slug
+    return DatasetFolder(dataset_dir).embeddings(model).path
 
 
 def load_view_embeddings(folder: str | Path, views: list[str] | None = None,
@@ -198,7 +198,7 @@ def load_view_embeddings(folder: str | Path, views: list[str] | None = None,
     from semrec.io import read_json, require_artifact
 
     folder = Path(folder)
-    manifest_path = folder / "embeddings.json"
+    manifest_path = EmbeddingsFolder(folder).manifest
     if not manifest_path.is_file():
         raise SemrecError(f"{folder}: no embeddings.json; run 'semrec embed' first")
     manifest = read_json(manifest_path)
@@ -222,7 +222,7 @@ def load_view_embeddings(folder: str | Path, views: list[str] | None = None,
 def write_view_matrix(folder: Path, view: str, matrix: np.ndarray) -> str:
     """Write one view as ``{view}.npy`` with a zero padding row prepended; return the file name."""
     padded = np.vstack([np.zeros((1, matrix.shape[1]), dtype=np.float32), matrix.astype(np.float32)])
-    name = f"{view}.npy"
+    name = EmbeddingsFolder.view_file_name(view)
     write_npy(folder / name, padded)
     return name
 
@@ -243,8 +243,8 @@ def embed_dataset(dataset_dir: str | Path, config: Any, progress: bool = True) -
     views = config.views or [*dataset.views, ALL_VIEW]
     encoder = TextEncoder(config.model, device=config.device, batch_size=config.batch_size,
                           max_seq_length=config.max_seq_length)
-    out = embeddings_dir(dataset_dir, config.model)
-    manifest_path = out / "embeddings.json"
+    folder = DatasetFolder(dataset_dir).embeddings(config.model)
+    out, manifest_path = folder.path, folder.manifest
     previous = read_json(manifest_path) if manifest_path.is_file() else {"views": {}}
     manifest: dict[str, Any] = {"model": config.model, "dataset": dataset.name, "n_items": dataset.n_items,
                                 "padding_row": 0, "views": dict(previous.get("views", {}))}
@@ -261,5 +261,5 @@ def embed_dataset(dataset_dir: str | Path, config: Any, progress: bool = True) -
                                    "distinct_texts": len(set(texts)), "cache_hit": hit}
     manifest["dim"] = next(iter(manifest["views"].values()))["dim"] if manifest["views"] else None
     write_json(manifest_path, manifest)
-    save_config(config, out / "embed_config.yaml")
+    save_config(config, folder.settings)
     return manifest

@@ -15,15 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from semrec.artifacts import CODES_FIX, CodesFolder, DatasetFolder
 from semrec.config import CodesConfig, save_config
 from semrec.data.dataset import CanonicalDataset
 from semrec.errors import SemrecError
-from semrec.io import read_json, require_artifact, sha256_file, write_json, write_npy
-from semrec.text.encode import embeddings_dir, load_view_embeddings
+from semrec.io import require_artifact, write_json, write_npy
+from semrec.text.encode import load_view_embeddings
 from semrec.tokenizers import build_tokenizer, load_tokenizer, tokenizer_class
 from semrec.tokenizers.report import CodeReport, code_report
-
-CODES_FIX = "re-run 'semrec codes' to rebuild it"
 
 
 def _default_params(kind: str, params: dict[str, Any], dataset: CanonicalDataset) -> dict[str, Any]:
@@ -40,7 +39,9 @@ def fit_codes(dataset_dir: str | Path, config: CodesConfig, progress: bool = Tru
     dataset = CanonicalDataset.load(dataset_dir)
     kind = config.tokenizer
     tokenizer = build_tokenizer(kind, dedup=config.dedup, **_default_params(kind, config.params, dataset))
-    emb_dir = embeddings_dir(dataset_dir, config.model)
+    folder = DatasetFolder(dataset_dir)
+    emb = folder.embeddings(config.model)
+    emb_dir = emb.path
     matrices = load_view_embeddings(emb_dir, list(tokenizer.input_views))
     views = {name: matrix[1:] for name, matrix in matrices.items()}  # drop the padding row
     for name, matrix in views.items():
@@ -55,13 +56,14 @@ def fit_codes(dataset_dir: str | Path, config: CodesConfig, progress: bool = Tru
     codes = tokenizer.encode(views)
     report = code_report(tokenizer, codes, views)
 
-    out = dataset_dir / "codes" / (config.name or kind)
+    target = folder.codes(config.name or kind)
+    out = target.path
     padded = np.vstack([np.full((1, codes.shape[1]), -1, dtype=np.int64), codes.astype(np.int64)])
-    tokenizer.save(out / "tokenizer")
-    write_npy(out / "codes.npy", padded)
-    write_json(out / "report.json", report.to_dict())
-    emb_manifest = read_json(emb_dir / "embeddings.json")
-    write_json(out / "codes.json", {
+    tokenizer.save(target.tokenizer)
+    write_npy(target.codes, padded)
+    write_json(target.report, report.to_dict())
+    emb_manifest = emb.read_manifest()
+    write_json(target.manifest, {
         "tokenizer": kind,
         "n_items": dataset.n_items,
         "n_levels": int(codes.shape[1]),
@@ -69,11 +71,11 @@ def fit_codes(dataset_dir: str | Path, config: CodesConfig, progress: bool = Tru
         "padding_row": 0,
         "fit_on": fit_on,
         "n_fit_items": int(dataset.n_items if fit_rows is None else len(fit_rows)),
-        "dataset_manifest_sha256": sha256_file(dataset_dir / "manifest.json"),
+        "dataset_manifest_sha256": folder.manifest_sha256(),
         "embeddings": {"model": config.model,
                        "keys": {v: emb_manifest["views"][v]["key"] for v in tokenizer.input_views}},
     })
-    save_config(config, out / "codes_config.yaml")
+    save_config(config, target.config)
     return report, out
 
 
@@ -86,21 +88,21 @@ def pca_text(tokenizer: Any, matrices: Mapping[str, np.ndarray]) -> np.ndarray:
 
 def load_codes(codes_dir: str | Path) -> tuple[np.ndarray, Any]:
     """Codes ``[N+1, levels]`` (row 0 padding) and the fitted tokenizer of a codes folder."""
-    codes_dir = Path(codes_dir)
-    if not (codes_dir / "codes.npy").is_file():
-        raise SemrecError(f"{codes_dir}: no codes.npy; run 'semrec codes' first")
-    require_artifact(codes_dir / "tokenizer" / "tokenizer.json", "codes", CODES_FIX)
+    folder = CodesFolder(codes_dir)
+    if not folder.codes.is_file():
+        raise SemrecError(f"{folder.path}: no codes.npy; run 'semrec codes' first")
+    require_artifact(folder.tokenizer / "tokenizer.json", "codes", CODES_FIX)
     try:
-        codes = np.load(codes_dir / "codes.npy")
+        codes = np.load(folder.codes)
     except (OSError, ValueError) as exc:  # truncated or foreign file
-        raise SemrecError(f"{codes_dir / 'codes.npy'}: cannot read ({type(exc).__name__}: {exc}); "
+        raise SemrecError(f"{folder.codes}: cannot read ({type(exc).__name__}: {exc}); "
                           f"{CODES_FIX}") from None
-    return codes, load_tokenizer(codes_dir / "tokenizer")
+    return codes, load_tokenizer(folder.tokenizer)
 
 
 def read_codes_json(codes_dir: str | Path) -> dict[str, Any]:
     """The ``codes.json`` of a codes folder (what the codes were made from); SemrecError naming it if missing."""
-    return read_json(require_artifact(Path(codes_dir) / "codes.json", "codes", CODES_FIX))
+    return CodesFolder(codes_dir).read_manifest()
 
 
 def format_report(report: CodeReport) -> str:

@@ -1,7 +1,7 @@
 """What a run folder records about the data it was trained on, and the one check that every reader of a run applies.
 
 A run's checkpoints number items as its dataset did when it was trained, and code or text models read that
-dataset's codes and embeddings. ``load_run_data`` fingerprints those files (SHA-256 of the dataset's
+dataset's codes and embeddings. :func:`semrec.runs.load_run_data` fingerprints those files (SHA-256 of the dataset's
 ``manifest.json``, of ``codes.npy``, of the embedding matrices); the trainer writes them, with what is needed to
 say what changed (paths, modification times, the dataset's creation time, source files and counts), to
 ``<run>/fingerprints.json`` when the run starts, and into every ``last.pt``. :func:`check_fingerprints` compares
@@ -16,20 +16,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from semrec.artifacts import MissingCheckpoint, RunFolder
 from semrec.errors import SemrecError
 from semrec.io import read_json, write_json
 
-FINGERPRINTS_FILE = "fingerprints.json"
+FINGERPRINTS_FILE = RunFolder.FINGERPRINTS
 WHAT = {"dataset": "dataset", "codes": "codes", "embeddings": "text embeddings (the codes' PCA inputs)",
         "plm": "text embeddings"}
 
 
 class RunDataChanged(SemrecError):
     """A run's dataset, codes or embeddings are not the files it was trained on."""
-
-
-class MissingCheckpoint(SemrecError):
-    """A run folder lacks the checkpoint a command needs."""
 
 
 def _file_facts(path: Path) -> dict[str, Any]:
@@ -56,17 +53,16 @@ def data_record(fingerprints: Mapping[str, str], files: Mapping[str, str | Path]
 
 def write_data_record(run_dir: str | Path, fingerprints: Mapping[str, str], files: Mapping[str, str | Path]) -> None:
     """Write ``<run>/fingerprints.json`` (atomically)."""
-    write_json(Path(run_dir) / FINGERPRINTS_FILE, data_record(fingerprints, files))
+    write_json(RunFolder(run_dir).fingerprints, data_record(fingerprints, files))
 
 
 def recorded_fingerprints(run_dir: str | Path) -> dict[str, Any] | None:
     """The data record of a run: ``fingerprints.json``, else (runs from before it existed) the fingerprints saved
     in ``checkpoints/last.pt``; None when neither exists."""
-    run_dir = Path(run_dir)
-    path = run_dir / FINGERPRINTS_FILE
-    if path.is_file():
-        return read_json(path)
-    last = run_dir / "checkpoints" / "last.pt"
+    folder = RunFolder(run_dir)
+    if folder.fingerprints.is_file():
+        return read_json(folder.fingerprints)
+    last = folder.last
     if last.is_file():
         from semrec.train.checkpoint import load_checkpoint
 
@@ -153,21 +149,9 @@ def check_fingerprints(run_dir: str | Path, current: Mapping[str, str], files: M
         raise RunDataChanged(
             f"{run_dir}: the data this run was trained on has changed since: {' | '.join(changes)}. Its checkpoints "
             f"number and code items as the old files did, so its answers would be wrong. Retrain on the current data "
-            f"('semrec train -c {run_dir / 'config.yaml'} --out NEW_RUN_FOLDER'), or restore the files it was "
+            f"('semrec train -c {RunFolder(run_dir).config} --out NEW_RUN_FOLDER'), or restore the files it was "
             f"trained on")
 
 
-def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
-    """``<run>/checkpoints/<which>.pt``; :class:`MissingCheckpoint` (saying why it may be missing) when absent."""
-    run_dir = Path(run_dir)
-    path = run_dir / "checkpoints" / f"{which}.pt"
-    if path.is_file():
-        return path
-    if (run_dir / "checkpoints" / "last.pt").is_file():
-        hint = (f"the run was interrupted before its first validation (or the file was removed); finish it with "
-                f"'semrec train --resume {run_dir}', or evaluate its last epoch with 'semrec evaluate {run_dir} "
-                "--checkpoint last'")
-    else:
-        hint = ("the run never finished an epoch (or its checkpoints were removed), so there is nothing to resume or "
-                "use; train it again without --resume")
-    raise MissingCheckpoint(f"{path}: missing (incomplete run folder); {hint}")
+__all__ = ["FINGERPRINTS_FILE", "MissingCheckpoint", "RunDataChanged", "check_fingerprints", "data_record",
+           "recorded_fingerprints", "write_data_record"]

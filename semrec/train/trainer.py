@@ -16,7 +16,6 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,117 +24,18 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from semrec.config import Override, RunConfig, from_dict, load_config, save_config, to_dict
+from semrec.artifacts import RunFolder
+from semrec.config import Override, RunConfig, load_config, save_config, to_dict
 from semrec.data.batching import build_train_samples, n_train_batches, train_batches
-from semrec.data.dataset import CanonicalDataset
-from semrec.data.splits import MIN_EVAL_LENGTH, LeaveLastOutSplit
 from semrec.errors import SemrecError
 from semrec.eval.evaluator import EVALUATOR_VERSION, evaluate
-from semrec.eval.metrics import head_items
-from semrec.io import sha256_file, sha256_text, write_json
-from semrec.models import ItemInputs, SequentialRecommender, build_model, model_entry
-from semrec.text.encode import embeddings_dir, load_view_embeddings
+from semrec.models import SequentialRecommender, build_model, model_entry
+from semrec.runs import load_init_weights, load_run_config, load_run_data, warn_if_nothing_to_evaluate
 from semrec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, peak_rss_gb, release_free_heap
-from semrec.train.run_folder import FINGERPRINTS_FILE, check_fingerprints, checkpoint_path, write_data_record
+from semrec.train.run_folder import check_fingerprints, write_data_record
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RunData:
-    dataset: CanonicalDataset
-    split: LeaveLastOutSplit
-    items: ItemInputs
-    head_mask: np.ndarray
-    fingerprints: dict[str, str]  # sha256 of what the model depends on: dataset, codes, embeddings
-    fingerprint_files: dict[str, Path] = field(default_factory=dict)  # the file (or folder) behind each
-
-
-def load_run_data(config: RunConfig) -> RunData:
-    """Dataset, split and the item tensors the model needs (codes, frozen text vectors, popularity), with the
-    fingerprints of the files they come from (see :mod:`semrec.train.run_folder`).
-
-    Raises SemrecError naming the file when the dataset, codes or embeddings folder is missing or incomplete."""
-    from semrec.tokenizers.pipeline import load_codes, pca_text, read_codes_json
-
-    folder = Path(config.dataset)
-    dataset = CanonicalDataset.load(folder)
-    split = dataset.split()
-    train = np.concatenate(split.train) if split.train else np.zeros(0, dtype=np.int64)
-    counts = np.bincount(train, minlength=dataset.n_items + 1)
-    items = ItemInputs(n_items=dataset.n_items, popularity=torch.from_numpy(counts))
-    fingerprints = {"dataset": sha256_file(folder / "manifest.json"), "dataset_content": dataset.content_fingerprint()}
-    files = {"dataset": folder / "manifest.json"}
-    needs = model_entry(config.model).needs
-    if "codes" in needs or "text" in needs:
-        codes_dir = folder / "codes" / config.codes
-        codes, tokenizer = load_codes(codes_dir)
-        items.codes = torch.from_numpy(codes)
-        items.codebook_sizes = [int(s) for s in tokenizer.codebook_sizes]
-        fingerprints["codes"] = sha256_file(codes_dir / "codes.npy")
-        files["codes"] = codes_dir / "codes.npy"
-        model_name = read_codes_json(codes_dir)["embeddings"]["model"]
-        if "text" in needs:
-            if not hasattr(tokenizer, "transform"):
-                raise SemrecError(f"{config.model} reads the PCA text vectors of a 'pq' tokenizer; {codes_dir} "
-                                  f"holds a '{tokenizer.kind}' tokenizer")
-            emb_dir = embeddings_dir(folder, model_name)
-            matrices = load_view_embeddings(emb_dir, list(tokenizer.input_views))
-            fingerprints["embeddings"] = matrices_fingerprint(matrices)
-            files["embeddings"] = emb_dir
-            stacked = pca_text(tokenizer, {v: m[1:] for v, m in matrices.items()})
-            items.text = torch.from_numpy(np.concatenate([np.zeros_like(stacked[:1]), stacked]))
-    if "plm" in needs:
-        folder_emb = embeddings_dir(folder, config.text_model)
-        matrix = load_view_embeddings(folder_emb, [config.text_view])[config.text_view]
-        items.plm = torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))
-        fingerprints["plm"] = sha256_file(folder_emb / f"{config.text_view}.npy")
-        files["plm"] = folder_emb / f"{config.text_view}.npy"
-    return RunData(dataset, split, items, head_items(split.train, dataset.n_items), fingerprints, files)
-
-
-def matrices_fingerprint(matrices: dict[str, np.ndarray]) -> str:
-    """sha256 over named arrays (name, dtype, shape and bytes of each, in order)."""
-    import hashlib
-
-    parts = []
-    for name, array in matrices.items():
-        digest = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-        parts += [name, str(array.dtype), str(array.shape), digest]
-    return sha256_text(*parts)
-
-
-def load_run(run_dir: str | Path) -> tuple[RunConfig, RunData]:
-    """The saved config and the data of a trained run folder, checked against the fingerprints the run recorded.
-
-    Every command that uses a trained run (evaluate, recommend, serve, export, the benchmarks) loads it this way.
-    Raises SemrecError when the folder is not a run or a file is missing, and
-    :class:`~semrec.train.run_folder.RunDataChanged` when its dataset, codes or embeddings changed since training."""
-    config = load_run_config(run_dir)
-    data = load_run_data(config)
-    check_fingerprints(run_dir, data.fingerprints, data.fingerprint_files)
-    return config, data
-
-
-def load_init_weights(model: torch.nn.Module, source: str | Path, device: torch.device) -> dict[str, list[str]]:
-    """Copy matching weights from a run folder (its best.pt) or a checkpoint file into ``model``.
-
-    Parameters whose name and shape match are loaded; the rest keep their initialisation (like
-    ``strict=False``). Buffers (item codes, text vectors: the target dataset's own) are never copied.
-    Returns the names that were loaded and skipped, for the run log."""
-    path = Path(source)
-    if path.is_dir():
-        path = checkpoint_path(path, "best")
-    if not path.is_file():
-        raise SemrecError(f"init_from: {source} is neither a checkpoint nor a run folder with checkpoints/best.pt")
-    state = load_checkpoint(path, device)["model"]
-    own = dict(model.named_parameters())
-    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not loaded:
-        raise SemrecError(f"init_from: no parameter of {path} matches this model (wrong model or sizes?)")
-    model.load_state_dict(loaded, strict=False)
-    return {"loaded": sorted(loaded), "skipped": sorted(set(own) - set(loaded))}
 
 
 def lr_lambda(warmup: int, total: int, schedule: str):
@@ -182,7 +82,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir or config.out or default_run_dir(config))
         self.resume = resume
-        if not resume and (self.run_dir / "checkpoints" / "last.pt").is_file():
+        if not resume and RunFolder(self.run_dir).has_started():
             raise SemrecError(f"{self.run_dir} already holds a run; continue it with --resume or choose another --out")
         tc = config.train
         budget = tc.time_budget_minutes
@@ -203,7 +103,7 @@ class Trainer:
         self.init_report: dict[str, list[str]] = {}
         if config.init_from and not resume:
             self.init_report = load_init_weights(self.model, config.init_from, self.device)
-        self.max_len = int(getattr(getattr(self.model, "config", None), "max_len", 50))
+        self.max_len = self.model.max_len
         self.samples = build_train_samples(self.data.split.train, self.max_len, self.model.sample_style)
         self.steps_per_epoch = n_train_batches(self.samples, tc.batch_size, self.world)
         if tc.max_steps_per_epoch:
@@ -219,8 +119,8 @@ class Trainer:
         self.is_main = self.rank == 0
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, self.run_dir / "config.yaml")
-            if not resume or not (self.run_dir / FINGERPRINTS_FILE).is_file():
+            save_config(config, self.folder.config)
+            if not resume or not self.folder.fingerprints.is_file():
                 write_data_record(self.run_dir, self.data.fingerprints, self.data.fingerprint_files)
             warn_if_nothing_to_evaluate(self.data, f"training runs all {tc.epochs} epochs with no model selection "
                                                    "(the last epoch's checkpoint is kept as best)"
@@ -228,8 +128,12 @@ class Trainer:
 
     # ----- checkpoints ----------------------------------------------------------------------------
     @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.run_dir)
+
+    @property
     def ckpt_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return self.folder.checkpoints
 
     def _payload(self) -> dict[str, Any]:
         return {
@@ -249,7 +153,7 @@ class Trainer:
 
     def _restore(self) -> None:
         # CPU first: RNG states must stay CPU byte tensors; load_state_dict moves the rest to the model's device
-        state = load_checkpoint(checkpoint_path(self.run_dir, "last"), "cpu")
+        state = load_checkpoint(self.folder.checkpoint("last"), "cpu")
         check_fingerprints(self.run_dir, self.data.fingerprints, self.data.fingerprint_files,
                            recorded=state["fingerprints"])
         self.model.load_state_dict(state["model"])
@@ -372,7 +276,7 @@ class Trainer:
                     score = valid[tc.metric]
                     if score is not None and score > self.best_score:
                         self.best_score, self.best_epoch, self.bad_evals = score, self.epoch, 0
-                        save_checkpoint(self.ckpt_dir / "best.pt", {"model": self.model.state_dict(),
+                        save_checkpoint(self.folder.best, {"model": self.model.state_dict(),
                                                                     "epoch": self.epoch, "score": score})
                     else:
                         self.bad_evals += 1
@@ -384,7 +288,7 @@ class Trainer:
             rank_rngs = self._gather_rng_states()
             if self.is_main:
                 self.history.append(record)
-                save_checkpoint(self.ckpt_dir / "last.pt", {**self._payload(), "rng_ranks": rank_rngs})
+                save_checkpoint(self.folder.last, {**self._payload(), "rng_ranks": rank_rngs})
                 self._log(writer, record)
             if flag[0]:
                 stop_reason = "patience"
@@ -396,8 +300,8 @@ class Trainer:
             if trainable and self.epoch > 0 and self.best_score == -math.inf:
                 selection = "last_epoch"
                 self._keep_last_as_best(can_validate)
-            elif trainable and (self.ckpt_dir / "best.pt").is_file():
-                self.model.load_state_dict(load_checkpoint(self.ckpt_dir / "best.pt", self.device)["model"])
+            elif trainable and self.folder.best.is_file():
+                self.model.load_state_dict(load_checkpoint(self.folder.best, self.device)["model"])
             results = {
                 "model": self.config.model, "dataset": self.data.dataset.name, "best_epoch": self.best_epoch,
                 "epochs_run": self.epoch, "stop_reason": stop_reason, "selection": selection,
@@ -405,7 +309,7 @@ class Trainer:
                                           for r in self.history),
                 "valid": self._evaluate("valid"), "test": self._evaluate("test"), "evaluator": EVALUATOR_VERSION,
             }
-            write_json(self.run_dir / "results.json", results)
+            self.folder.write_results(results)
             if writer is not None:
                 writer.close()
         if self.world > 1:
@@ -415,7 +319,7 @@ class Trainer:
     def _keep_last_as_best(self, can_validate: bool) -> None:
         """No validation pass chose an epoch: the model as it is now (the last epoch's) becomes ``best.pt``."""
         self.best_epoch = self.epoch - 1
-        save_checkpoint(self.ckpt_dir / "best.pt", {"model": self.model.state_dict(), "epoch": self.best_epoch,
+        save_checkpoint(self.folder.best, {"model": self.model.state_dict(), "epoch": self.best_epoch,
                                                     "score": None})
         if can_validate:  # (an empty validation split was reported when the trainer started)
             logger.warning("warning: no validation pass ran (eval_every %d, %d epoch(s) trained); the last "
@@ -426,69 +330,22 @@ class Trainer:
     def _writer(self):
         from torch.utils.tensorboard import SummaryWriter
 
-        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.epoch)
+        return SummaryWriter(str(self.folder.tensorboard), purge_step=self.epoch)
 
     def _log(self, writer, record: dict[str, Any]) -> None:
         from semrec.train.plots import plot_curve
 
-        write_json_lines(self.run_dir / "metrics.jsonl", self.history)
+        self.folder.write_metrics(self.history)
         if writer is not None:
             for key, value in record.items():
                 if key != "epoch" and isinstance(value, (int, float)):
                     writer.add_scalar(key.replace("_", "/", 1), value, record["epoch"])
             writer.flush()
-        plot_curve(self.history, self.run_dir / "curve.png", self.config.train.metric)
+        plot_curve(self.history, self.folder.curve, self.config.train.metric)
         if self.config.train.progress:
             shown = {k: round(v, 4) for k, v in record.items()
                      if k in ("loss", f"valid_{self.config.train.metric}") and v is not None}
             tqdm.write(f"epoch {record['epoch']}: {shown}")
-
-
-def write_json_lines(path: Path, rows: list[dict[str, Any]]) -> None:
-    import json
-
-    from semrec.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-
-
-def evaluate_run(run_dir: str | Path, checkpoint: str = "best", exclude_history: bool | None = None,
-                 device: str | torch.device | None = None) -> dict[str, dict[str, float]]:
-    """Valid and test metrics of a run folder's ``best`` or ``last`` checkpoint with the current evaluator
-    (on ``device``; default cuda when available). Metrics are None (n/a) for a split without rows.
-
-    Raises SemrecError when the run folder is incomplete or its data changed since training (see :func:`load_run`)."""
-    if checkpoint not in ("best", "last"):
-        raise SemrecError(f"checkpoint must be best or last, got {checkpoint!r}")
-    run_dir = Path(run_dir)
-    cfg, data = load_run(run_dir)
-    model = build_model(cfg.model, cfg.model_params, data.items)
-    if model_entry(cfg.model).trainable:
-        model.load_state_dict(load_checkpoint(checkpoint_path(run_dir, checkpoint))["model"])
-    warn_if_nothing_to_evaluate(data)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(device)
-    max_len = int(getattr(getattr(model, "config", None), "max_len", 50))
-    excl = cfg.train.exclude_history if exclude_history is None else exclude_history
-    return {split: evaluate(model, getattr(data.split, split), max_len, cfg.train.eval_batch_size, excl,
-                            data.head_mask, device=device) for split in ("valid", "test")}
-
-
-def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config saved in a run folder."""
-    import yaml
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise SemrecError(f"{run_dir}: not a run folder (no config.yaml)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SemrecError(f"{path}: not valid YAML ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise SemrecError(f"{path}: not a run config (expected a mapping, got {type(data).__name__})")
-    return from_dict(RunConfig, data)
 
 
 RESUME_KEYS = ("train.epochs", "train.patience", "train.time_budget_minutes")
@@ -521,16 +378,3 @@ def describe_results(results: dict[str, Any], config: RunConfig) -> str:
         chosen = f"best epoch {results['best_epoch']} (valid {tc.metric})"
     reason = STOP_REASONS.get(results.get("stop_reason"), str(results.get("stop_reason")))
     return f"{chosen}; stopped: {reason.format(**dataclasses.asdict(tc))} after {results['epochs_run']} epoch(s)"
-
-
-def warn_if_nothing_to_evaluate(data: RunData, consequence: str = "") -> bool:
-    """Log a warning when the validation and test splits have no rows (every user has fewer than 3 interactions,
-    leave-last-out's minimum); return whether they are empty."""
-    if len(data.split.valid.targets) or len(data.split.test.targets):
-        return False
-    longest = max((len(s) for s in data.dataset.sequences), default=0)
-    logger.warning("warning: dataset '%s' has nothing to evaluate: leave-last-out holds out the last two items of "
-                   "users with at least %d interactions, and no user has that many (longest sequence: %d); every "
-                   "metric is n/a%s", data.dataset.name, MIN_EVAL_LENGTH, longest,
-                   f"; {consequence}" if consequence else "")
-    return True
