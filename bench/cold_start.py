@@ -112,7 +112,7 @@ def ensure_codes(src: Path, dst: Path, kind: str, params: dict) -> None:
 
 def train(model: str, config: str, dst: Path, out: Path, sets: list[str]) -> Path:
     from semrec.config import RunConfig, load_config
-    from semrec.runs import ensure_trained
+    from semrec.train.trainer import ensure_trained
 
     mine = [s.split(":", 1)[1] for s in sets if s.startswith(f"{model}:")]
     common = [s for s in sets if ":" not in s.split("=", 1)[0]]

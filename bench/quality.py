@@ -46,7 +46,7 @@ def run_folder(runs: Path, spec: str, seed: int) -> Path:
 def run_one(spec: str, seed: int, overrides: list[str], runs: Path) -> dict:
     from semrec.artifacts import RunFolder
     from semrec.config import RunConfig, load_config
-    from semrec.runs import ensure_trained
+    from semrec.train.trainer import ensure_trained
 
     config, own = split_spec(spec)
     out = run_folder(runs, spec, seed)

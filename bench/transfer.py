@@ -23,7 +23,7 @@ METRICS = ["recall@10", "ndcg@10", "recall@20", "ndcg@20"]
 
 
 def train(cfg, run: Path) -> dict:
-    from semrec.runs import ensure_trained
+    from semrec.train.trainer import ensure_trained
 
     return ensure_trained(cfg, run)
 

@@ -1,10 +1,10 @@
-"""A trained run, loaded once for every reader, and the one rule "reuse results, else resume, else train".
+"""A trained run, loaded once for every reader: config, data (checked against the recorded fingerprints) and model.
 
 :func:`load_run` is how ``evaluate``, ``recommend``, ``serve``, ``export``, the Python API and the benchmarks open a
 run folder: its saved config, its data (dataset, split, the item inputs of the model, checked against the
 fingerprints the run recorded, see :mod:`semrec.train.run_folder`) and the model with a checkpoint's weights.
 :func:`load_run_data` assembles the data of a config (the trainer uses it too). Nothing here imports the training
-loop except :func:`ensure_trained`, which runs it.
+loop (``semrec.train.trainer.ensure_trained`` runs it: reuse results, else resume, else train).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from semrec.config import RunConfig, from_dict
 from semrec.data.dataset import CanonicalDataset
 from semrec.data.splits import MIN_EVAL_LENGTH, LeaveLastOutSplit
 from semrec.errors import SemrecError
+from semrec.eval.metrics import head_items
 from semrec.io import sha256_file, sha256_text
 from semrec.models import ItemInputs, SequentialRecommender, build_model, model_entry
 from semrec.models.inputs import build_item_inputs, item_features
 from semrec.train.checkpoint import load_checkpoint
-from semrec.eval.metrics import head_items
 from semrec.train.run_folder import check_fingerprints
 
 logger = logging.getLogger(__name__)
@@ -196,22 +196,3 @@ def warn_if_nothing_to_evaluate(data: RunData, consequence: str = "") -> bool:
                    "metric is n/a%s", data.dataset.name, MIN_EVAL_LENGTH, longest,
                    f"; {consequence}" if consequence else "")
     return True
-
-
-def ensure_trained(config: RunConfig, run_dir: str | Path) -> dict[str, Any]:
-    """The results of ``config`` trained into ``run_dir``: its ``results.json`` when the run finished (re-ranked
-    with the current evaluator, and rewritten, when an older one made it), else the run resumed from its last
-    checkpoint, else trained from the start. Returns the results (as ``results.json`` holds them).
-
-    Raises what :class:`~semrec.train.trainer.Trainer` raises (a resumed run refuses changed data)."""
-    from semrec.eval.evaluator import EVALUATOR_VERSION
-    from semrec.train.trainer import Trainer
-
-    folder = RunFolder(run_dir)
-    results = folder.read_results()
-    if results is not None:
-        if results.get("evaluator") != EVALUATOR_VERSION:  # an older evaluator: re-rank the same checkpoint
-            results.update(evaluate_run(folder.path), evaluator=EVALUATOR_VERSION)
-            folder.write_results(results)
-        return results
-    return Trainer(config, run_dir=folder.path, resume=folder.has_started()).fit()
