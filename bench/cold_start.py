@@ -111,6 +111,7 @@ def ensure_codes(src: Path, dst: Path, kind: str, params: dict) -> None:
 
 def train(model: str, config: str, dst: Path, out: Path, sets: list[str]) -> Path:
     from semrec.config import RunConfig, load_config
+    from semrec.train.process import prepare_process
     from semrec.train.trainer import Trainer
 
     if (out / "results.json").is_file():
@@ -120,6 +121,7 @@ def train(model: str, config: str, dst: Path, out: Path, sets: list[str]) -> Pat
     cfg = load_config(RunConfig, ROOT / "configs" / f"{config}.yaml",
                       [f"dataset={dst}", f"out={out}", "train.progress=false", *common, *mine])
     resume = (out / "checkpoints" / "last.pt").is_file()
+    prepare_process(cfg.train)
     Trainer(cfg, run_dir=out, resume=resume).fit()
     return out
 

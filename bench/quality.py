@@ -49,6 +49,7 @@ def run_one(spec: str, seed: int, overrides: list[str], runs: Path) -> dict:
     from semrec.config import RunConfig, load_config
     from semrec.io import write_json
     from semrec.train.evaluator import EVALUATOR_VERSION
+    from semrec.train.process import prepare_process
     from semrec.train.trainer import Trainer, evaluate_run
 
     config, own = split_spec(spec)
@@ -62,6 +63,7 @@ def run_one(spec: str, seed: int, overrides: list[str], runs: Path) -> dict:
     cfg = load_config(RunConfig, ROOT / "configs" / f"{config}.yaml",
                       [f"train.seed={seed}", f"out={out}", "train.progress=false", *overrides, *own])
     ensure_codes(cfg)
+    prepare_process(cfg.train)
     if (out / "checkpoints" / "last.pt").is_file():
         trainer = Trainer(cfg, run_dir=out, resume=True)
     else:

@@ -29,11 +29,13 @@ def finished(run: Path) -> dict | None:
 
 
 def train(cfg, run: Path) -> dict:
+    from semrec.train.process import prepare_process
     from semrec.train.trainer import Trainer
 
     if (result := finished(run)) is not None:
         return result
     resume = (run / "checkpoints" / "last.pt").is_file()
+    prepare_process(cfg.train)
     return Trainer(cfg, run_dir=run, resume=resume).fit()
 
 
