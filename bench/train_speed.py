@@ -125,6 +125,7 @@ def main() -> None:
                              "default), '+thp' adds PyTorch's transparent huge pages, '+trim' glibc's malloc_trim "
                              "after every step")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_speed.md"))
+    parser.add_argument("--note", default="", help="a paragraph added to the table (e.g. what else ran meanwhile)")
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -134,6 +135,7 @@ def main() -> None:
     for spec in allocators:
         parse_allocator(spec)  # fail before any subprocess starts
     rows = []
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for model in args.models.split(","):
         for batch in map(int, args.batches.split(",")):
             for threshold in allocators:
@@ -150,10 +152,19 @@ def main() -> None:
                 row = json.loads(proc.stdout.strip().splitlines()[-1])
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+    load = ""
+    if load_before is not None:  # other processes on the machine slow every row down: say how busy it was
+        load = (f" Load average (1 min) of the machine: {load_before:.2f} before the first row, "
+                f"{os.getloadavg()[0]:.2f} after the last, on {os.cpu_count()} cores.")
+    argv = sys.argv[1:]  # the command as run, without the note (printed below it)
+    shown = [a for i, a in enumerate(argv) if not a.startswith("--note") and (i == 0 or argv[i - 1] != "--note")]
+    command = " ".join(["bench/train_speed.py", *shown])
     lines = [
         "# Training speed on Scientific", "",
         f"Machine: {platform.processor() or platform.machine()}, {rows[0].get('threads', '?')} torch threads, "
-        f"CPU only. Command: `python {' '.join(['bench/train_speed.py', *sys.argv[1:]])}`.", "",
+        f"CPU only. Command: `python {command}`.{load} Steps are `Trainer.train_step` (forward, backward, "
+        "clipping when configured, AdamW, learning-rate schedule, heap trim).", "",
+        *([args.note, ""] if args.note else []),
         REFERENCE, "",
         "Allocator: glibc mmap threshold, fixed (MiB) or glibc's dynamic default; THP: PyTorch's transparent huge "
         "pages for large CPU tensors; trim: glibc's malloc_trim after every step. Peak RSS (GiB, 2**30 bytes) is "
