@@ -112,12 +112,14 @@ def ensure_codes(src: Path, dst: Path, kind: str, params: dict) -> None:
 
 def train(model: str, config: str, dst: Path, out: Path, sets: list[str]) -> Path:
     from semrec.config import RunConfig, load_config
+    from semrec.train.process import prepare_process
     from semrec.train.trainer import ensure_trained
 
     mine = [s.split(":", 1)[1] for s in sets if s.startswith(f"{model}:")]
     common = [s for s in sets if ":" not in s.split("=", 1)[0]]
     cfg = load_config(RunConfig, ROOT / "configs" / f"{config}.yaml",
                       [f"dataset={dst}", f"out={out}", "train.progress=false", *common, *mine])
+    prepare_process(cfg.train)
     ensure_trained(cfg, out)
     return out
 

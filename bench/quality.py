@@ -46,6 +46,7 @@ def run_folder(runs: Path, spec: str, seed: int) -> Path:
 def run_one(spec: str, seed: int, overrides: list[str], runs: Path) -> dict:
     from semrec.artifacts import RunFolder
     from semrec.config import RunConfig, load_config
+    from semrec.train.process import prepare_process
     from semrec.train.trainer import ensure_trained
 
     config, own = split_spec(spec)
@@ -54,6 +55,7 @@ def run_one(spec: str, seed: int, overrides: list[str], runs: Path) -> dict:
                       [f"train.seed={seed}", f"out={out}", "train.progress=false", *overrides, *own])
     if not RunFolder(out).is_finished():
         ensure_codes(cfg)
+    prepare_process(cfg.train)
     return ensure_trained(cfg, out)
 
 

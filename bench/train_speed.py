@@ -1,7 +1,8 @@
 """Training and validation speed of SASRec and CCFRec on Scientific (the issue's anchor setting).
 
-For each (model, batch size): median seconds per training step (forward + backward + AdamW step, after
-one warm-up step), seconds per full validation pass (all users, full ranking), and the peak RSS of the
+For each (model, batch size): median seconds per training step (``Trainer.train_step``: forward, backward,
+gradient clipping when the config sets it, AdamW and learning-rate schedule steps, heap trim; after one warm-up
+step, on CPU), seconds per full validation pass (all users, full ranking), and the peak RSS of the
 process. Every configuration runs in its own subprocess so that peak RSS is its own. Peak RSS grows with
 the number of steps when glibc's heap fragments; ``--allocators`` compares allocator settings: a glibc mmap
 threshold in MiB (0 = glibc's dynamic default), with ``+thp`` for PyTorch's transparent huge pages and
@@ -53,63 +54,63 @@ def parse_allocator(spec: str) -> tuple[float, set[str]]:
 
 
 def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: str) -> dict:
+    """Time ``steps`` calls of the trainer's own ``Trainer.train_step`` (forward, backward, clipping, AdamW and
+    schedule steps, heap trim) on CPU, after one warm-up step, with the allocator set-up ``allocator``."""
+    import tempfile
+
     import torch
 
     from semrec.config import RunConfig, load_config
-    from semrec.data.batching import build_train_samples, train_batches
     from semrec.eval.evaluator import evaluate
-    from semrec.models import build_model
-    from semrec.runs import load_run_data
-    from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, peak_rss_gb, release_free_heap
-    from semrec.train.trainer import seed_everything
+    from semrec.train.memory import peak_rss_gb, release_free_heap
+    from semrec.train.process import prepare_process
+    from semrec.train.trainer import Trainer
 
-    cfg = load_config(RunConfig, ROOT / CONFIGS[model], [f"dataset={dataset}"] if dataset else [])
-    seed_everything(cfg.train.seed)
     threshold_mb, flags = parse_allocator(allocator)
-    fixed = fix_mmap_threshold(threshold_mb)  # as the trainer does (train.malloc_mmap_threshold_mb)
-    huge = "thp" in flags and enable_huge_pages()  # and train.huge_pages
-    trim = "trim" in flags and release_free_heap()  # and train.malloc_trim
-    data = load_run_data(cfg)
-    net = build_model(cfg.model, cfg.model_params, data.items)
-    max_len = net.config.max_len
-    samples = build_train_samples(data.split.train, max_len, net.sample_style)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    net.train()
+    overrides = [("dataset", dataset)] if dataset else []
+    overrides += [("train.batch_size", batch), ("train.device", "cpu"), ("train.progress", False),
+                  ("train.malloc_mmap_threshold_mb", threshold_mb), ("train.huge_pages", "thp" in flags),
+                  ("train.malloc_trim", "trim" in flags)]
+    cfg = load_config(RunConfig, ROOT / CONFIGS[model], overrides)
+    applied = prepare_process(cfg.train)  # as `semrec train` does, before anything large is allocated
+    with tempfile.TemporaryDirectory() as run_dir:  # the trainer writes its config and data record there
+        trainer = Trainer(cfg, run_dir=run_dir)
+    data, net = trainer.data, trainer.model
     times, rss_after_warmup, rss_half = [], 0.0, 0.0
-    epoch, batches = 0, train_batches(samples, batch, cfg.train.seed, 0)
+    net.begin_epoch(trainer.epoch)
+    net.train()
+    batches = trainer.epoch_batches()
     for i in range(steps + 1):
         b = next(batches, None)
         if b is None:  # the epoch is over: validate as the trainer does, then the next epoch's batches
-            evaluate(net, data.split.valid, max_len, cfg.train.eval_batch_size)
+            evaluate(net, data.split.valid, trainer.max_len, cfg.train.eval_batch_size)
+            trainer.epoch += 1
+            net.begin_epoch(trainer.epoch)
             net.train()
-            epoch += 1
-            batches = train_batches(samples, batch, cfg.train.seed, epoch)
+            batches = trainer.epoch_batches()
             b = next(batches)
         if i == 1:
             rss_after_warmup = peak_rss_gb() or 0.0
         if i == steps // 2 + 1:
             rss_half = peak_rss_gb() or 0.0
         t0 = time.perf_counter()
-        loss, _ = net.loss(b)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if trim:
-            release_free_heap()
+        trainer.train_step(b)
         if i > 0:  # the first step warms up allocators and kernels
             times.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
-    valid = evaluate(net, data.split.valid, max_len, cfg.train.eval_batch_size)
+    valid = evaluate(net, data.split.valid, trainer.max_len, cfg.train.eval_batch_size)
     eval_seconds = time.perf_counter() - t0
     return {
         "model": model, "batch": batch, "steps": steps, "step_median_s": statistics.median(times),
         "step_min_s": min(times), "valid_pass_s": eval_seconds,
         "peak_rss_gb": peak_rss_gb(), "peak_rss_after_warmup_gb": rss_after_warmup,
-        "peak_rss_half_gb": rss_half,
-        "mmap_threshold_mb": threshold_mb if fixed else None, "huge_pages": huge, "malloc_trim": trim,
-        "neg_num": getattr(net.config, "neg_num", None), "train_samples": len(samples),
+        "peak_rss_half_gb": rss_half, "mmap_threshold_mb": applied["mmap_threshold_mb"],
+        "huge_pages": applied["huge_pages"], "malloc_trim": cfg.train.malloc_trim and release_free_heap(),
+        "grad_clip": cfg.train.grad_clip, "schedule": cfg.train.schedule, "warmup_steps": cfg.train.warmup_steps,
+        "neg_num": getattr(net.config, "neg_num", None), "train_samples": len(trainer.samples),
         "valid_rows": len(data.split.valid.targets), "n_items": data.dataset.n_items,
-        "threads": torch.get_num_threads(), "epochs_crossed": epoch, "valid_ndcg@10_untrained": valid["ndcg@10"],
+        "threads": torch.get_num_threads(), "epochs_crossed": trainer.epoch,
+        "valid_ndcg@10_untrained": valid["ndcg@10"],
     }
 
 
@@ -124,6 +125,7 @@ def main() -> None:
                              "default), '+thp' adds PyTorch's transparent huge pages, '+trim' glibc's malloc_trim "
                              "after every step")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_speed.md"))
+    parser.add_argument("--note", default="", help="a paragraph added to the table (e.g. what else ran meanwhile)")
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -133,6 +135,7 @@ def main() -> None:
     for spec in allocators:
         parse_allocator(spec)  # fail before any subprocess starts
     rows = []
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for model in args.models.split(","):
         for batch in map(int, args.batches.split(",")):
             for threshold in allocators:
@@ -149,10 +152,19 @@ def main() -> None:
                 row = json.loads(proc.stdout.strip().splitlines()[-1])
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+    load = ""
+    if load_before is not None:  # other processes on the machine slow every row down: say how busy it was
+        load = (f" Load average (1 min) of the machine: {load_before:.2f} before the first row, "
+                f"{os.getloadavg()[0]:.2f} after the last, on {os.cpu_count()} cores.")
+    argv = sys.argv[1:]  # the command as run, without the note (printed below it)
+    shown = [a for i, a in enumerate(argv) if not a.startswith("--note") and (i == 0 or argv[i - 1] != "--note")]
+    command = " ".join(["bench/train_speed.py", *shown])
     lines = [
         "# Training speed on Scientific", "",
         f"Machine: {platform.processor() or platform.machine()}, {rows[0].get('threads', '?')} torch threads, "
-        f"CPU only. Command: `python {' '.join(['bench/train_speed.py', *sys.argv[1:]])}`.", "",
+        f"CPU only. Command: `python {command}`.{load} Steps are `Trainer.train_step` (forward, backward, "
+        "clipping when configured, AdamW, learning-rate schedule, heap trim).", "",
+        *([args.note, ""] if args.note else []),
         REFERENCE, "",
         "Allocator: glibc mmap threshold, fixed (MiB) or glibc's dynamic default; THP: PyTorch's transparent huge "
         "pages for large CPU tensors; trim: glibc's malloc_trim after every step. Peak RSS (GiB, 2**30 bytes) is "

@@ -23,8 +23,10 @@ METRICS = ["recall@10", "ndcg@10", "recall@20", "ndcg@20"]
 
 
 def train(cfg, run: Path) -> dict:
+    from semrec.train.process import prepare_process
     from semrec.train.trainer import ensure_trained
 
+    prepare_process(cfg.train)
     return ensure_trained(cfg, run)
 
 

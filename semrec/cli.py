@@ -198,6 +198,7 @@ def train(
     Runs unchanged under torchrun --nproc_per_node=N (DistributedDataParallel).
     """
     from semrec.config import RunConfig, load_config
+    from semrec.train.process import prepare_process
     from semrec.train.trainer import Trainer, describe_results, resume_config
 
     given = {"train.epochs": epochs, "train.patience": patience, "train.time_budget_minutes": time_budget}
@@ -208,12 +209,15 @@ def train(
         if refused:
             raise SemrecError(f"--resume continues a run with its saved config; drop {', '.join(refused)} (only "
                               "--epochs, --patience and --time-budget can change)")
-        trainer = Trainer(resume_config(resume, _overrides(given, set_)), run_dir=resume, resume=True)
+        cfg = resume_config(resume, _overrides(given, set_))
+        prepare_process(cfg.train)
+        trainer = Trainer(cfg, run_dir=resume, resume=True)
         typer.echo(f"resuming {resume} after epoch {trainer.epoch - 1} (best so far: epoch {trainer.best_epoch})")
     else:
         cfg = load_config(RunConfig, config, _overrides(
             {"model": model, "dataset": dataset, "codes": codes, "out": out, **given,
              "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed, "train.device": device}, set_))
+        prepare_process(cfg.train)
         trainer = Trainer(cfg)
     results = trainer.fit()
     if results:
@@ -249,6 +253,7 @@ def pretrain(
     from semrec.data.prepare import format_stats
     from semrec.models import model_entry
     from semrec.tokenizers.pipeline import fit_codes, format_report
+    from semrec.train.process import prepare_process
     from semrec.train.trainer import Trainer
 
     folders = [Path(f) for f in datasets.split(",") if f]
@@ -269,6 +274,7 @@ def pretrain(
         report, _ = fit_codes(target, codes_cfg)
         typer.echo(format_report(report))
     cfg.dataset = str(target)
+    prepare_process(cfg.train)
     trainer = Trainer(cfg)
     results = trainer.fit()
     if results:
@@ -294,11 +300,13 @@ def finetune(
     """Fine-tune a pre-trained model on a target dataset: parameters of matching name and shape are copied from
     the pre-trained checkpoint (the target's own item codes are kept), then trained as 'semrec train' does."""
     from semrec.config import RunConfig, load_config
+    from semrec.train.process import prepare_process
     from semrec.train.trainer import Trainer
 
     cfg = load_config(RunConfig, config, _overrides(
         {"dataset": dataset, "out": out, "init_from": str(pretrained), "train.epochs": epochs, "train.lr": lr,
          "train.seed": seed, "train.device": device}, set_))
+    prepare_process(cfg.train)
     trainer = Trainer(cfg)
     report = trainer.init_report
     typer.echo(f"initialised {len(report['loaded'])} tensors from {pretrained}; kept fresh: "
@@ -380,6 +388,7 @@ def quickstart(
     from semrec.data.prepare import format_stats, prepare_dataset
     from semrec.text.encode import embed_dataset
     from semrec.tokenizers.pipeline import fit_codes, format_report
+    from semrec.train.process import prepare_process
     from semrec.train.trainer import Trainer
 
     started = time.perf_counter()
@@ -408,6 +417,7 @@ def quickstart(
             "out": str(runs_dir / f"quickstart-{name}-ccfrec"),
             "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "warmup_steps": 10, "patience": epochs}}
     run = load_config(RunConfig, None, list(set_ or []), base=base)
+    prepare_process(run.train)  # the allocator settings of the CCFRec run, for both trainings
     typer.echo(f"== 4/5 baseline: Popularity {elapsed()}")
     popular = RunConfig(model="popularity", dataset=str(folder), out=str(runs_dir / f"quickstart-{name}-popularity"),
                         train=TrainConfig(progress=run.train.progress))

@@ -13,13 +13,11 @@ import dataclasses
 import datetime as _dt
 import logging
 import math
-import os
-import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
@@ -32,39 +30,15 @@ from semrec.eval.evaluator import EVALUATOR_VERSION, evaluate
 from semrec.models import SequentialRecommender, build_model, model_entry
 from semrec.runs import evaluate_run, load_init_weights, load_run_config, load_run_data, warn_if_nothing_to_evaluate
 from semrec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, peak_rss_gb, release_free_heap
+from semrec.train.distributed import init_distributed, rank_device
+from semrec.train.memory import peak_rss_gb, release_free_heap
+from semrec.train.process import seed_everything
 from semrec.train.run_folder import check_fingerprints, write_data_record
+from semrec.train.schedule import lr_lambda
 
 logger = logging.getLogger(__name__)
 
 
-def lr_lambda(warmup: int, total: int, schedule: str):
-    """Multiplier of the base lr at optimizer step s (HF-style warm-up: 0 at step 0)."""
-    if schedule not in ("constant", "linear", "cosine"):
-        raise SemrecError(f"unknown schedule '{schedule}' (constant | linear | cosine)")
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return step / max(1, warmup)
-        if schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -75,7 +49,10 @@ def default_run_dir(config: RunConfig) -> Path:
 class Trainer:
     """Train ``config.model`` on ``config.dataset``; ``resume=True`` continues from ``run_dir``'s last.pt.
 
-    ``train.time_budget_minutes`` counts from the construction of the trainer (data loading included)."""
+    ``train.time_budget_minutes`` counts from the construction of the trainer (data loading included).
+    The trainer seeds the global RNGs with its run's seed (plus its rank) and joins the ``torchrun`` process group
+    when there is one; the allocator settings of ``config.train`` are the process's: call
+    :func:`semrec.train.process.prepare_process` before building a trainer (the numbers do not depend on them)."""
 
     def __init__(self, config: RunConfig, run_dir: str | Path | None = None, resume: bool = False):
         self._started = time.perf_counter()
@@ -88,15 +65,9 @@ class Trainer:
         budget = tc.time_budget_minutes
         if budget is not None and not (budget > 0 and math.isfinite(budget)):
             raise SemrecError(f"train.time_budget_minutes must be a positive number of minutes, got {budget}")
-        self.rank, self.world = _distributed()
-        self.device = torch.device(tc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if self.device.type == "cuda" and self.world > 1:
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(self.device)  # collectives of this rank run on its own GPU
-        seed_everything(tc.seed + self.rank)
-        fix_mmap_threshold(tc.malloc_mmap_threshold_mb)  # both before the big allocations
-        if tc.huge_pages:
-            enable_huge_pages()
+        self.rank, self.world = init_distributed()
+        self.device = rank_device(tc.device, self.world)
+        seed_everything(tc.seed + self.rank)  # the run's own seed (see semrec.train.process)
         self.data = load_run_data(config)
         self.model: SequentialRecommender = build_model(config.model, config.model_params, self.data.items)
         self.model.to(self.device)
@@ -171,9 +142,7 @@ class Trainer:
         self.model.train()
         sums: dict[str, Any] = {}  # on-device running sums: no host sync per step (reported per epoch)
         n, seen, start = 0, 0, time.perf_counter()
-        batches = train_batches(self.samples, tc.batch_size, tc.seed, self.epoch, self.rank, self.world,
-                                self.device)
-        trim_heap = tc.malloc_trim and self.device.type == "cpu"
+        batches = self.epoch_batches()
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch}", leave=False,
                    disable=not (self.is_main and tc.progress))
         out_of_time = False
@@ -183,19 +152,10 @@ class Trainer:
             if self._out_of_time(sync=True):
                 out_of_time = True
                 break
-            loss, parts = module(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            if trim_heap:
-                release_free_heap()
-            self.step += 1
+            loss, parts = self.train_step(batch, module)
             n += 1
             seen += len(batch["lengths"]) * self.world  # approximate under DDP
-            for key, value in {"loss": loss.detach(), **parts}.items():
+            for key, value in {"loss": loss, **parts}.items():
                 value = value.double() if torch.is_tensor(value) else float(value)
                 sums[key] = sums[key] + value if key in sums else value
             if not bar.disable and (n % 20 == 0 or n == self.steps_per_epoch):  # the postfix costs a sync
@@ -211,6 +171,34 @@ class Trainer:
         if rss is not None:
             out["peak_rss_gb"] = rss
         return out
+
+    def epoch_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """This rank's training batches of epoch ``self.epoch``, on ``self.device`` (every batch of the epoch:
+        ``fit`` stops at ``self.steps_per_epoch``)."""
+        tc = self.config.train
+        return train_batches(self.samples, tc.batch_size, tc.seed, self.epoch, self.rank, self.world, self.device)
+
+    def train_step(self, batch: dict[str, torch.Tensor], module: torch.nn.Module | None = None,
+                   ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """One optimizer step on ``batch`` (from :func:`semrec.data.batching.train_batches`, on ``self.device``):
+        forward, backward, gradient clipping (``train.grad_clip``), AdamW and learning-rate schedule steps,
+        glibc heap trim on CPU (``train.malloc_trim``); ``self.step`` counts it.
+
+        ``module``: what runs the forward pass, the model by default (``fit`` passes its DDP wrapper). The model
+        must be in training mode (``model.train()``; ``fit`` sets it per epoch). Returns the loss (a detached
+        0-d tensor, on the device: no host sync) and the model's named loss parts."""
+        tc = self.config.train
+        loss, parts = (self.model if module is None else module)(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        if tc.malloc_trim and self.device.type == "cpu":
+            release_free_heap()
+        self.step += 1
+        return loss.detach(), parts
 
     def _evaluate(self, split: str) -> dict[str, float]:
         rows = self.data.split.valid if split == "valid" else self.data.split.test
