@@ -15,25 +15,10 @@ from semrec.data.splits import EvalRows
 from semrec.eval.evaluator import rank_targets
 from semrec.eval.metrics import ranks_from_scores
 from semrec.eval.ranking import history_pairs
+from tests.tiny import table_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-class _SumModel(torch.nn.Module):
-    """A stand-in model with an integer item table: the user vector is the sum of the rows of the history it
-    reads, so every score is an exact integer (no rounding between the evaluator and the brute force below)."""
-
-    similarity = "dot"
-
-    def __init__(self, table: torch.Tensor):
-        super().__init__()
-        self.table = table
-
-    def eval_tables(self):
-        return self.table, None
-
-    def encode_sequence(self, items, lengths, history_table=None):
-        return (self.table[items] * (items > 0).unsqueeze(-1)).sum(1)
 
 
 def _brute_force(table: torch.Tensor, rows: EvalRows, max_len: int, exclude: bool) -> list[int]:
@@ -70,11 +55,11 @@ def test_rank_targets_excludes_the_whole_history_not_only_the_last_max_len():
     for exclude in (False, True):
         expected = _brute_force(table, rows, max_len, exclude)
         for chunk, batch in ((65536, 1024), (32, 7)):  # one item chunk / several chunks and batches
-            got = rank_targets(_SumModel(table), rows, max_len=max_len, batch_size=batch, exclude_history=exclude,
+            got = rank_targets(table_model(table), rows, max_len=max_len, batch_size=batch, exclude_history=exclude,
                                item_chunk=chunk)
             assert got.tolist() == expected, (exclude, chunk)
     # with the whole history excluded, no history item ranks above the target
-    excluded = rank_targets(_SumModel(table), rows, max_len=max_len, exclude_history=True)
+    excluded = rank_targets(table_model(table), rows, max_len=max_len, exclude_history=True)
     truncated = _brute_force_last_only(table, rows, max_len)
     assert (excluded <= np.array(truncated)).all() and (excluded < np.array(truncated)).any()
 

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from semrec.eval.metrics import head_items, metrics_from_ranks, ranks_from_scores
+from tests.tiny import table_model
 
 
 def test_ranks_from_scores_hand_case():
@@ -33,21 +34,6 @@ def test_head_items_top_fraction_by_training_frequency():
     assert mask.tolist() == [False, True, True] + [False] * 8
 
 
-class _TableModel(torch.nn.Module):
-    """A stand-in model: fixed item table, the user vector is the mean of the history rows."""
-
-    similarity = "dot"
-
-    def __init__(self, table: torch.Tensor):
-        super().__init__()
-        self.table = table
-
-    def eval_tables(self):
-        return self.table, None
-
-    def encode_sequence(self, items, lengths, history_table=None):
-        return (self.table[items] * (items > 0).unsqueeze(-1)).sum(1) / lengths.unsqueeze(1)
-
 
 def _rows(n_rows: int, n_items: int, seed: int = 0):
     from semrec.data.splits import EvalRows
@@ -67,7 +53,7 @@ def test_rank_targets_matches_brute_force_with_ties_chunks_and_history_exclusion
     table = torch.randn(n_items + 1, 48)
     table[10] = table[20]  # duplicate items: exact ties
     table[30] = table[7]
-    model = _TableModel(table)
+    model = table_model(table, mean=True)
     rows = _rows(200, n_items)
     rows.targets[:20] = 20  # targets with a tied smaller-id twin
     rows.targets[20:40] = 7  # ... and with a tied larger-id twin
@@ -93,7 +79,7 @@ def test_rank_targets_never_ranks_the_target_below_itself():
     torch.manual_seed(1)
     n_items = 2000
     table = torch.randn(n_items + 1, 64)
-    model = _TableModel(table)
+    model = table_model(table, mean=True)
     rows = _rows(300, n_items, seed=1)
     # the target is the only item in the history: its own score is the row maximum (up to rounding)
     rows.histories = [np.array([t]) for t in rows.targets]

@@ -20,6 +20,7 @@ from semrec.eval.ranking import (
     top_k,
     top_lists,
 )
+from tests.tiny import table_model
 
 INF = float("-inf")
 
@@ -87,21 +88,6 @@ def _table_and_rows(n_items: int = 90, n_rows: int = 40, seed: int = 0):
     return table, EvalRows(np.arange(n_rows), histories, targets)
 
 
-class _LastItemsModel(torch.nn.Module):
-    """User vector = sum of the rows of the last ``max_len`` items read (exact integer scores)."""
-
-    similarity = "dot"
-
-    def __init__(self, table: torch.Tensor):
-        super().__init__()
-        self.table = table
-
-    def eval_tables(self):
-        return self.table, None
-
-    def encode_sequence(self, items, lengths, history_table=None):
-        return (self.table[items] * (items > 0).unsqueeze(-1)).sum(1)
-
 
 @pytest.mark.parametrize("exclude", [False, True])
 def test_evaluator_scores_ranks_and_top_k_follow_one_rule(exclude):
@@ -117,7 +103,7 @@ def test_evaluator_scores_ranks_and_top_k_follow_one_rule(exclude):
     full = item_scores(user, table, start=0, exclude=seen)
     from_matrix = ranks_from_scores(full, targets)
     for chunk, batch in ((65536, 1024), (16, 7)):
-        evaluated = rank_targets(_LastItemsModel(table), rows, max_len=max_len, batch_size=batch,
+        evaluated = rank_targets(table_model(table), rows, max_len=max_len, batch_size=batch,
                                  exclude_history=exclude, item_chunk=chunk)
         assert evaluated.tolist() == from_matrix.tolist()
         assert rank_of_targets(user, table, targets, seen, item_chunk=chunk).tolist() == from_matrix.tolist()

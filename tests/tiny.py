@@ -103,3 +103,25 @@ def train_tiny_ccfrec(base: Path) -> tuple[Path, Path]:
         train=TrainConfig(epochs=1, batch_size=64, lr=3e-3, warmup_steps=5, progress=False))
     Trainer(cfg).fit()
     return ds, base / "run"
+
+
+def table_model(table, mean: bool = False):
+    """A stand-in model for evaluation tests: a fixed item table ``[N+1, d]``; the user vector is the sum (or, with
+    ``mean=True``, the mean) of the table rows of the history it reads (integer tables give exact scores)."""
+    import torch
+
+    class TableModel(torch.nn.Module):
+        similarity = "dot"
+
+        def __init__(self):
+            super().__init__()
+            self.table = table
+
+        def eval_tables(self):
+            return self.table, None
+
+        def encode_sequence(self, items, lengths, history_table=None):
+            summed = (self.table[items] * (items > 0).unsqueeze(-1)).sum(1)
+            return summed / lengths.unsqueeze(1) if mean else summed
+
+    return TableModel()
