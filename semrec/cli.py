@@ -382,6 +382,7 @@ def quickstart(
     set_: list[str] | None = SetOpt,
 ):
     """End-to-end demo on MovieLens-100K in about 3 minutes on 2 CPU cores (see QUICKSTART_HELP)."""
+    import math
     import time
 
     from semrec.config import CodesConfig, EmbedConfig, PrepareConfig, RunConfig, TrainConfig, load_config
@@ -391,6 +392,12 @@ def quickstart(
     from semrec.train.process import prepare_process
     from semrec.train.trainer import Trainer
 
+    if epochs < 1:
+        raise SemrecError(f"--epochs must be at least 1, got {epochs}")
+    if batch_size < 1:
+        raise SemrecError(f"--batch-size must be at least 1, got {batch_size}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise SemrecError(f"--lr must be a positive number, got {lr}")
     started = time.perf_counter()
 
     def elapsed() -> str:

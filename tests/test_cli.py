@@ -273,3 +273,33 @@ def test_format_comparison_shows_ratios_and_na():
     rows = text.splitlines()
     assert rows[2].split() == ["popularity", "0.0100", "0.0200", "0.1000", "1.00x", "0.0300"]
     assert rows[3].split() == ["ccfrec", "n/a", "0.0500", "0.2000", "2.50x", "n/a"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "0"], "error: --epochs must be at least 1, got 0"),
+    (["--batch-size", "0"], "error: --batch-size must be at least 1, got 0"),
+    (["--lr", "-0.1"], "error: --lr must be a positive number, got -0.1"),
+    (["--lr", "nan"], "error: --lr must be a positive number, got nan"),
+])
+def test_quickstart_refuses_bad_settings_before_any_work(tmp_path, args, message):
+    result = runner.invoke(app, ["quickstart", "--data-dir", str(tmp_path / "d"), "--runs-dir", str(tmp_path / "r"),
+                                 *args])
+    assert _one_line_error(result) == message
+    assert not (tmp_path / "d").exists()  # refused before preparing anything
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.batch_size=0", "train.batch_size must be at least 1, got 0"),
+    ("train.eval_batch_size=-4", "train.eval_batch_size must be at least 1, got -4"),
+    ("train.patience=0", "train.patience must be at least 1, got 0"),
+    ("train.eval_every=0", "train.eval_every must be at least 1, got 0"),
+    ("train.epochs=-1", "train.epochs must be 0 or more, got -1"),
+    ("train.lr=-0.001", "train.lr must be a finite number >= 0, got -0.001"),
+])
+def test_train_refuses_settings_no_run_can_use(tmp_path, override, message):
+    from tests.tiny import make_tiny_dataset
+
+    data = make_tiny_dataset(tmp_path / "ds")
+    result = runner.invoke(app, ["train", "--model", "sasrec", "--dataset", str(data), "-o", str(tmp_path / "run"),
+                                 "--set", override])
+    assert _one_line_error(result) == f"error: {message}"

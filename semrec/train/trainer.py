@@ -23,7 +23,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from semrec.artifacts import RunFolder
-from semrec.config import Override, RunConfig, load_config, save_config, to_dict
+from semrec.config import Override, RunConfig, TrainConfig, load_config, save_config, to_dict
 from semrec.data.batching import build_train_samples, n_train_batches, train_batches
 from semrec.errors import SemrecError
 from semrec.eval.evaluator import EVALUATOR_VERSION, evaluate
@@ -46,6 +46,18 @@ def default_run_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{Path(config.dataset).name}-{config.model}-{stamp}"
 
 
+def check_train_settings(tc: TrainConfig) -> None:
+    """Refuse settings no run can use (raises SemrecError naming the key): batch sizes and patience below 1,
+    a negative epoch cap, a negative or non-finite learning rate."""
+    for key in ("batch_size", "eval_batch_size", "patience", "eval_every"):
+        if getattr(tc, key) < 1:
+            raise SemrecError(f"train.{key} must be at least 1, got {getattr(tc, key)}")
+    if tc.epochs < 0:
+        raise SemrecError(f"train.epochs must be 0 or more, got {tc.epochs}")
+    if not (tc.lr >= 0 and math.isfinite(tc.lr)):  # 0 freezes the weights (a legitimate probe)
+        raise SemrecError(f"train.lr must be a finite number >= 0, got {tc.lr}")
+
+
 class Trainer:
     """Train ``config.model`` on ``config.dataset``; ``resume=True`` continues from ``run_dir``'s last.pt.
 
@@ -65,6 +77,7 @@ class Trainer:
         budget = tc.time_budget_minutes
         if budget is not None and not (budget > 0 and math.isfinite(budget)):
             raise SemrecError(f"train.time_budget_minutes must be a positive number of minutes, got {budget}")
+        check_train_settings(tc)
         self.rank, self.world = init_distributed()
         self.device = rank_device(tc.device, self.world)
         seed_everything(tc.seed + self.rank)  # the run's own seed (see semrec.train.process)
