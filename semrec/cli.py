@@ -383,10 +383,13 @@ def quickstart(
 ):
     """End-to-end demo on MovieLens-100K in about 3 minutes on 2 CPU cores (see QUICKSTART_HELP)."""
     import math
+    import shlex
     import time
 
     from semrec.config import CodesConfig, EmbedConfig, PrepareConfig, RunConfig, TrainConfig, load_config
     from semrec.data.prepare import format_stats, prepare_dataset
+    from semrec.runs import evaluate_run
+    from semrec.serve import Recommender
     from semrec.text.encode import embed_dataset
     from semrec.tokenizers.pipeline import fit_codes, format_report
     from semrec.train.process import prepare_process
@@ -438,15 +441,11 @@ def quickstart(
     shutil.rmtree(run.out, ignore_errors=True)  # the demo run is rebuilt from scratch every time
     trainer = Trainer(run)
     results = trainer.fit()
-    from semrec.runs import evaluate_run
-
     compared = {"popularity": (baseline, popular.out), "ccfrec": (results, trainer.run_dir)}
     for res, folder_ in compared.values():  # the serving protocol too: the user's history items never ranked
         res["test_exclude_history"] = evaluate_run(folder_, exclude_history=True, device=trainer.device)["test"]
     typer.echo(f"== results: full ranking over {dataset.n_items:,} items, best epoch on valid NDCG@10 {elapsed()}")
     typer.echo(format_comparison({model: res for model, (res, _) in compared.items()}))
-    from semrec.serve import Recommender
-
     rec = Recommender.load(trainer.run_dir)
     user = str(dataset.users["raw_id"].iloc[0])
     history = rec.user_history(user)
@@ -454,8 +453,6 @@ def quickstart(
                f"history items excluded)")
     for rank, item in enumerate(rec.recommend(history, k=10).items, 1):
         typer.echo(f"{rank:>3}  {item.raw_id:<10} {item.score:>8.4f}  {item.title or ''}")
-    import shlex
-
     typer.echo(f"done in {time.perf_counter() - started:.0f} s: dataset {folder}, codes {codes_dir}, "
                f"run {trainer.run_dir}")
     typer.echo(f"more: semrec recommend {shlex.quote(str(trainer.run_dir))} --user {shlex.quote(user)} | "
