@@ -13,7 +13,8 @@ of the package, else ``a.b``; relative imports are resolved. Importing ``a.b.c``
 packages work, and a circle through it is harmless unless names are taken from it, which an explicit import shows).
 
 A circle made of module-level edges only is an error: whether it works depends on which module is imported first.
-Circles that need a function-level edge are listed (they work, but say that two modules know about each other).
+A circle that needs a function-level edge works, but says that two modules know about each other: the package has
+none either, and a new one fails its test.
 """
 
 from __future__ import annotations
@@ -200,16 +201,9 @@ def test_no_module_level_import_circle() -> None:
     assert not found, "module-level import circles:\n" + "\n".join(describe(g, graph) for g in found)
 
 
-# Circles closed only by a function-level import, known and accepted: config types the free-form
-# ``model_params`` with the model's config class (a call-time lookup in the model registry), and the models
-# build their configs with ``config.from_dict``. Breaking it means moving the parsing helpers out of config.py.
-KNOWN_FUNCTION_LEVEL_CIRCLES = [["semrec.config", "semrec.models"]]
-
-
-def test_every_import_circle_is_known() -> None:
-    """Counting function-level imports too, the only circles are the known ones above (a new one fails here,
-    listed with its edges; a removed one must be taken off the list)."""
+def test_no_import_circle_at_any_level() -> None:
+    """Counting function-level imports too, there is no circle (a new one fails here, listed with its edges)."""
     graph = import_graph()
     found = circles(graph, KINDS)
-    assert found == KNOWN_FUNCTION_LEVEL_CIRCLES, "import circles (any level):\n" + "\n\n".join(
+    assert found == [], "import circles (any level):\n" + "\n\n".join(
         describe(g, graph) for g in found)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from semrec.config import from_dict
+from semrec.typed import from_dict
 from semrec.errors import SemrecError
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.bert4rec import BERT4Rec, BERT4RecConfig
