@@ -99,28 +99,24 @@ def ensure_codes(src: Path, dst: Path, kind: str, params: dict) -> None:
     """Fit the derived dataset's ``kind`` codes with the source dataset's settings (plus ``params``)."""
     import yaml
 
+    from semrec import api
     from semrec.artifacts import DatasetFolder
     from semrec.config import CodesConfig
-    from semrec.tokenizers.pipeline import fit_codes
 
-    if DatasetFolder(dst).codes(kind).is_current(DatasetFolder(dst)):
-        return
     source = DatasetFolder(src).codes(kind).config
     base = (yaml.safe_load(source.read_text(encoding="utf-8")) or {}).get("params", {}) if source.is_file() else {}
-    fit_codes(dst, CodesConfig(tokenizer=kind, params={**base, **params}), progress=False)
+    api.ensure_codes(dst, CodesConfig(tokenizer=kind, params={**base, **params}))
 
 
 def train(model: str, config: str, dst: Path, out: Path, sets: list[str]) -> Path:
+    from semrec import api
     from semrec.config import RunConfig, load_config
-    from semrec.train.process import prepare_process
-    from semrec.train.trainer import ensure_trained
 
     mine = [s.split(":", 1)[1] for s in sets if s.startswith(f"{model}:")]
     common = [s for s in sets if ":" not in s.split("=", 1)[0]]
     cfg = load_config(RunConfig, ROOT / "configs" / f"{config}.yaml",
                       [f"dataset={dst}", f"out={out}", "train.progress=false", *common, *mine])
-    prepare_process(cfg.train)
-    ensure_trained(cfg, out)
+    api.ensure_trained(cfg, out)
     return out
 
 

@@ -44,57 +44,26 @@ def run_folder(runs: Path, spec: str, seed: int) -> Path:
 
 
 def run_one(spec: str, seed: int, overrides: list[str], runs: Path) -> dict:
+    from semrec import api
     from semrec.artifacts import RunFolder
-    from semrec.config import RunConfig, load_config
-    from semrec.train.process import prepare_process
-    from semrec.train.trainer import ensure_trained
+    from semrec.config import CodesConfig, RunConfig, load_config
+    from semrec.models import model_entry
 
     config, own = split_spec(spec)
     out = run_folder(runs, spec, seed)
     cfg = load_config(RunConfig, ROOT / "configs" / f"{config}.yaml",
                       [f"train.seed={seed}", f"out={out}", "train.progress=false", *overrides, *own])
-    if not RunFolder(out).is_finished():
-        ensure_codes(cfg)
-    prepare_process(cfg.train)
-    return ensure_trained(cfg, out)
+    if not RunFolder(out).is_finished() and model_entry(cfg.model).reads_codes_folder and cfg.codes in ("pq", "opq"):
+        api.ensure_codes(cfg.dataset, CodesConfig(tokenizer=cfg.codes))  # the default codes, fitted the first time
+    return api.ensure_trained(cfg, out)
 
 
 def history_excluded(out: Path, result: dict) -> dict:
     """``result`` with its valid/test metrics replaced by the same best checkpoint ranked with the user's history
     items excluded (model selection, epochs and wall time unchanged)."""
-    from semrec.runs import evaluate_run
+    from semrec import api
 
-    return {**result, **evaluate_run(out, exclude_history=True)}
-
-
-def interim_result(out: Path, exclude_history: bool | None = None) -> dict | None:
-    """Valid/test metrics of an unfinished run's current ``best.pt`` (selected on valid, like a finished run), with
-    ``best_epoch`` (read from the checkpoint) and ``epochs_run`` so far; None when there is no best checkpoint yet.
-    ``exclude_history`` as ``evaluate_run`` (None: the run's own setting)."""
-    from semrec.artifacts import RunFolder
-    from semrec.runs import evaluate_run
-    from semrec.train.checkpoint import load_checkpoint
-
-    folder = RunFolder(out)
-    best = folder.best
-    if not best.is_file() or not folder.metrics.is_file():
-        return None
-    rows = folder.read_metrics()
-    return {**evaluate_run(out, exclude_history=exclude_history), "best_epoch": int(load_checkpoint(best)["epoch"]),
-            "epochs_run": len(rows),
-            "train_wall_seconds": sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)}
-
-
-def ensure_codes(cfg) -> None:
-    """Fit the default pq / opq codes of a dataset the first time a model needs them."""
-    from semrec.artifacts import DatasetFolder
-    from semrec.config import CodesConfig
-    from semrec.models import model_entry
-    from semrec.tokenizers.pipeline import fit_codes
-
-    folder = DatasetFolder(cfg.dataset).codes(cfg.codes)
-    if model_entry(cfg.model).reads_codes_folder and not folder.exists() and cfg.codes in ("pq", "opq"):
-        fit_codes(cfg.dataset, CodesConfig(tokenizer=cfg.codes), progress=False)
+    return {**result, **api.evaluate(out, exclude_history=True).metrics}
 
 
 def fmt(values: list[float]) -> str:
@@ -138,12 +107,13 @@ def main() -> None:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 if config.startswith("popularity") and seed > args.first_seed:
                     continue  # deterministic: one run is all seeds
+                from semrec import api
                 from semrec.artifacts import RunFolder
 
                 finished = RunFolder(run_folder(Path(args.runs), config, seed)).is_finished()
                 if args.report_only and not finished:
-                    interim = (interim_result(run_folder(Path(args.runs), config, seed),
-                                              True if args.exclude_history else None) if args.interim else None)
+                    interim = (api.interim_results(run_folder(Path(args.runs), config, seed),
+                                                   True if args.exclude_history else None) if args.interim else None)
                     if interim is not None:
                         row = (f"{config} s{seed} (unfinished: best epoch {interim['best_epoch']} of "
                                f"{interim['epochs_run']} so far)")

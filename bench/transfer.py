@@ -22,19 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["recall@10", "ndcg@10", "recall@20", "ndcg@20"]
 
 
-def train(cfg, run: Path) -> dict:
-    from semrec.train.process import prepare_process
-    from semrec.train.trainer import ensure_trained
-
-    prepare_process(cfg.train)
-    return ensure_trained(cfg, run)
-
-
 def main() -> None:
-    from semrec.artifacts import DatasetFolder
+    from semrec import api
     from semrec.config import CodesConfig, RunConfig, load_config
-    from semrec.data.merge import merge_datasets
-    from semrec.tokenizers.pipeline import fit_codes
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pretrain", default="data/ml-100k,data/All_Beauty")
@@ -50,13 +40,10 @@ def main() -> None:
     runs = Path(args.runs)
     sources = [Path(p) for p in args.pretrain.split(",")]
     target = Path(args.target)
-    merged = ROOT / "data" / ("pretrain-" + "+".join(p.name for p in sources))
-    if not DatasetFolder(merged).exists():
-        merge_datasets(sources, merged, "all-MiniLM-L6-v2")
-    if not DatasetFolder(merged).codes("opq").exists():
-        fit_codes(merged, CodesConfig(tokenizer="opq"), progress=False)
-    if not DatasetFolder(target).codes("opq").exists():
-        fit_codes(target, CodesConfig(tokenizer="opq"), progress=False)
+    merged = api.ensure_merged(sources, ROOT / "data" / ("pretrain-" + "+".join(p.name for p in sources)),
+                               say=print)
+    for dataset in (merged, target):
+        api.ensure_codes(dataset, CodesConfig(tokenizer="opq"))
     common = ["train.progress=false", *args.set]
     table: dict[str, list[dict]] = {}
     for seed in range(2020, 2020 + args.seeds):
@@ -64,12 +51,12 @@ def main() -> None:
         pre_cfg = load_config(RunConfig, ROOT / "configs/vqrec/pretrain.yaml",
                               [f"dataset={merged}", f"train.seed={seed}", *common,
                                *([f"train.epochs={args.pretrain_epochs}"] if args.pretrain_epochs else [])])
-        table.setdefault("pretrain (merged valid)", []).append(train(pre_cfg, pre_run))
+        table.setdefault("pretrain (merged valid)", []).append(api.ensure_trained(pre_cfg, pre_run))
         scratch = load_config(RunConfig, ROOT / f"configs/vqrec/{target.name}-scratch.yaml",
                               [f"dataset={target}", f"train.seed={seed}", *common])
         # the same run folder as bench/quality.py's row for this config, so it is trained once
         scratch_run = ROOT / "runs" / "bench" / f"vqrec-{target.name}-scratch-s{seed}"
-        table.setdefault("scratch", []).append(train(scratch, scratch_run))
+        table.setdefault("scratch", []).append(api.ensure_trained(scratch, scratch_run))
         for mode in ("learned", "reference", "none"):
             overrides = [f"dataset={target}", f"train.seed={seed}", f"init_from={pre_run}", *common]
             if mode == "none":
@@ -77,7 +64,7 @@ def main() -> None:
             else:
                 overrides += [f"model_params.permutation={mode}"]
             cfg = load_config(RunConfig, ROOT / f"configs/vqrec/{target.name}.yaml", overrides)
-            table.setdefault(f"finetune-{mode}", []).append(train(cfg, runs / f"finetune-{mode}-s{seed}"))
+            table.setdefault(f"finetune-{mode}", []).append(api.ensure_trained(cfg, runs / f"finetune-{mode}-s{seed}"))
         for name, results in table.items():
             print(name, seed, {k: round(v, 4) for k, v in results[-1]["test"].items() if k in METRICS}, flush=True)
 

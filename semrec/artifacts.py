@@ -14,6 +14,7 @@ The classes only name paths and read or write the small manifests (JSON and YAML
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,12 @@ class RunFolder:
 
     def __str__(self) -> str:
         return str(self.path)
+
+    @staticmethod
+    def default_path(dataset: str | Path, model: str, root: str | Path = "runs") -> Path:
+        """Where a run goes when no ``--out`` is given: ``<root>/<dataset name>-<model>-<YYYYmmdd-HHMMSS>``."""
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return Path(root) / f"{Path(dataset).name}-{model}-{stamp}"
 
     @property
     def config(self) -> Path:

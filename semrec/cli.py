@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -74,13 +73,14 @@ def prepare(
     set_: list[str] | None = SetOpt,
 ):
     """Read raw data into a canonical dataset (parquet + manifest) and print its statistics."""
+    from semrec import api
     from semrec.config import PrepareConfig, load_config
-    from semrec.data.prepare import format_stats, prepare_dataset
+    from semrec.data.prepare import format_stats
 
     cfg = load_config(PrepareConfig, config, _overrides(
         {"source": source, "format": format, "name": name, "out": out, "meta": meta,
          "missing_meta": missing_meta}, set_))
-    dataset, folder = prepare_dataset(cfg)
+    dataset, folder = api.prepare(cfg)
     typer.echo(format_stats(dataset))
     typer.echo(f"written to  {folder}")
 
@@ -89,10 +89,10 @@ def prepare(
 @friendly_errors
 def info(dataset_dir: Path = typer.Argument(..., help="A folder written by 'semrec prepare'.")):
     """Print the statistics of a prepared dataset."""
-    from semrec.data.dataset import CanonicalDataset
+    from semrec import api
     from semrec.data.prepare import format_stats
 
-    typer.echo(format_stats(CanonicalDataset.load(dataset_dir)))
+    typer.echo(format_stats(api.load_dataset(dataset_dir)))
 
 
 @app.command()
@@ -108,16 +108,16 @@ def embed(
     set_: list[str] | None = SetOpt,
 ):
     """Encode each text view with a PLM into one float32 matrix per view (cached by content hash)."""
+    from semrec import api
     from semrec.config import EmbedConfig, load_config
-    from semrec.text.encode import embed_dataset, embeddings_dir
 
     cfg = load_config(EmbedConfig, config, _overrides(
         {"model": model, "views": views, "batch_size": batch_size, "device": device}, set_))
-    manifest = embed_dataset(dataset_dir, cfg)
+    manifest, folder = api.embed(dataset_dir, cfg)
     for view, entry in manifest["views"].items():
         typer.echo(f"{view:<12} dim {entry['dim']}  distinct texts {entry['distinct_texts']:,}"
                    f"{'  (cached)' if entry.get('cache_hit') else ''}")
-    typer.echo(f"written to  {embeddings_dir(dataset_dir, cfg.model)}")
+    typer.echo(f"written to  {folder}")
 
 
 @app.command()
@@ -139,14 +139,14 @@ def codes(
     set_: list[str] | None = SetOpt,
 ):
     """Fit an item tokenizer on the view embeddings, encode every item, and print the code report."""
+    from semrec import api
     from semrec.config import CodesConfig, load_config
-    from semrec.tokenizers.pipeline import fit_codes, format_report
+    from semrec.tokenizers.pipeline import format_report
 
     overrides = _overrides({"tokenizer": tokenizer, "name": name, "model": model, "fit_on": fit_on,
                             "dedup": dedup, "seed": seed}, set_)
     overrides += _param_overrides(param)
-    cfg = load_config(CodesConfig, config, overrides)
-    report, folder = fit_codes(dataset_dir, cfg)
+    report, folder = api.codes(dataset_dir, load_config(CodesConfig, config, overrides))
     typer.echo(format_report(report))
     typer.echo(f"written to  {folder}")
 
@@ -197,9 +197,8 @@ def train(
 
     Runs unchanged under torchrun --nproc_per_node=N (DistributedDataParallel).
     """
+    from semrec import api
     from semrec.config import RunConfig, load_config
-    from semrec.train.process import prepare_process
-    from semrec.train.trainer import Trainer, describe_results, resume_config
 
     given = {"train.epochs": epochs, "train.patience": patience, "train.time_budget_minutes": time_budget}
     if resume is not None:
@@ -209,20 +208,14 @@ def train(
         if refused:
             raise SemrecError(f"--resume continues a run with its saved config; drop {', '.join(refused)} (only "
                               "--epochs, --patience and --time-budget can change)")
-        cfg = resume_config(resume, _overrides(given, set_))
-        prepare_process(cfg.train)
-        trainer = Trainer(cfg, run_dir=resume, resume=True)
-        typer.echo(f"resuming {resume} after epoch {trainer.epoch - 1} (best so far: epoch {trainer.best_epoch})")
+        trained = api.resume(resume, _overrides(given, set_), say=typer.echo)
     else:
-        cfg = load_config(RunConfig, config, _overrides(
+        trained = api.train(load_config(RunConfig, config, _overrides(
             {"model": model, "dataset": dataset, "codes": codes, "out": out, **given,
-             "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed, "train.device": device}, set_))
-        prepare_process(cfg.train)
-        trainer = Trainer(cfg)
-    results = trainer.fit()
-    if results:
-        typer.echo(format_metrics({"valid": results["valid"], "test": results["test"]}))
-        typer.echo(f"{describe_results(results, trainer.config)}; run folder {trainer.run_dir}")
+             "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed, "train.device": device}, set_)))
+    if trained.results:
+        typer.echo(format_metrics({"valid": trained.results["valid"], "test": trained.results["test"]}))
+        typer.echo(f"{trained.describe()}; run folder {trained.run_dir}")
 
 
 @app.command()
@@ -246,40 +239,16 @@ def pretrain(
 
     The merged dataset and its codes are built once and reused. Fine-tune the result with 'semrec finetune'.
     """
-    from semrec.artifacts import DatasetFolder
-    from semrec.config import CodesConfig, RunConfig, load_config
-    from semrec.data.dataset import CanonicalDataset
-    from semrec.data.merge import merge_datasets
-    from semrec.data.prepare import format_stats
-    from semrec.models import model_entry
-    from semrec.tokenizers.pipeline import fit_codes, format_report
-    from semrec.train.process import prepare_process
-    from semrec.train.trainer import Trainer
+    from semrec import api
+    from semrec.config import RunConfig, load_config
 
-    folders = [Path(f) for f in datasets.split(",") if f]
     cfg = load_config(RunConfig, config, _overrides({"out": out, "train.epochs": epochs, "train.seed": seed,
                                                      "train.device": device}, set_))
-    target = merged or Path("data") / ("pretrain-" + "+".join(f.name for f in folders))
-    shas = [DatasetFolder(f).manifest_sha256() if DatasetFolder(f).exists() else None for f in folders]
-    current = CanonicalDataset.load(target).manifest.get("domains") if DatasetFolder(target).exists() else None
-    if current is None or [d["manifest_sha256"] for d in current] != shas:
-        typer.echo(f"merging {len(folders)} datasets into {target}")
-        merged_data = merge_datasets(folders, target, cfg.text_model)
-        typer.echo(format_stats(merged_data))
-    joint_tokenizer = model_entry(cfg.model).pretrain_tokenizer  # VQ-Rec: opq; None: the model fits no codes
-    if joint_tokenizer is not None and not DatasetFolder(target).codes(cfg.codes).exists():
-        typer.echo(f"fitting the joint tokenizer ({cfg.codes}) on the training items of every domain")
-        codes_cfg = load_config(CodesConfig, None, _param_overrides(param))
-        codes_cfg.tokenizer, codes_cfg.name, codes_cfg.model = joint_tokenizer, cfg.codes, cfg.text_model
-        report, _ = fit_codes(target, codes_cfg)
-        typer.echo(format_report(report))
-    cfg.dataset = str(target)
-    prepare_process(cfg.train)
-    trainer = Trainer(cfg)
-    results = trainer.fit()
-    if results:
-        typer.echo(format_metrics({"valid": results["valid"], "test": results["test"]}))
-        typer.echo(f"pre-trained run folder {trainer.run_dir}; fine-tune with: semrec finetune {trainer.run_dir} "
+    trained = api.pretrain([f for f in datasets.split(",") if f], cfg, merged, _param_overrides(param),
+                           say=typer.echo)
+    if trained.results:
+        typer.echo(format_metrics({"valid": trained.results["valid"], "test": trained.results["test"]}))
+        typer.echo(f"pre-trained run folder {trained.run_dir}; fine-tune with: semrec finetune {trained.run_dir} "
                    f"--dataset <prepared dataset>")
 
 
@@ -299,22 +268,16 @@ def finetune(
 ):
     """Fine-tune a pre-trained model on a target dataset: parameters of matching name and shape are copied from
     the pre-trained checkpoint (the target's own item codes are kept), then trained as 'semrec train' does."""
+    from semrec import api
     from semrec.config import RunConfig, load_config
-    from semrec.train.process import prepare_process
-    from semrec.train.trainer import Trainer
 
     cfg = load_config(RunConfig, config, _overrides(
         {"dataset": dataset, "out": out, "init_from": str(pretrained), "train.epochs": epochs, "train.lr": lr,
          "train.seed": seed, "train.device": device}, set_))
-    prepare_process(cfg.train)
-    trainer = Trainer(cfg)
-    report = trainer.init_report
-    typer.echo(f"initialised {len(report['loaded'])} tensors from {pretrained}; kept fresh: "
-               f"{', '.join(report['skipped']) or 'none'}")
-    results = trainer.fit()
-    if results:
-        typer.echo(format_metrics({"valid": results["valid"], "test": results["test"]}))
-        typer.echo(f"best epoch {results['best_epoch']}, run folder {trainer.run_dir}")
+    trained = api.finetune(cfg, say=typer.echo)
+    if trained.results:
+        typer.echo(format_metrics({"valid": trained.results["valid"], "test": trained.results["test"]}))
+        typer.echo(f"best epoch {trained.results['best_epoch']}, run folder {trained.run_dir}")
 
 
 @app.command()
@@ -326,29 +289,16 @@ def evaluate(
                                                    help="Remove history items from the ranking."),
 ):
     """Evaluate a trained run on valid and test (full ranking over all items)."""
-    from semrec.runs import evaluate_run, load_run_config
+    from semrec import api
 
     if checkpoint not in ("best", "last"):
         raise SemrecError(f"--checkpoint must be best or last, got {checkpoint!r}")
-
-    metrics = evaluate_run(run, checkpoint, exclude_history)
-    typer.echo(format_metrics(metrics))
-    excluded = load_run_config(run).train.exclude_history if exclude_history is None else exclude_history
-    typer.echo("each user's history items excluded from the ranking (the serving protocol)" if excluded else
+    evaluation = api.evaluate(run, checkpoint, exclude_history)
+    typer.echo(format_metrics(evaluation.metrics))
+    typer.echo("each user's history items excluded from the ranking (the serving protocol)"
+               if evaluation.exclude_history else
                "each user's history items kept in the ranking (the references' protocol; --exclude-history for "
                "the serving one)")
-
-
-# The quickstart's CCFRec setting (ml-100k, 2 CPU cores). Why each choice, measured on this project's 2-core machine:
-# * sample_style=sequence: a training row is a user window of 20 items with a target at every position (5,299 windows
-#   on ml-100k) instead of the reference's one row per target (97k prefix rows): the same targets, ~18x fewer rows.
-# * neg_num=0: the full softmax over all 1,682 items. With windows, each step already encodes most of the catalogue,
-#   so sampling 1,500 negatives saves almost nothing, and every history item is a negative of the rows it is not the
-#   target of (the reference's batch-wide exclusion hides a window's own history items from its negatives).
-# * MCM and MSA (the auxiliary losses) cost 86% of a step (1.3 s -> 9-10 s of CPU per step at batch 256): their masked
-#   pass encodes every history position again, and MCM scores every masked code slot against all code ids.
-QUICK_CCFREC = {"dropout": 0.3, "dropout_cross": 0.3, "neg_num": 0, "sample_style": "sequence",
-                "mlm_weight": 0.0, "cl_weight": 0.0}
 
 
 QUICKSTART_HELP = (
@@ -382,81 +332,22 @@ def quickstart(
     set_: list[str] | None = SetOpt,
 ):
     """End-to-end demo on MovieLens-100K in about 3 minutes on 2 CPU cores (see QUICKSTART_HELP)."""
-    import math
     import shlex
-    import time
 
-    from semrec.config import CodesConfig, EmbedConfig, PrepareConfig, RunConfig, TrainConfig, load_config
-    from semrec.data.prepare import format_stats, prepare_dataset
-    from semrec.runs import evaluate_run
-    from semrec.serve import Recommender
-    from semrec.text.encode import embed_dataset
-    from semrec.tokenizers.pipeline import fit_codes, format_report
-    from semrec.train.process import prepare_process
-    from semrec.train.trainer import Trainer
+    from semrec import api
 
-    if epochs < 1:
-        raise SemrecError(f"--epochs must be at least 1, got {epochs}")
-    if batch_size < 1:
-        raise SemrecError(f"--batch-size must be at least 1, got {batch_size}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise SemrecError(f"--lr must be a positive number, got {lr}")
-    started = time.perf_counter()
-
-    def elapsed() -> str:
-        return f"[at {time.perf_counter() - started:.0f} s]"
-
-    name = source.split(":", 1)[1] if source.startswith("recbole:") else Path(source).name
-    typer.echo(f"== 1/5 prepare {source}")
-    dataset, folder = prepare_dataset(PrepareConfig(source=source, out=str(data_dir / name)))
-    typer.echo(format_stats(dataset))
-    typer.echo(f"== 2/5 embed text views (all-MiniLM-L6-v2) {elapsed()}")
-    manifest = embed_dataset(folder, EmbedConfig())
-    typer.echo(", ".join(f"{v}: {e['dim']}-d{' (cached)' if e.get('cache_hit') else ''}"
-                         for v, e in manifest["views"].items()))
-    typer.echo(f"== 3/5 semantic codes (CCFRec layout: per-view PCA + product quantisation) {elapsed()}")
-    # 256 centroids per codebook (nbits 8) need 256 items; a smaller --source gets smaller codebooks
-    nbits = min(8, max(1, dataset.n_items.bit_length() - 1))
-    report, codes_dir = fit_codes(folder, CodesConfig(tokenizer="pq", params={} if nbits == 8 else {"nbits": nbits}))
-    typer.echo(format_report(report))
-
-    params = dict(QUICK_CCFREC)
-    if aux_losses:
-        params.update(mlm_weight=0.6, cl_weight=0.4)
-    base = {"model": "ccfrec", "dataset": str(folder), "codes": "pq", "model_params": params,
-            "out": str(runs_dir / f"quickstart-{name}-ccfrec"),
-            "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "warmup_steps": 10, "patience": epochs}}
-    run = load_config(RunConfig, None, list(set_ or []), base=base)
-    prepare_process(run.train)  # the allocator settings of the CCFRec run, for both trainings
-    typer.echo(f"== 4/5 baseline: Popularity {elapsed()}")
-    popular = RunConfig(model="popularity", dataset=str(folder), out=str(runs_dir / f"quickstart-{name}-popularity"),
-                        train=TrainConfig(progress=run.train.progress))
-    shutil.rmtree(popular.out, ignore_errors=True)
-    baseline = Trainer(popular).fit()
-    mp = run.model_params
-    typer.echo(f"== 5/5 train CCFRec: {run.train.epochs} epochs, batch {run.train.batch_size}, lr {run.train.lr}, "
-               f"sample_style {mp.get('sample_style', 'prefix')}, "
-               f"{'full softmax' if mp.get('neg_num', 1) <= 0 else str(mp.get('neg_num')) + ' negatives'}, "
-               f"MCM x {mp.get('mlm_weight', 0.6)}, MSA x {mp.get('cl_weight', 0.4)} {elapsed()}")
-    shutil.rmtree(run.out, ignore_errors=True)  # the demo run is rebuilt from scratch every time
-    trainer = Trainer(run)
-    results = trainer.fit()
-    compared = {"popularity": (baseline, popular.out), "ccfrec": (results, trainer.run_dir)}
-    for res, folder_ in compared.values():  # the serving protocol too: the user's history items never ranked
-        res["test_exclude_history"] = evaluate_run(folder_, exclude_history=True, device=trainer.device)["test"]
-    typer.echo(f"== results: full ranking over {dataset.n_items:,} items, best epoch on valid NDCG@10 {elapsed()}")
-    typer.echo(format_comparison({model: res for model, (res, _) in compared.items()}))
-    rec = Recommender.load(trainer.run_dir)
-    user = str(dataset.users["raw_id"].iloc[0])
-    history = rec.user_history(user)
-    typer.echo(f"== top-10 for user {user} (history of {len(history)} items, last: {history[-1]}; "
+    settings = api.QuickstartSettings(source, data_dir, runs_dir, epochs, batch_size, lr, aux_losses, list(set_ or []))
+    done = api.quickstart(settings, say=typer.echo)
+    typer.echo(format_comparison(done.results))
+    history, result = done.recommended.history, done.recommended.result
+    typer.echo(f"== top-10 for user {done.user} (history of {len(history)} items, last: {history[-1]}; "
                f"history items excluded)")
-    for rank, item in enumerate(rec.recommend(history, k=10).items, 1):
+    for rank, item in enumerate(result.items, 1):
         typer.echo(f"{rank:>3}  {item.raw_id:<10} {item.score:>8.4f}  {item.title or ''}")
-    typer.echo(f"done in {time.perf_counter() - started:.0f} s: dataset {folder}, codes {codes_dir}, "
-               f"run {trainer.run_dir}")
-    typer.echo(f"more: semrec recommend {shlex.quote(str(trainer.run_dir))} --user {shlex.quote(user)} | "
-               f"semrec serve {shlex.quote(str(trainer.run_dir))}")
+    run = done.runs["ccfrec"]
+    typer.echo(f"done in {done.seconds:.0f} s: dataset {done.dataset_dir}, codes {done.codes_dir}, run {run}")
+    typer.echo(f"more: semrec recommend {shlex.quote(str(run))} --user {shlex.quote(done.user)} | "
+               f"semrec serve {shlex.quote(str(run))}")
 
 
 def format_comparison(results: dict[str, dict]) -> str:
@@ -535,7 +426,7 @@ def recommend(
     import dataclasses
     import json
 
-    from semrec.serve import Recommender
+    from semrec import api
 
     given = [history is not None, bool(item), history_file is not None, user is not None]
     if sum(given) != 1:
@@ -543,15 +434,11 @@ def recommend(
                           "| --user RAW_USER_ID")
     if k < 1:
         raise SemrecError(f"--k must be at least 1, got {k}")
-    ids = _history_file_ids(history_file) if history_file is not None else None
-    rec = Recommender.load(run, device=device)
-    if user is not None:
-        ids = rec.user_history(user)
-    elif item:
-        ids = list(item)
-    elif history is not None:
-        ids = [h.strip() for h in history.split(",") if h.strip()]
-    result = rec.recommend(ids, k=k, exclude_seen=exclude_seen)
+    ids = None if user is not None else (
+        _history_file_ids(history_file) if history_file is not None else
+        list(item) if item else [h.strip() for h in (history or "").split(",") if h.strip()])
+    recommended = api.recommend(run, ids, user=user, k=k, exclude_seen=exclude_seen, device=device)
+    result, rec, ids = recommended.result, recommended.recommender, recommended.history
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(result), ensure_ascii=False, indent=2))
         return
@@ -588,18 +475,15 @@ def export(
     Writes items.npy + item_ids.json, exact.index (inner product) and approx.index; recall@10 is measured
     against exact search on validation histories.
     """
-    from semrec.serve import Recommender
-    from semrec.serve.export import export_run
+    from semrec import api
 
-    rec = Recommender.load(run, device=device)
-    summary = export_run(rec, out, approx, _key_values(param, "--param"), max_queries=queries)
-    folder = out or Path(run) / "export"
+    summary = api.export(run, out, approx, _key_values(param, "--param"), queries=queries, device=device)
     typer.echo(f"items       {summary['n_items']:,} x {summary['dim']} ({summary['similarity']}"
                f"{', L2-normalised' if summary['normalised'] else ''}; {summary['n_cold_items']} cold-start)")
     typer.echo(f"approx      {approx} {summary['approx']['params']} built in {summary['approx']['build_seconds']} s")
     typer.echo(f"recall@10   {summary['recall@10']:.4f} of exact search ({summary['recall_queries']:,} validation "
                f"histories)")
-    typer.echo(f"written to  {folder}")
+    typer.echo(f"written to  {summary['folder']}")
 
 
 @app.command()
@@ -619,16 +503,9 @@ def serve(
     items live in its memory (and in the run folder). The text encoder and tokenizer of POST /items load at
     start-up in the background (GET /health: 'loading', then 'ok'); /recommend is served at once.
     """
-    from semrec.serve import Recommender
-    from semrec.serve.app import serve as serve_app
+    from semrec import api
 
-    rec = Recommender.load(run, device=device, retrieval=retrieval, retrieval_params=_key_values(param, "--param"))
-    typer.echo(f"serving {rec.config.model} on {rec.dataset.name} ({rec.n_items:,} items, {retrieval} retrieval) "
-               f"at http://{host}:{port} (docs: /docs)")
-    if rec.cold_start_refusal is None:
-        typer.echo("loading the text encoder for POST /items in the background: GET /health says 'loading' until "
-                   "it is ready")
-    serve_app(rec, host, port, log_level)
+    api.serve(run, host, port, retrieval, _key_values(param, "--param"), device, log_level, say=typer.echo)
 
 
 def main() -> None:  # pragma: no cover

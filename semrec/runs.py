@@ -4,7 +4,7 @@
 run folder: its saved config, its data (dataset, split, the item inputs of the model, checked against the
 fingerprints the run recorded, see :mod:`semrec.train.run_folder`) and the model with a checkpoint's weights.
 :func:`load_run_data` assembles the data of a config (the trainer uses it too). Nothing here imports the training
-loop (``semrec.train.trainer.ensure_trained`` runs it: reuse results, else resume, else train).
+loop (``semrec.api.ensure_trained`` runs it: reuse results, else resume, else train).
 """
 
 from __future__ import annotations

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from semrec.api import ensure_trained
 from semrec.artifacts import DatasetFolder, MissingCheckpoint, RunFolder
 from semrec.config import RunConfig, TrainConfig
 from semrec.eval.evaluator import EVALUATOR_VERSION
 from semrec.models import REGISTRY, build_model, cold_start_refusal, model_entry
 from semrec.models.inputs import build_item_inputs, item_features
 from semrec.runs import evaluate_run, load_run, load_run_data
-from semrec.train.trainer import ensure_trained
 from tests.tiny import make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from semrec.typed import from_dict
 from semrec.errors import SemrecError
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.bert4rec import BERT4Rec, BERT4RecConfig
@@ -15,6 +14,7 @@ from semrec.models.popularity import Popularity, PopularityConfig
 from semrec.models.sasrec import SASRec, SASRecConfig
 from semrec.models.unisrec import UniSRec, UniSRecConfig
 from semrec.models.vqrec import VQRec, VQRecConfig
+from semrec.typed import from_dict
 
 
 @dataclass(frozen=True)

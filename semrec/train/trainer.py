@@ -10,7 +10,6 @@ Run folder: ``config.yaml``, ``fingerprints.json`` (the data it was trained on, 
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import logging
 import math
 import time
@@ -28,7 +27,7 @@ from semrec.data.batching import build_train_samples, n_train_batches, train_bat
 from semrec.errors import SemrecError
 from semrec.eval.evaluator import EVALUATOR_VERSION, evaluate
 from semrec.models import SequentialRecommender, build_model, model_entry
-from semrec.runs import evaluate_run, load_init_weights, load_run_config, load_run_data, warn_if_nothing_to_evaluate
+from semrec.runs import load_init_weights, load_run_config, load_run_data, warn_if_nothing_to_evaluate
 from semrec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from semrec.train.distributed import init_distributed, rank_device
 from semrec.train.memory import peak_rss_gb, release_free_heap
@@ -37,13 +36,6 @@ from semrec.train.run_folder import check_fingerprints, write_data_record
 from semrec.train.schedule import lr_lambda
 
 logger = logging.getLogger(__name__)
-
-
-
-
-def default_run_dir(config: RunConfig) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{Path(config.dataset).name}-{config.model}-{stamp}"
 
 
 def check_train_settings(tc: TrainConfig) -> None:
@@ -69,7 +61,7 @@ class Trainer:
     def __init__(self, config: RunConfig, run_dir: str | Path | None = None, resume: bool = False):
         self._started = time.perf_counter()
         self.config = config
-        self.run_dir = Path(run_dir or config.out or default_run_dir(config))
+        self.run_dir = Path(run_dir or config.out or RunFolder.default_path(config.dataset, config.model))
         self.resume = resume
         if not resume and RunFolder(self.run_dir).has_started():
             raise SemrecError(f"{self.run_dir} already holds a run; continue it with --resume or choose another --out")
@@ -379,19 +371,3 @@ def describe_results(results: dict[str, Any], config: RunConfig) -> str:
         chosen = f"best epoch {results['best_epoch']} (valid {tc.metric})"
     reason = STOP_REASONS.get(results.get("stop_reason"), str(results.get("stop_reason")))
     return f"{chosen}; stopped: {reason.format(**dataclasses.asdict(tc))} after {results['epochs_run']} epoch(s)"
-
-
-def ensure_trained(config: RunConfig, run_dir: str | Path) -> dict[str, Any]:
-    """The results of ``config`` trained into ``run_dir``: its ``results.json`` when the run finished (re-ranked
-    with the current evaluator, and rewritten, when an older one made it), else the run resumed from its last
-    checkpoint, else trained from the start. Returns the results (as ``results.json`` holds them).
-
-    Raises what :class:`Trainer` raises (a resumed run refuses changed data)."""
-    folder = RunFolder(run_dir)
-    results = folder.read_results()
-    if results is not None:
-        if results.get("evaluator") != EVALUATOR_VERSION:  # an older evaluator: re-rank the same checkpoint
-            results.update(evaluate_run(folder.path), evaluator=EVALUATOR_VERSION)
-            folder.write_results(results)
-        return results
-    return Trainer(config, run_dir=folder.path, resume=folder.has_started()).fit()
