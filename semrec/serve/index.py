@@ -102,9 +102,29 @@ def describe(index: Any) -> dict[str, Any]:
 
 
 def search_unseen(index: Any, queries: np.ndarray, seen: list[set[int]], k: int) -> list[list[tuple[int, float]]]:
-    """Top-``k`` (item id, score) per query, skipping the item ids in ``seen[q]`` (index row j = item j + 1)."""
+    """Top-``k`` (item id, score) per query, skipping the item ids in ``seen[q]`` (index row j = item j + 1).
+
+    Ordered by the one ranking rule of :func:`semrec.eval.ranking.top_k`: score descending, equal scores by item id
+    ascending. faiss leaves the order of equal scores to its search, and may cut a group of equal scores at the
+    ``k``-th place anywhere: when the ``k``-th kept score equals the last score returned, the search is widened
+    (doubled) until it does not, so an exact index gives exactly :func:`~semrec.eval.ranking.top_k`'s items. An
+    approximate index applies the rule to the candidates it finds (it may miss an item, tied or not)."""
     if len(queries) == 0:
         return []
-    values, rows = search(index, queries, k + max(len(s) for s in seen))
-    return [[(int(j) + 1, float(v)) for j, v in zip(row_i, row_v) if j >= 0 and int(j) + 1 not in s][:k]
-            for s, row_v, row_i in zip(seen, values, rows)]
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    out: list[list[tuple[int, float]] | None] = [None] * len(queries)
+    todo = np.arange(len(queries))
+    width = k + max(len(s) for s in seen)
+    while len(todo):
+        values, rows = search(index, queries[todo], width)
+        widen = []
+        for q, row_v, row_i in zip(todo, values, rows):
+            found = [(int(j) + 1, float(v)) for j, v in zip(row_i, row_v) if j >= 0 and int(j) + 1 not in seen[q]]
+            found.sort(key=lambda pair: (-pair[1], pair[0]))
+            complete = (row_i < 0).any() or len(row_i) >= index.ntotal
+            if not complete and len(found) >= k and found[k - 1][1] == float(row_v[-1]):
+                widen.append(q)  # a tie crosses the end of what was returned: some equal scores may be missing
+            out[q] = found[:k]
+        todo = np.array(widen, dtype=np.int64)
+        width = min(2 * width, index.ntotal)
+    return out  # type: ignore[return-value]
