@@ -4,13 +4,20 @@ Item v with codes c_1..c_M and per-view text vectors t_1..t_V: H = Qformer(code_
 over codes, cross-attention to the texts, FFN; 2 post-LN layers). History items use mean(H), candidates
 mean(H) + mean(code_emb(c)) (``symmetric_pooling`` makes both sides the latter). A causal SASRec-style
 backbone gives the user vector; scores are cosine similarities (divided by tau in the losses).
-Loss = L_rec (sampled softmax over ``neg_num`` shared uniform negatives) + mlm_weight * L_MCM (masked
+Loss = L_rec (softmax of the target against ``neg_num`` shared uniform negatives) + mlm_weight * L_MCM (masked
 code modelling) + cl_weight * L_MSA (in-batch InfoNCE between original and masked sequence views).
+
+Negatives (``negatives``, see :meth:`CCFRec.negative_pool`): ``reference`` excludes every target of the batch
+from the shared pool (spec ccfrec 5.4), so another row's target is never a negative; ``per_row`` masks only each
+row's own target; ``full`` is the softmax over all items (also ``neg_num <= 0``); ``auto`` (default) is
+``reference`` for prefix rows and ``per_row`` for sequence rows, whose history items are the targets of their
+earlier positions. ``history_negatives`` adds each row's own history items as hard negatives.
 
 Deliberate deviations from the reference (spec ccfrec sections 4-9):
 * the fusion module runs once per unique item of a batch (histories, positives and negatives together)
   for the original view, so an item repeated in a batch shares one dropout mask; the reference runs
-  history and candidate passes separately. Padding positions are never encoded.
+  history and candidate passes separately (``separate_dropout=True`` does too). Padding positions are never
+  encoded.
 * masking is drawn on the fly from the torch RNG (vectorised) instead of in the Dataset with numpy.
 * MCM logits are computed for the masked slots of real items only (the reference computes all slots
   and ignores the rest: same loss, far less memory), and recomputed in backward rather than stored.
@@ -50,7 +57,10 @@ class CCFRecConfig:
     dropout_cross: float = 0.3
     max_len: int = 20
     tau: float = 0.07
-    neg_num: int = 24000  # <= 0: full softmax over all items
+    neg_num: int = 24000  # size of the sampled pool; <= 0: full softmax over all items
+    negatives: str = "auto"  # reference | per_row | full | auto (reference for prefix rows, per_row for sequence)
+    history_negatives: bool = False  # the row's own history items as extra (hard) negatives
+    separate_dropout: bool = False  # history-side and candidate-side item encodings from separate fusion passes
     mask_ratio: float = 0.5
     mlm_weight: float = 0.6
     cl_weight: float = 0.4
@@ -58,6 +68,21 @@ class CCFRecConfig:
     text_context: bool = True  # ablation: False drops the cross-attention to the text vectors
     sample_style: str = "prefix"  # prefix (reference: one target per row) | sequence (every position, cheaper)
     eval_chunk: int = 2048  # items per fusion-module chunk when building evaluation tables
+
+
+NEGATIVE_MODES = ("auto", "reference", "per_row", "full")
+
+
+def negative_mode(config: CCFRecConfig) -> str:
+    """The negative sampling a config trains with: ``full`` when ``neg_num <= 0``, else ``negatives`` with
+    ``auto`` resolved (``reference`` for prefix rows, the faithful setting; ``per_row`` for sequence rows, whose
+    history items are the targets of their earlier positions and so would never be negatives under the
+    reference's batch-wide exclusion)."""
+    if config.neg_num <= 0 or config.negatives == "full":
+        return "full"
+    if config.negatives == "auto":
+        return "reference" if config.sample_style == "prefix" else "per_row"
+    return config.negatives
 
 
 def _code_prediction_loss(hidden: torch.Tensor, table: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
@@ -97,6 +122,11 @@ class CCFRec(SequentialRecommender):
                              f"{config.embedding_size}; fit the codes with pca_dim={config.embedding_size}")
         if config.sample_style not in ("prefix", "sequence"):
             raise ValueError(f"sample_style must be 'prefix' or 'sequence', got {config.sample_style!r}")
+        if config.negatives not in NEGATIVE_MODES:
+            raise ValueError(f"negatives must be one of {', '.join(NEGATIVE_MODES)}, got {config.negatives!r}")
+        if config.history_negatives and negative_mode(config) == "full":
+            raise ValueError("history_negatives adds the row's history items to sampled negatives; the full "
+                             "softmax (negatives full or neg_num <= 0) already has them")
         self.config = config
         self.sample_style = config.sample_style  # instance attribute: read by the trainer
         d = config.embedding_size
@@ -167,6 +197,49 @@ class CCFRec(SequentialRecommender):
         perm = perm[~torch.isin(perm, targets)]
         return perm[: self.config.neg_num]
 
+    def negative_pool(self, targets: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The shared negatives of a batch and which of them each row must not use.
+
+        ``targets [R]`` (one per training row or position). Returns ``pool [K]`` item ids and ``mask [R, K]``
+        (True = not a negative of that row) or None:
+
+        * ``reference`` (spec ccfrec 5.4): ``neg_num`` distinct uniform items minus every target of the batch; no
+          mask. Another row's target, and with sequence rows a row's own history, is never a negative.
+        * ``per_row``: ``neg_num`` distinct uniform items; each row masks only the entries equal to its own target.
+        * ``full``: every item 1..N; each row masks its own target (the loss puts the target first)."""
+        n_items = self.codes.size(0) - 1
+        if mode == "reference":
+            return self.sample_negatives(targets), None
+        if mode == "per_row":
+            pool = torch.randperm(n_items, device=targets.device)[: self.config.neg_num] + 1
+        elif mode == "full":
+            pool = torch.arange(1, n_items + 1, device=targets.device)
+        else:
+            raise ValueError(f"unknown negative mode {mode!r}")
+        return pool, pool.unsqueeze(0) == targets.unsqueeze(1)
+
+    def _history_logits(self, users: torch.Tensor, history_vectors: torch.Tensor, items: torch.Tensor,
+                        targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Cosine of each training row's user vector with the candidate vectors of its own history items (hard
+        negatives): ``[R, L]``, ``-inf`` where the slot is padding, equals the row's target, or (sequence rows)
+        comes after the row's position. ``users [B, L, d]`` normalised hidden states, ``history_vectors
+        [n_real, d]`` normalised candidate vectors of ``items[items > 0]`` in order."""
+        real = items > 0
+        table = users.new_zeros(*items.shape, users.size(-1))
+        table[real] = history_vectors
+        positions = torch.arange(items.size(1), device=items.device)
+        if targets.dim() == 2:  # position t of a window reads items 0..t
+            rows = targets > 0
+            scores = (users @ table.transpose(1, 2))[rows]  # [R, L]
+            b_idx, t_idx = rows.nonzero(as_tuple=True)
+            hidden_slots = (~real[b_idx]) | (positions.unsqueeze(0) > t_idx.unsqueeze(1))
+            hidden_slots |= items[b_idx] == targets[rows].unsqueeze(1)
+        else:
+            user = gather_last(users, lengths)  # [B, d]
+            scores = torch.einsum("bd,bld->bl", user, table)
+            hidden_slots = (~real) | (items == targets.unsqueeze(1))
+        return scores.masked_fill(hidden_slots, float("-inf"))
+
     def mask_codes(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """BERT-style masking of code slots: (masked codes, boolean selection)."""
         chosen = torch.rand(codes.shape, device=codes.device) < self.config.mask_ratio
@@ -176,20 +249,34 @@ class CCFRec(SequentialRecommender):
         masked = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, masked)
         return masked, chosen
 
+    def _encode_items(self, history_ids: torch.Tensor, candidate_ids: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """History-side vectors of ``history_ids [n]`` and candidate-side vectors of ``candidate_ids [m]``: one
+        fusion pass per unique item of both (one dropout draw shared by an item's two sides), or with
+        ``separate_dropout`` one pass per side, as the reference runs them."""
+        if self.config.separate_dropout:
+            unique, inverse = torch.unique(history_ids, return_inverse=True)
+            history = self._pool(*self.fuse(unique))[1][inverse]
+            unique, inverse = torch.unique(candidate_ids, return_inverse=True)
+            return history, self._pool(*self.fuse(unique))[0][inverse]
+        n = history_ids.numel()
+        unique, inverse = torch.unique(torch.cat([history_ids, candidate_ids]), return_inverse=True)
+        candidate, history = self._pool(*self.fuse(unique))
+        return history[inverse[:n]], candidate[inverse[n:]]
+
     def loss(self, batch):
         cfg = self.config
         items, lengths, targets = batch["items"], batch["lengths"], batch["targets"]
         real = items > 0
         per_position = targets.dim() == 2  # "sequence" rows: a target at every real position
         flat_targets = targets[targets > 0] if per_position else targets
-        negatives = self.sample_negatives(flat_targets) if cfg.neg_num > 0 else torch.arange(
-            1, self.codes.size(0), device=items.device)
-        # original view: the fusion module once per unique item (histories, positives, negatives)
-        unique, inverse = torch.unique(torch.cat([items[real], flat_targets, negatives]), return_inverse=True)
-        candidate, history = self._pool(*self.fuse(unique))
-        n_hist, n_tgt = int(real.sum()), flat_targets.numel()
-        seq_vectors = items.new_zeros(*items.shape, cfg.embedding_size, dtype=candidate.dtype)
-        seq_vectors[real] = history[inverse[:n_hist]]
+        mode = negative_mode(cfg)
+        pool, pool_mask = self.negative_pool(flat_targets, mode)
+        n_tgt = flat_targets.numel()
+        hard = items[real] if cfg.history_negatives else items.new_zeros(0)  # candidate vectors of the history
+        history, candidate = self._encode_items(items[real], torch.cat([flat_targets, pool, hard]))
+        seq_vectors = items.new_zeros(*items.shape, cfg.embedding_size, dtype=history.dtype)
+        seq_vectors[real] = history
         hidden = self._hidden(seq_vectors)
         if per_position:
             user = F.normalize(hidden[targets > 0], dim=-1)
@@ -198,14 +285,18 @@ class CCFRec(SequentialRecommender):
         else:
             user = F.normalize(gather_last(hidden, lengths), dim=-1)
             anchor = lengths
-        pos = F.normalize(candidate[inverse[n_hist: n_hist + n_tgt]], dim=-1)
-        if cfg.neg_num > 0:
-            neg = F.normalize(candidate[inverse[n_hist + n_tgt:]], dim=-1)
-            logits = torch.cat([(user * pos).sum(-1, keepdim=True), user @ neg.T], dim=1) / cfg.tau
-            rec = F.cross_entropy(logits, torch.zeros_like(flat_targets))
-        else:  # full softmax over items 1..N
-            table = F.normalize(candidate[inverse[n_hist + n_tgt:]], dim=-1)
-            rec = F.cross_entropy(user @ table.T / cfg.tau, flat_targets - 1)
+        candidate = F.normalize(candidate, dim=-1)
+        pos, neg = candidate[:n_tgt], candidate[n_tgt: n_tgt + pool.numel()]
+        if mode == "full":  # the softmax over items 1..N (the pool), the target's own column included
+            rec = F.cross_entropy(user @ neg.T / cfg.tau, flat_targets - 1)
+        else:  # the target first, then the pool (masked per row) and the row's history (hard negatives)
+            logits = [(user * pos).sum(-1, keepdim=True), user @ neg.T]
+            if pool_mask is not None:
+                logits[1] = logits[1].masked_fill(pool_mask, float("-inf"))
+            if cfg.history_negatives:
+                logits.append(self._history_logits(F.normalize(hidden, dim=-1), candidate[n_tgt + pool.numel():],
+                                                   items, targets, lengths))
+            rec = F.cross_entropy(torch.cat(logits, dim=1) / cfg.tau, torch.zeros_like(flat_targets))
         parts = {"rec": rec.detach()}
         total = rec
         if cfg.mlm_weight > 0 or cfg.cl_weight > 0:
