@@ -130,7 +130,9 @@ def codes(
     model: str | None = typer.Option(None, help="Whose embeddings to use (default all-MiniLM-L6-v2)."),
     param: list[str] | None = typer.Option(None, "--param", "-p",
                                               help="Tokenizer parameter key=value (repeatable), e.g. "
-                                                   "-p codes_per_view=4 -p nbits=8 -p views=title,brand."),
+                                                   "-p nbits=8 -p views=title,brand; pq: -p total_codes=20 (code "
+                                                   "slots split over the views: 4 each for 3-5 views, 16 for one) "
+                                                   "or -p codes_per_view=4."),
     fit_on: str | None = typer.Option(None, help="all | train (items in training sequences); "
                                                     "default: all for pq/rq/kmeans, train for opq."),
     dedup: bool | None = typer.Option(None, "--dedup/--no-dedup", help="Append a de-duplication digit."),

@@ -5,8 +5,11 @@ fitted; the projected views are concatenated and one faiss ``IndexPQ(d, M=codes_
 nbits, METRIC_INNER_PRODUCT)`` is trained on the concatenation. Because every view contributes
 ``pca_dim`` dims and ``pca_dim`` is a multiple of ``codes_per_view``, each sub-quantiser sees a slice
 of one view only: codes ``0..codes_per_view-1`` come from the first view, the next ones from the
-second view, and so on (``layout``). With the defaults (5 views, 128 dims, 4 codes, 8 bits) this is
-CCFRec's ``pq.20_256.pca128`` setting.
+second view, and so on (``layout``). With the defaults (5 views, 128 dims, 8 bits, a budget of
+``total_codes=20`` split over the views: 4 codes each) this is CCFRec's ``pq.20_256.pca128`` setting. The budget
+follows the data: fewer views get more codes each (:func:`codes_for_views`; 16 for one view, where 4 codes left a
+third of a title-only catalogue sharing its full code), a catalogue too small for them fewer (noted).
+``codes_per_view`` set explicitly overrides the budget.
 
 Deviations from the reference implementation:
 
@@ -55,6 +58,14 @@ from semrec.tokenizers.report import relative_error
 CCFREC_VIEWS = ["title", "brand", "features", "categories", "description"]
 
 
+def codes_for_views(total_codes: int, n_views: int, pca_dim: int) -> int:
+    """Codes per view from a total budget: the largest divisor of ``pca_dim`` (every code slot reads one view)
+    that is at most ``total_codes // n_views`` (at least 1). The default budget of 20 gives CCFRec's 4 codes per
+    view for 3 to 5 views (spec ccfrec 3: 5 views x 4), 8 for two views and 16 for a title-only dataset."""
+    most = max(1, total_codes // max(1, n_views))
+    return max(d for d in range(1, most + 1) if pca_dim % d == 0)
+
+
 class PQTokenizer(BaseTokenizer):
     """CCFRec codes: per-view whitened PCA, then one product quantiser over the concatenation."""
 
@@ -66,8 +77,9 @@ class PQTokenizer(BaseTokenizer):
         views: list[str] | tuple[str, ...] = tuple(CCFREC_VIEWS),
         pca_dim: int = 128,
         whiten: bool = True,
-        codes_per_view: int = 4,
+        codes_per_view: int | None = None,
         nbits: int = 8,
+        total_codes: int = 20,
         *,
         dedup: bool = False,
         dedup_size: int | None = None,
@@ -77,7 +89,10 @@ class PQTokenizer(BaseTokenizer):
         self.views = as_view_list(views)
         self.pca_dim = check_int("pca_dim", pca_dim, 1)
         self.whiten = bool(whiten)
-        self.codes_per_view = check_int("codes_per_view", codes_per_view, 1)
+        self.total_codes = check_int("total_codes", total_codes, 1)
+        self.auto_codes = codes_per_view is None
+        self.codes_per_view = (check_int("codes_per_view", codes_per_view, 1) if codes_per_view is not None else
+                               codes_for_views(self.total_codes, len(self.views), self.pca_dim))
         self.nbits = check_int("nbits", nbits, 1, 16)
         if self.pca_dim % self.codes_per_view:
             raise SemrecError(
@@ -114,6 +129,7 @@ class PQTokenizer(BaseTokenizer):
             "whiten": self.whiten,
             "codes_per_view": self.codes_per_view,
             "nbits": self.nbits,
+            "total_codes": self.total_codes,
         }
 
     # -- fitting and encoding -----------------------------------------------------------------------
@@ -122,6 +138,12 @@ class PQTokenizer(BaseTokenizer):
         n_fit = next(iter(views.values())).shape[0]
         check_train_size(n_fit, 2**self.nbits, f"PQ with nbits={self.nbits}", smaller_nbits_hint(n_fit))
         min_dim = min(x.shape[1] for x in views.values())
+        room = min(self.pca_dim, n_fit - 1, min_dim)
+        if self.auto_codes and 1 <= room < self.codes_per_view:  # a small catalogue: fewer codes per view
+            fewer = codes_for_views(room, 1, self.pca_dim)
+            self._note(f"PQ: {fewer} codes per view instead of {self.codes_per_view} (the total_codes budget): "
+                       f"{n_fit} fit items, smallest view dim {min_dim} leave room for {room} PCA dims")
+            self.codes_per_view = fewer
         dim = min(self.pca_dim, n_fit - 1, min_dim)
         dim -= dim % self.codes_per_view
         if dim < self.codes_per_view:

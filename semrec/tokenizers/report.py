@@ -5,6 +5,7 @@ The de-duplication digit that makes colliding codes unique is in :mod:`semrec.to
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -14,6 +15,8 @@ import numpy as np
 from semrec.errors import SemrecError
 from semrec.tokenizers.base import ItemTokenizer
 from semrec.tokenizers.dedup import as_codes
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,6 +78,9 @@ def level_stats(column: np.ndarray, codebook_size: int) -> tuple[float, float]:
     return len(counts) / codebook_size, float(np.exp(entropy))
 
 
+COLLISION_WARNING = 0.05  # share of items with a shared full code above which the report warns
+
+
 def code_report(
     tokenizer: ItemTokenizer, codes: np.ndarray, views: Mapping[str, np.ndarray] | None = None
 ) -> CodeReport:
@@ -96,6 +102,12 @@ def code_report(
         utilisation.append(u)
         perplexity.append(p)
     rate, biggest = collision_stats(codes)
+    notes = [str(n) for n in getattr(tokenizer, "notes", [])]
+    if rate > COLLISION_WARNING:
+        notes.append(f"warning: {rate:.1%} of items share their full code with another item (largest group "
+                     f"{biggest}); a model that reads only codes cannot tell them apart: give more codes (pq: -p "
+                     f"total_codes=... or -p codes_per_view=...; rq/opq: more levels) or --dedup")
+        logger.warning("%s", notes[-1])
     error = None
     recon = getattr(tokenizer, "reconstruction_error", None)
     if views is not None and callable(recon):
@@ -112,5 +124,5 @@ def code_report(
         reconstruction_error=error,
         layout=dict(getattr(tokenizer, "layout", {}) or {}),
         dedup_level=bool(getattr(tokenizer, "dedup", False)),
-        notes=[str(n) for n in getattr(tokenizer, "notes", [])],
+        notes=notes,
     )
