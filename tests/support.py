@@ -1,15 +1,105 @@
-"""A tiny synthetic dataset with learnable structure, plus fake text embeddings (no PLM needed)."""
+"""Shared helpers of the tests (fixtures live in tests/conftest.py): source files written in a test, the tiny
+synthetic dataset with learnable structure and stand-in text embeddings (no PLM needed, written by
+``embed_dataset`` with a stand-in encoder), tiny trained runs, the serving dataset and runs, and small checks."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from semrec.data.dataset import SourceData, build_dataset
-from semrec.io import write_json
-from semrec.text.encode import DEFAULT_MODEL, embeddings_dir, write_view_matrix
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----- the real datasets ------------------------------------------------------------------------------
+
+def shared_data_root() -> Path:
+    return Path(os.environ.get("SEMREC_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+def real_dataset(shared: Path, folder: str) -> Path:
+    path = shared / folder
+    if not path.is_dir():
+        pytest.skip(f"{path} not present")
+    return path
+
+
+# ----- source files -----------------------------------------------------------------------------------
+
+def write(path: Path, text: str | bytes, gz: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode() if isinstance(text, str) else text
+    if gz:
+        with gzip.open(path, "wb") as fh:
+            fh.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def amazon_ratings(folder: Path, extra: str = "") -> Path:
+    rows = ["user_id,parent_asin,rating,timestamp"]
+    for user, items in {"U2": ["B1", "B2", "B3", "B4"], "U1": ["B3", "B1", "B2"]}.items():
+        rows += [f"{user},{item},5.0,{100 + k}" for k, item in enumerate(items)]
+    write(folder / "Toy.csv.gz", "\n".join(rows) + "\n" + extra, gz=True)
+    meta = [
+        {"parent_asin": "B1", "title": "First &amp; best!", "details": {"Brand": "Acme"},
+         "features": ["fast", "<b>small</b>"], "categories": ["Tools", "Hand"], "description": ["d1"]},
+        {"parent_asin": "B2", "title": "Second", "details": {}, "features": [], "categories": [], "description": []},
+        {"parent_asin": "B3", "title": "Third", "details": {"Brand": "Zed"}, "features": [], "categories": ["X"],
+         "description": []},
+        {"parent_asin": "B4", "title": "Fourth", "features": [], "categories": [], "description": ["four"]},
+        {"parent_asin": "B9", "title": "never bought"},
+    ]
+    write(folder / "meta_Toy.jsonl.gz", "\n".join(json.dumps(m) for m in meta) + "\n", gz=True)
+    return folder
+
+
+def lcrec(folder: Path, inter: str | None = None, items: str | None = None) -> Path:
+    write(folder / "S.inter.json", inter or json.dumps({"0": [2, 0, 1], "1": [1, 2, 10, 0], "2": [0, 1, 2, 1]}))
+    write(folder / "S.item.json", items or json.dumps({
+        str(i): {"title": f"Item {i}.", "brand": "B", "categories": "A,B", "description": f"about {i}"}
+        for i in range(11)
+    }))
+    return folder
+
+
+def movielens(folder: Path) -> Path:
+    write(folder / "u.data", "1\t10\t5\t881250949\n1\t20\t3\t881250950\n2\t10\t4\t881250951\n1\t30\t4\t881250952\n")
+    write(folder / "u.genre", "unknown|0\nAction|1\nComedy|2\n\n")
+    write(folder / "u.item", (
+        "10|Heat (1995)|01-Jan-1995||http://x|0|1|0\n"
+        "20|Babe (1995)|01-Jan-1995||http://x|0|0|1\n"
+        "30|Caf\xe9 Society|01-Jan-1997||http://x|1|0|0\n"
+    ).encode("latin-1"))
+    return folder
+
+
+def recbole_files(folder: Path) -> Path:
+    write(folder / "r.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                              "7\t1\t5\t10\n7\t2\t4\t9\n8\t2\t3\t1\n7\t3\t1\t11\n")
+    write(folder / "r.item", "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+                             "1\tAlpha\t1990\tDrama\n2\tBeta\t1991\tComedy Drama\n3\tGamma\t1992\tAction\n")
+    return folder
+
+
+# ----- checks ---------------------------------------------------------------------------------------
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
 
 
 def similarity_scores(model, user, table):
@@ -20,6 +110,33 @@ def similarity_scores(model, user, table):
         return F.normalize(user, dim=-1) @ F.normalize(table, dim=-1).T
     return user @ table.T
 
+
+# ----- stand-in text embeddings -----------------------------------------------------------------------
+
+def embed_vectors(folder: Path, matrices: dict[str, np.ndarray], name: str) -> dict:
+    """``semrec embed`` of a prepared dataset with a stand-in encoder that answers each view's texts with the given
+    rows (``{view: float32 [N, dim]}``, item order): ``embed_dataset`` writes the files and manifest as for a real
+    model. The encoder's identity is ``name`` plus a hash of the matrices, so the cache never mixes two of them."""
+    from semrec.config import EmbedConfig
+    from semrec.data.dataset import CanonicalDataset
+    from semrec.text.encode import FunctionEncoder, embed_dataset
+
+    dataset = CanonicalDataset.load(folder)
+    by_texts: dict[tuple[str, ...], np.ndarray] = {}
+    digest = hashlib.sha256()
+    for view, matrix in matrices.items():
+        texts = tuple(dataset.view_texts(view))
+        matrix = np.asarray(matrix, dtype=np.float32)
+        if texts in by_texts and not np.array_equal(by_texts[texts], matrix):
+            raise ValueError(f"view {view!r} has the texts of another view but other vectors")
+        by_texts[texts] = matrix
+        digest.update(f"{view}:{matrix.shape}".encode())
+        digest.update(matrix.tobytes())
+    encoder = FunctionEncoder(lambda texts: by_texts[tuple(texts)], f"{name}:{digest.hexdigest()}")
+    return embed_dataset(folder, EmbedConfig(views=list(matrices)), progress=False, encoder=encoder)
+
+
+# ----- the tiny dataset and runs ------------------------------------------------------------------
 
 def make_tiny_dataset(folder: Path, n_users: int = 120, n_items: int = 60, seed: int = 0) -> Path:
     """Users walk through items mostly in steps of +1 (mod n), so next-item prediction is learnable."""
@@ -40,16 +157,14 @@ def make_tiny_dataset(folder: Path, n_users: int = 120, n_items: int = 60, seed:
     dataset = build_dataset(SourceData("tiny", "synthetic", inter, items, ["title", "brand"], []))
     dataset.save(folder)
     # fake, deterministic "text embeddings": a smooth function of the item index plus noise
-    out = embeddings_dir(folder, DEFAULT_MODEL)
-    manifest = {"model": DEFAULT_MODEL, "dataset": "tiny", "n_items": dataset.n_items, "padding_row": 0, "views": {}}
     idx = np.array([int(r[1:]) for r in dataset.items["raw_id"]])
+    matrices = {}
     for k, view in enumerate(["title", "brand", "all"]):
         base = np.stack([np.sin(idx * (j + 1) / n_items * 2 * np.pi + k) for j in range(32)], axis=1)
         vectors = (base + 0.1 * rng.standard_normal(base.shape)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        name = write_view_matrix(out, view, vectors)
-        manifest["views"][view] = {"file": name, "key": f"fake-{view}", "dim": 32, "distinct_texts": len(idx)}
-    write_json(out / "embeddings.json", manifest)
+        matrices[view] = vectors
+    embed_vectors(folder, matrices, "tests.tiny")
     return folder
 
 
@@ -125,3 +240,79 @@ def table_model(table, mean: bool = False):
             return summed / lengths.unsqueeze(1) if mean else summed
 
     return TableModel()
+
+
+# ----- serving: a dataset encoded by a deterministic fake text encoder, tiny trained runs ------------------
+
+DIM = 32
+OPQ = {"M": 4, "nbits": 3, "niter": 5, "polysemous": False}
+PQ = {"pca_dim": 16, "codes_per_view": 2, "nbits": 3}
+SMALL = {"max_len": 8, "inner_size": 32}
+MODELS = {
+    "ccfrec": dict(model_params={**SMALL, "embedding_size": 16, "neg_num": 30}, codes="pq"),
+    "vqrec": dict(model_params={**SMALL, "hidden_size": 16, "dropout": 0.1, "attn_dropout": 0.1,
+                                "reassign_epochs": 1}, codes="opq"),
+    "unisrec": dict(model_params={**SMALL, "hidden_size": 16, "n_exps": 2, "train_stage": "inductive"}),
+    "sasrec": dict(model_params={**SMALL, "hidden_size": 16}),
+}
+_RUNS: dict[str, dict[str, Path]] = {}
+
+
+def fake_encode(texts: list[str]) -> np.ndarray:
+    """A deterministic 'text encoder': one unit vector per distinct text (seeded by its hash)."""
+    out = np.empty((len(texts), DIM), dtype=np.float32)
+    for i, text in enumerate(texts):
+        seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+        vector = np.random.default_rng(seed).standard_normal(DIM)
+        out[i] = vector / np.linalg.norm(vector)
+    return out
+
+
+def make_serving_dataset(folder: Path) -> Path:
+    """The tiny dataset with cleaned texts (as the sources write them) and fake-encoder embeddings, codes fitted."""
+    from semrec.config import CodesConfig, EmbedConfig
+    from semrec.data.dataset import CanonicalDataset
+    from semrec.text.clean import clean_text, clean_title
+    from semrec.text.encode import FunctionEncoder, embed_dataset
+    from semrec.tokenizers.pipeline import fit_codes
+
+    make_tiny_dataset(folder)
+    dataset = CanonicalDataset.load(folder)
+    dataset.items["title"] = [clean_title(t) for t in dataset.items["title"]]
+    # one brand per item: a view with a few distinct texts has ~zero-variance PCA axes, and whitening them turns
+    # float round-off into different codes for identical texts
+    dataset.items["brand"] = [clean_text(f"brand {r[1:]}") for r in dataset.items["raw_id"]]
+    dataset.save(folder)
+    embed_dataset(folder, EmbedConfig(views=["title", "brand", "all"]), progress=False,
+                  encoder=FunctionEncoder(fake_encode, "tests.support.fake_encode", DIM))
+    fit_codes(folder, CodesConfig(tokenizer="pq", params=dict(PQ)), progress=False)
+    fit_codes(folder, CodesConfig(tokenizer="opq", params=dict(OPQ)), progress=False)
+    return folder
+
+
+def train_run(dataset: Path, model: str, out: Path, epochs: int = 2) -> Path:
+    """A short run of ``model`` (settings from MODELS) on ``dataset``, written to ``out``."""
+    from semrec.config import RunConfig, TrainConfig
+    from semrec.train.trainer import Trainer
+
+    spec = MODELS[model]
+    cfg = RunConfig(model=model, dataset=str(dataset), codes=spec.get("codes", "pq"),
+                    model_params=dict(spec["model_params"]), out=str(out),
+                    train=TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, warmup_steps=2, progress=False))
+    Trainer(cfg).fit()
+    return out
+
+
+def serving_runs(base: Path) -> dict[str, Path]:
+    """Tiny trained runs of every model above under ``base`` (built once per test session)."""
+    key = str(base)
+    if key not in _RUNS:
+        dataset = make_serving_dataset(base / "data")
+        _RUNS[key] = {"dataset": dataset, **{m: train_run(dataset, m, base / m) for m in MODELS}}
+    return _RUNS[key]
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A private copy of a run folder (tests that add items must not change the shared runs)."""
+    shutil.copytree(run, dest)
+    return dest

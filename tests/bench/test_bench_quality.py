@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "bench" / "quality.py")
 quality = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(quality)
@@ -27,7 +27,7 @@ def test_malformed_spec_is_refused():
 
 
 def test_interim_result_evaluates_the_best_checkpoint_of_an_unfinished_run(tmp_path):
-    from tests.tiny import train_tiny_sasrec
+    from tests.support import train_tiny_sasrec
 
     assert quality.interim_result(tmp_path / "missing") is None
     out, final = train_tiny_sasrec(tmp_path)
