@@ -164,7 +164,7 @@ def make_tiny_dataset(folder: Path, n_users: int = 120, n_items: int = 60, seed:
         vectors = (base + 0.1 * rng.standard_normal(base.shape)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         matrices[view] = vectors
-    embed_vectors(folder, matrices, "tests.tiny")
+    embed_vectors(folder, matrices, "tests.support.make_tiny_dataset")
     return folder
 
 
