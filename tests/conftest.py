@@ -7,11 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data_root() -> Path:
-    return Path(os.environ.get("SEMREC_TEST_DATA", REPO.parent / "shared" / "data"))
+from tests.support import shared_data_root
 
 
 @pytest.fixture(scope="session")
@@ -20,13 +16,6 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"real datasets not found at {root} (set SEMREC_TEST_DATA to the shared/data folder)")
     return root
-
-
-def real_dataset(shared: Path, folder: str) -> Path:
-    path = shared / folder
-    if not path.is_dir():
-        pytest.skip(f"{path} not present")
-    return path
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,7 +11,7 @@ from semrec import api
 from semrec.artifacts import DatasetFolder, RunFolder
 from semrec.config import CodesConfig, RunConfig, TrainConfig
 from semrec.errors import SemrecError
-from tests.tiny import make_tiny_dataset, train_tiny_sasrec
+from tests.support import make_tiny_dataset, train_tiny_sasrec
 
 
 def test_interim_results_evaluate_the_best_checkpoint_of_an_unfinished_run(tmp_path):

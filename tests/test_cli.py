@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from semrec.cli import app
-from tests.test_sources import amazon_ratings, lcrec
+from tests.support import _one_line_error, amazon_ratings, lcrec
 
 runner = CliRunner()
 COMMANDS = ["prepare", "info", "embed", "codes", "train", "pretrain", "finetune", "evaluate", "recommend", "export",
@@ -37,14 +37,6 @@ def test_console_script_help():
     result = subprocess.run([sys.executable, "-m", "semrec.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert all(c in result.stdout for c in COMMANDS)
-
-
-def _one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def test_prepare_bad_inputs(tmp_path):
@@ -93,7 +85,7 @@ def test_prepare_embed_codes_chain(tmp_path):
 
 
 def test_train_and_evaluate_bad_inputs(tmp_path):
-    from tests.tiny import make_tiny_dataset
+    from tests.support import make_tiny_dataset
 
     ds = make_tiny_dataset(tmp_path / "ds")
     line = _one_line_error(runner.invoke(app, ["train", "--model", "nope", "--dataset", str(ds)]))
@@ -112,7 +104,7 @@ def test_train_and_evaluate_bad_inputs(tmp_path):
 
 
 def test_train_then_evaluate(tmp_path):
-    from tests.tiny import make_tiny_dataset
+    from tests.support import make_tiny_dataset
 
     ds = make_tiny_dataset(tmp_path / "ds")
     args = ["train", "--model", "sasrec", "--dataset", str(ds), "--out", str(tmp_path / "run"), "--epochs", "2",
@@ -297,7 +289,7 @@ def test_quickstart_refuses_bad_settings_before_any_work(tmp_path, args, message
     ("train.lr=-0.001", "train.lr must be a finite number >= 0, got -0.001"),
 ])
 def test_train_refuses_settings_no_run_can_use(tmp_path, override, message):
-    from tests.tiny import make_tiny_dataset
+    from tests.support import make_tiny_dataset
 
     data = make_tiny_dataset(tmp_path / "ds")
     result = runner.invoke(app, ["train", "--model", "sasrec", "--dataset", str(data), "-o", str(tmp_path / "run"),

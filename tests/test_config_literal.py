@@ -14,8 +14,7 @@ import semrec.config
 from semrec.cli import app
 from semrec.config import CodesConfig, EmbedConfig, PrepareConfig, RunConfig, load_config
 from semrec.errors import SemrecError
-from tests.test_sources import lcrec
-from tests.tiny import make_tiny_dataset
+from tests.support import lcrec, make_tiny_dataset
 
 runner = CliRunner()
 

@@ -55,8 +55,7 @@ def test_every_artifact_of_a_pipeline_follows_the_umask(tmp_path, umask):
     from semrec.serve.export import export_run
     from semrec.tokenizers.pipeline import fit_codes
     from semrec.train.trainer import Trainer
-    from tests.test_serve_support import PQ, fake_encode
-    from tests.tiny import make_tiny_dataset
+    from tests.support import PQ, fake_encode, make_tiny_dataset
 
     umask(0o027)
     ds = make_tiny_dataset(tmp_path / "data")

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_serve_support import fake_encode
-from tests.tiny import train_tiny_ccfrec, train_tiny_sasrec
+from tests.support import fake_encode, train_tiny_ccfrec, train_tiny_sasrec
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_runs.json"
 

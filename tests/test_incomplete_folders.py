@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from semrec.cli import app
-from tests.tiny import train_tiny_ccfrec
+from tests.support import train_tiny_ccfrec
 
 runner = CliRunner()
 EMB = "embeddings/all-MiniLM-L6-v2"

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 import semrec.config
 from semrec.cli import app
-from tests.conftest import shared_data_root
+from tests.support import embed_vectors, shared_data_root
 
 try:  # typer >= 0.20 carries its own copy of click
     from typer._click import exceptions as click_errors
@@ -185,22 +185,17 @@ TRAIN_BUDGET = ["--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=2
 def fake_embeddings(folder: Path, dim: int = 32) -> None:
     """Deterministic stand-ins for 'semrec embed' (one random unit vector per distinct text of each view)."""
     from semrec.data.dataset import ALL_VIEW, CanonicalDataset
-    from semrec.io import write_json
-    from semrec.text.encode import DEFAULT_MODEL, embeddings_dir, write_view_matrix
 
     dataset = CanonicalDataset.load(folder)
-    out = embeddings_dir(folder, DEFAULT_MODEL)
-    manifest = {"model": DEFAULT_MODEL, "dataset": dataset.name, "n_items": dataset.n_items, "padding_row": 0,
-                "views": {}}
     rng = np.random.default_rng(0)
+    matrices = {}
     for view in [*dataset.views, ALL_VIEW]:
         texts = np.asarray(dataset.view_texts(view), dtype=object)
         distinct, inverse = np.unique(texts, return_inverse=True)
         vectors = rng.standard_normal((len(distinct), dim)).astype(np.float32)[inverse]
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        name = write_view_matrix(out, view, vectors)
-        manifest["views"][view] = {"file": name, "key": f"fake-{view}", "dim": dim, "distinct_texts": len(distinct)}
-    write_json(out / "embeddings.json", manifest)
+        matrices[view] = vectors
+    embed_vectors(folder, matrices, "tests.readme_commands")
 
 
 @pytest.mark.slow

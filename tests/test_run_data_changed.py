@@ -18,7 +18,7 @@ from semrec.runs import evaluate_run
 from semrec.serve import Recommender
 from semrec.text.encode import DEFAULT_MODEL, embeddings_dir, load_view_embeddings, write_view_matrix
 from semrec.train.run_folder import FINGERPRINTS_FILE, RunDataChanged
-from tests.tiny import make_tiny_dataset, train_tiny_ccfrec
+from tests.support import make_tiny_dataset, train_tiny_ccfrec
 
 runner = CliRunner()
 

@@ -20,7 +20,7 @@ from semrec.eval.evaluator import EVALUATOR_VERSION
 from semrec.models import REGISTRY, build_model, cold_start_refusal, model_entry
 from semrec.models.inputs import build_item_inputs, item_features
 from semrec.runs import evaluate_run, load_run, load_run_data
-from tests.tiny import make_tiny_dataset
+from tests.support import make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +85,7 @@ def test_load_run_gives_the_trained_model_as_evaluate_run_ranks_it(tiny_data, tm
 
 @pytest.fixture(scope="module")
 def serving_data(tmp_path_factory) -> Path:
-    from tests.test_serve_support import make_serving_dataset
+    from tests.support import make_serving_dataset
 
     return make_serving_dataset(tmp_path_factory.mktemp("serving") / "data")
 
@@ -94,7 +94,7 @@ def serving_data(tmp_path_factory) -> Path:
 def test_new_items_get_the_inputs_the_catalogue_has(model, serving_data, tmp_path):
     """The catalogue's item inputs, rebuilt from its own texts the way a cold-start item's are, are equal."""
     from semrec.serve.items import ItemFeaturizer
-    from tests.test_serve_support import train_run
+    from tests.support import train_run
 
     run = load_run(train_run(serving_data, model, tmp_path / model, epochs=1))
     data = run.data

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,30 @@ def check_device(device: str | None) -> str | None:
     return device
 
 
-class TextEncoder:
+class _CachedEncoding:
+    """The content-hash cache shared by every encoder: subclasses give ``identity`` (str) and ``encode``."""
+
+    identity: str
+
+    def encode(self, texts: list[str], desc: str = "encoding", progress: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_cached(self, texts: list[str], desc: str = "encoding",
+                      progress: bool = True) -> tuple[np.ndarray, str, bool]:
+        """Like :meth:`encode`, through the content-hash cache. Returns (matrix, key, cache_hit)."""
+        key = sha256_text(self.identity, *texts)
+        path = cache_root() / "embeddings" / f"{key}.npy"
+        if path.is_file():
+            try:
+                return np.load(path), key, True
+            except (OSError, ValueError):
+                path.unlink(missing_ok=True)  # a damaged cache entry is recomputed
+        matrix = self.encode(texts, desc=desc, progress=progress)
+        write_npy(path, matrix)
+        return matrix, key, False
+
+
+class TextEncoder(_CachedEncoding):
     """A sentence-transformers model, loaded lazily, with de-duplicated, length-sorted batch encoding.
 
     ``batch_size`` and ``max_seq_length`` (tokens per text, longer texts are truncated; None: the model's own
@@ -171,19 +195,40 @@ class TextEncoder:
                 bar.update(len(idx))
         return out[inverse.reshape(-1)]
 
-    def encode_cached(self, texts: list[str], desc: str = "encoding",
-                      progress: bool = True) -> tuple[np.ndarray, str, bool]:
-        """Like :meth:`encode`, through the content-hash cache. Returns (matrix, key, cache_hit)."""
-        key = sha256_text(self.identity, *texts)
-        path = cache_root() / "embeddings" / f"{key}.npy"
-        if path.is_file():
-            try:
-                return np.load(path), key, True
-            except (OSError, ValueError):
-                path.unlink(missing_ok=True)  # a damaged cache entry is recomputed
-        matrix = self.encode(texts, desc=desc, progress=progress)
-        write_npy(path, matrix)
-        return matrix, key, False
+
+
+class FunctionEncoder(_CachedEncoding):
+    """A function ``fn(texts) -> float [len(texts), dim]`` as an encoder for :func:`embed_dataset` (a model object of
+    your own, or a deterministic stand-in in tests), cached like :class:`TextEncoder`.
+
+    ``fn`` receives a view's texts in item order (duplicates included) and must return one row per text.
+    ``identity`` names the function and its settings: it is part of the content-hash cache key, so it must change
+    whenever the vectors ``fn`` gives for the same texts change (and differ from any real model's identity).
+    ``dim`` (optional) is the expected row width. :meth:`encode` returns float32 ``[len(texts), dim]`` and raises
+    SemrecError when ``fn`` returns another shape or non-finite values; the vectors are used as given (no
+    normalisation).
+    """
+
+    def __init__(self, fn: Callable[[list[str]], Any], identity: str, dim: int | None = None):
+        if not callable(fn):
+            raise SemrecError(f"FunctionEncoder needs a callable texts -> matrix, got {type(fn).__name__}")
+        if not isinstance(identity, str) or not identity.strip():
+            raise SemrecError(f"FunctionEncoder identity must be a non-empty string, got {identity!r}")
+        self.fn = fn
+        self.identity = identity
+        self.expected_dim = None if dim is None else _positive_int("dim", dim)
+
+    def encode(self, texts: list[str], desc: str = "encoding", progress: bool = True) -> np.ndarray:
+        """``fn(texts)`` as float32 ``[len(texts), dim]`` (``desc`` and ``progress`` are accepted and unused)."""
+        matrix = np.asarray(self.fn(list(texts)), dtype=np.float32)
+        width = self.expected_dim if self.expected_dim is not None else (matrix.shape[1] if matrix.ndim == 2 else -1)
+        if matrix.shape != (len(texts), width):
+            want = f"({len(texts)}, {self.expected_dim if self.expected_dim is not None else 'dim'})"
+            raise SemrecError(f"encoder {self.identity!r} returned shape {matrix.shape} for {len(texts)} texts; "
+                              f"expected {want}")
+        if not np.isfinite(matrix).all():
+            raise SemrecError(f"encoder {self.identity!r} returned non-finite values")
+        return matrix
 
 
 def embeddings_dir(dataset_dir: str | Path, model: str = DEFAULT_MODEL) -> Path:
@@ -227,22 +272,39 @@ def write_view_matrix(folder: Path, view: str, matrix: np.ndarray) -> str:
     return name
 
 
-__all__ = ["TextEncoder", "DEFAULT_MODEL", "embeddings_dir", "load_view_embeddings", "write_view_matrix"]
+__all__ = ["TextEncoder", "FunctionEncoder", "DEFAULT_MODEL", "embeddings_dir", "load_view_embeddings",
+           "write_view_matrix"]
 
 
-def embed_dataset(dataset_dir: str | Path, config: Any, progress: bool = True) -> dict[str, Any]:
+def embed_dataset(dataset_dir: str | Path, config: Any, progress: bool = True,
+                  encoder: Any | None = None) -> dict[str, Any]:
     """Encode every requested view of a prepared dataset; write ``{view}.npy`` files and ``embeddings.json``.
 
-    ``config`` is an :class:`semrec.config.EmbedConfig`. Returns the manifest, with per-view cache hits.
+    ``config`` is an :class:`semrec.config.EmbedConfig`. Each view is written as float32 ``[N+1, dim]`` (row 0 =
+    padding zeros) under ``embeddings/<config.model>/``. Returns the manifest (``model`` = ``config.model``,
+    ``views`` with file, content-hash key, dim, distinct texts and cache hit per view, and ``dim``).
+
+    ``encoder`` (default: a :class:`TextEncoder` built from ``config``) replaces the text encoder: any object with
+    ``identity`` (str, part of the cache key) and ``encode_cached(texts, desc=, progress=) -> (float32 [n, dim],
+    key, cache_hit)``, e.g. a :class:`TextEncoder` of your own or a :class:`FunctionEncoder` wrapping a function.
+    The files and manifest are written exactly as with the default encoder; ``config.model`` still names the
+    folder and the manifest's model, and ``config.device``/``batch_size``/``max_seq_length`` are then not used
+    to build one (they are saved with the settings as given). Raises SemrecError for a view the dataset lacks
+    and TypeError for an ``encoder`` without that interface.
     """
     from semrec.config import save_config
     from semrec.data.dataset import ALL_VIEW, CanonicalDataset
     from semrec.io import read_json, write_json
 
+    if encoder is not None and not (isinstance(getattr(encoder, "identity", None), str)
+                                    and callable(getattr(encoder, "encode_cached", None))):
+        raise TypeError("encoder must have identity (str) and encode_cached(texts, desc, progress), like TextEncoder; "
+                        f"wrap a function texts -> matrix in FunctionEncoder (got {type(encoder).__name__})")
     dataset = CanonicalDataset.load(dataset_dir)
     views = config.views or [*dataset.views, ALL_VIEW]
-    encoder = TextEncoder(config.model, device=config.device, batch_size=config.batch_size,
-                          max_seq_length=config.max_seq_length)
+    if encoder is None:
+        encoder = TextEncoder(config.model, device=config.device, batch_size=config.batch_size,
+                              max_seq_length=config.max_seq_length)
     folder = DatasetFolder(dataset_dir).embeddings(config.model)
     out, manifest_path = folder.path, folder.manifest
     previous = read_json(manifest_path) if manifest_path.is_file() else {"views": {}}

@@ -19,7 +19,7 @@ from semrec.models import ItemInputs, build_model
 from semrec.models.permutation import CodePermutation
 from semrec.tokenizers.pipeline import fit_codes, load_codes
 from semrec.train.trainer import Trainer
-from tests.tiny import make_tiny_dataset, train_losses
+from tests.support import make_tiny_dataset, train_losses
 
 SMALL = {"hidden_size": 16, "inner_size": 32, "max_len": 8, "dropout": 0.1, "attn_dropout": 0.1}
 OPQ = {"M": 4, "nbits": 3, "niter": 5, "polysemous": False}

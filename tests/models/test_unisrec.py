@@ -18,7 +18,7 @@ from semrec.models import ItemInputs, build_model
 from semrec.models.unisrec import UniSRec
 from semrec.runs import load_run_data
 from semrec.train.trainer import Trainer
-from tests.tiny import make_tiny_dataset, similarity_scores, train_losses
+from tests.support import make_tiny_dataset, similarity_scores, train_losses
 
 N_ITEMS, PLM_DIM, HIDDEN = 30, 40, 16
 SMALL = {"hidden_size": HIDDEN, "inner_size": 32, "n_heads": 2, "max_len": 6, "n_exps": 4}

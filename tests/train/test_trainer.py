@@ -20,7 +20,7 @@ from semrec.errors import SemrecError
 from semrec.runs import load_run_config
 from semrec.tokenizers.pipeline import fit_codes
 from semrec.train.trainer import Trainer
-from tests.tiny import make_tiny_dataset
+from tests.support import make_tiny_dataset
 
 SASREC = {"hidden_size": 16, "inner_size": 32, "max_len": 10, "dropout": 0.1, "attn_dropout": 0.1}
 

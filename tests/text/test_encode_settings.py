@@ -11,7 +11,7 @@ from semrec.data.dataset import build_dataset
 from semrec.data.sources import load_source
 from semrec.errors import SemrecError
 from semrec.text.encode import TextEncoder, check_device
-from tests.test_sources import lcrec
+from tests.support import lcrec
 
 runner = CliRunner()
 

@@ -14,11 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from semrec.cli import app
-from semrec.io import read_json, write_json
-from semrec.text.encode import DEFAULT_MODEL, embeddings_dir, write_view_matrix
+from semrec.io import read_json
+from semrec.text.encode import DEFAULT_MODEL, embeddings_dir
 from semrec.tokenizers import load_tokenizer
-from tests.test_cli import _one_line_error
-from tests.test_sources import lcrec
+from tests.support import _one_line_error, embed_vectors, lcrec
 
 runner = CliRunner()
 N_ITEMS = 12
@@ -46,13 +45,7 @@ def dataset(tmp_path_factory) -> Path:
     matrices = {"title": _unit(rng, n, 384), "brand": np.repeat(_unit(rng, 1, 384), n, axis=0),
                 "categories": _unit(rng, 3, 384)[category], "description": _unit(rng, n, 384),
                 "all": _unit(rng, n, 384)}
-    out = embeddings_dir(ds, DEFAULT_MODEL)
-    manifest = {"model": DEFAULT_MODEL, "dataset": "S", "n_items": n, "padding_row": 0, "views": {}}
-    for view, matrix in matrices.items():
-        name = write_view_matrix(out, view, matrix)
-        manifest["views"][view] = {"file": name, "key": f"fake-{view}", "dim": 384,
-                                   "distinct_texts": len(np.unique(matrix, axis=0))}
-    write_json(out / "embeddings.json", manifest)
+    embed_vectors(ds, matrices, "tests.codes_small")
     return ds
 
 

@@ -20,7 +20,7 @@ from semrec.eval.ranking import (
     top_k,
     top_lists,
 )
-from tests.tiny import table_model
+from tests.support import table_model
 
 INF = float("-inf")
 

@@ -12,7 +12,7 @@ from semrec.data.dataset import SourceData, build_dataset
 from semrec.data.sources import amazon2023, load_source
 from semrec.data.splits import last_out_w_his, leave_last_out
 from semrec.errors import SemrecError
-from tests.conftest import real_dataset
+from tests.support import real_dataset
 
 pytestmark = pytest.mark.slow
 

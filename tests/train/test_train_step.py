@@ -17,7 +17,7 @@ from semrec.train import memory
 from semrec.train.process import prepare_process
 from semrec.train.schedule import lr_lambda
 from semrec.train.trainer import Trainer
-from tests.tiny import make_tiny_dataset
+from tests.support import make_tiny_dataset
 
 SASREC = {"hidden_size": 16, "inner_size": 32, "max_len": 10, "dropout": 0.1, "attn_dropout": 0.1}
 

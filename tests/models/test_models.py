@@ -8,7 +8,7 @@ import torch
 
 from semrec.models import ItemInputs, build_model
 from semrec.models.ccfrec import CCFRec, CCFRecConfig
-from tests.tiny import train_losses
+from tests.support import train_losses
 
 
 def tiny_items(n_items: int = 30, levels: int = 4, k: int = 8, views: int = 2, dim: int = 16) -> ItemInputs:

@@ -21,7 +21,7 @@ from semrec.errors import DataFormatError, SemrecError
 from semrec.io import read_json
 from semrec.text.clean import clean_text, clean_title
 from semrec.text.decode import TextDecodeError, decode_bytes
-from tests.test_sources import amazon_ratings, lcrec, movielens, recbole_files, write
+from tests.support import amazon_ratings, lcrec, movielens, recbole_files, write
 
 runner = CliRunner()
 

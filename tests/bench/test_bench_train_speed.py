@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("bench_train_speed", ROOT / "bench" / "train_speed.py")
 train_speed = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(train_speed)

@@ -22,7 +22,7 @@ from semrec.serve.export import export_run
 from semrec.tokenizers import load_tokenizer
 from semrec.tokenizers.pipeline import pca_text
 from semrec.train.checkpoint import load_checkpoint
-from tests.test_serve_support import copy_run, fake_encode, serving_runs
+from tests.support import copy_run, fake_encode, serving_runs
 
 COLD_MODELS = ["ccfrec", "vqrec", "unisrec"]
 
@@ -338,8 +338,7 @@ def test_cold_item_with_the_run_text_encoder(tmp_path):
     from semrec.text.clean import clean_text
     from semrec.text.encode import embed_dataset
     from semrec.tokenizers.pipeline import fit_codes
-    from tests.test_serve_support import PQ, train_run
-    from tests.tiny import make_tiny_dataset
+    from tests.support import PQ, make_tiny_dataset, train_run
 
     folder = make_tiny_dataset(tmp_path / "data", n_users=60, n_items=30)
     dataset = CanonicalDataset.load(folder)

@@ -19,9 +19,9 @@ from semrec.models import ItemInputs, build_model
 from semrec.models.bert4rec import BERT4Rec
 from semrec.models.gru4rec import GRU4Rec
 from semrec.train.trainer import Trainer
-from tests.tiny import make_tiny_dataset, similarity_scores, train_losses
+from tests.support import make_tiny_dataset, similarity_scores, train_losses
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N_ITEMS = 30
 PARAMS = {
     "gru4rec": {"embedding_size": 16, "hidden_size": 24, "max_len": 6},

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,64 +11,7 @@ from semrec.data.dataset import SCHEMA_VERSION, CanonicalDataset, build_dataset
 from semrec.data.sources import detect_format, load_source
 from semrec.errors import DataFormatError, SemrecError
 from semrec.io import read_json, write_json
-
-
-def write(path: Path, text: str | bytes, gz: bool = False) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode() if isinstance(text, str) else text
-    if gz:
-        with gzip.open(path, "wb") as fh:
-            fh.write(data)
-    else:
-        path.write_bytes(data)
-    return path
-
-
-def amazon_ratings(folder: Path, extra: str = "") -> Path:
-    rows = ["user_id,parent_asin,rating,timestamp"]
-    for user, items in {"U2": ["B1", "B2", "B3", "B4"], "U1": ["B3", "B1", "B2"]}.items():
-        rows += [f"{user},{item},5.0,{100 + k}" for k, item in enumerate(items)]
-    write(folder / "Toy.csv.gz", "\n".join(rows) + "\n" + extra, gz=True)
-    meta = [
-        {"parent_asin": "B1", "title": "First &amp; best!", "details": {"Brand": "Acme"},
-         "features": ["fast", "<b>small</b>"], "categories": ["Tools", "Hand"], "description": ["d1"]},
-        {"parent_asin": "B2", "title": "Second", "details": {}, "features": [], "categories": [], "description": []},
-        {"parent_asin": "B3", "title": "Third", "details": {"Brand": "Zed"}, "features": [], "categories": ["X"],
-         "description": []},
-        {"parent_asin": "B4", "title": "Fourth", "features": [], "categories": [], "description": ["four"]},
-        {"parent_asin": "B9", "title": "never bought"},
-    ]
-    write(folder / "meta_Toy.jsonl.gz", "\n".join(json.dumps(m) for m in meta) + "\n", gz=True)
-    return folder
-
-
-def lcrec(folder: Path, inter: str | None = None, items: str | None = None) -> Path:
-    write(folder / "S.inter.json", inter or json.dumps({"0": [2, 0, 1], "1": [1, 2, 10, 0], "2": [0, 1, 2, 1]}))
-    write(folder / "S.item.json", items or json.dumps({
-        str(i): {"title": f"Item {i}.", "brand": "B", "categories": "A,B", "description": f"about {i}"}
-        for i in range(11)
-    }))
-    return folder
-
-
-def movielens(folder: Path) -> Path:
-    write(folder / "u.data", "1\t10\t5\t881250949\n1\t20\t3\t881250950\n2\t10\t4\t881250951\n1\t30\t4\t881250952\n")
-    write(folder / "u.genre", "unknown|0\nAction|1\nComedy|2\n\n")
-    write(folder / "u.item", (
-        "10|Heat (1995)|01-Jan-1995||http://x|0|1|0\n"
-        "20|Babe (1995)|01-Jan-1995||http://x|0|0|1\n"
-        "30|Caf\xe9 Society|01-Jan-1997||http://x|1|0|0\n"
-    ).encode("latin-1"))
-    return folder
-
-
-def recbole_files(folder: Path) -> Path:
-    write(folder / "r.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-                              "7\t1\t5\t10\n7\t2\t4\t9\n8\t2\t3\t1\n7\t3\t1\t11\n")
-    write(folder / "r.item", "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
-                             "1\tAlpha\t1990\tDrama\n2\tBeta\t1991\tComedy Drama\n3\tGamma\t1992\tAction\n")
-    return folder
-
+from tests.support import amazon_ratings, lcrec, movielens, recbole_files, write
 
 # ----- happy paths ------------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from semrec.eval.metrics import head_items, metrics_from_ranks
 from semrec.models import ItemInputs, build_model
 from semrec.runs import evaluate_run
 from semrec.train.trainer import Trainer
-from tests.tiny import make_tiny_dataset
+from tests.support import make_tiny_dataset
 
 runner = CliRunner()
 SASREC = {"hidden_size": 16, "inner_size": 32, "max_len": 10}

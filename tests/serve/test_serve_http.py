@@ -19,7 +19,7 @@ from schemathesis.checks import not_a_server_error
 
 from semrec.serve import Recommender
 from semrec.serve.app import MAX_BATCH, MAX_HISTORY, MAX_ITEMS, MAX_K, MAX_TEXT, ServerThread, create_app
-from tests.test_serve_support import copy_run, fake_encode, serving_runs
+from tests.support import copy_run, fake_encode, serving_runs
 
 
 @pytest.fixture(scope="module")

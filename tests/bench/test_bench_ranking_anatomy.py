@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("bench_ranking_anatomy", ROOT / "bench" / "ranking_anatomy.py")
 anatomy = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(anatomy)
 
 
 def test_anatomy_matches_the_evaluator_on_a_tiny_run(tmp_path):
-    from tests.tiny import train_tiny_sasrec
+    from tests.support import train_tiny_sasrec
 
     out, final = train_tiny_sasrec(tmp_path)
     figures = anatomy.anatomy(out, dup=0.9)

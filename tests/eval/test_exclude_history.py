@@ -15,9 +15,9 @@ from semrec.data.splits import EvalRows
 from semrec.eval.evaluator import rank_targets
 from semrec.eval.metrics import ranks_from_scores
 from semrec.eval.ranking import history_pairs
-from tests.tiny import table_model
+from tests.support import table_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 
@@ -79,7 +79,7 @@ def test_ranking_anatomy_counts_the_whole_history(tmp_path):
     from semrec.data.dataset import CanonicalDataset
     from semrec.runs import evaluate_run
     from semrec.train.trainer import Trainer
-    from tests.tiny import make_tiny_dataset
+    from tests.support import make_tiny_dataset
 
     spec = importlib.util.spec_from_file_location("bench_ranking_anatomy", ROOT / "bench" / "ranking_anatomy.py")
     anatomy = importlib.util.module_from_spec(spec)

@@ -12,7 +12,7 @@ from semrec.data.dataset import build_dataset
 from semrec.data.sources import load_source
 from semrec.errors import SemrecError
 from semrec.text.encode import TextEncoder, embed_dataset, embeddings_dir, load_view_embeddings
-from tests.test_sources import lcrec
+from tests.support import lcrec
 
 pytestmark = pytest.mark.slow
 
@@ -98,3 +98,22 @@ def test_max_seq_length_without_room_for_text():
     assert str(info.value) == ("max_seq_length=2 leaves no room for text: the text encoder 'all-MiniLM-L6-v2' adds 2 "
                                "special tokens to every text; use at least 3, or leave it unset (the model's default: "
                                "256)")
+
+
+def test_an_injected_text_encoder_writes_the_default_manifest(tmp_path, monkeypatch):
+    """embed_dataset(..., encoder=TextEncoder(model)) writes the very manifest and matrices of the default path."""
+    monkeypatch.setenv("SEMREC_CACHE", str(tmp_path / "cache"))
+    config = EmbedConfig(views=["title", "all"])
+    for name in ("default", "injected"):
+        build_dataset(load_source(lcrec(tmp_path / "src"))).save(tmp_path / name)
+    default = embed_dataset(tmp_path / "default", config, progress=False)
+    injected = embed_dataset(tmp_path / "injected", config, progress=False, encoder=TextEncoder(config.model))
+    assert [v["cache_hit"] for v in injected["views"].values()] == [True, True]  # the same cache key
+
+    def strip(manifest):
+        return {**manifest, "views": {v: {k: x for k, x in e.items() if k != "cache_hit"}
+                                      for v, e in manifest["views"].items()}}
+
+    assert strip(injected) == strip(default)
+    a, b = (load_view_embeddings(embeddings_dir(tmp_path / n)) for n in ("default", "injected"))
+    assert all(np.array_equal(a[v], b[v]) for v in ("title", "all"))

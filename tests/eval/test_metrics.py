@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from semrec.eval.metrics import head_items, metrics_from_ranks, ranks_from_scores
-from tests.tiny import table_model
+from tests.support import table_model
 
 
 def test_ranks_from_scores_hand_case():

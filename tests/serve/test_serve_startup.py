@@ -15,7 +15,7 @@ import semrec.serve.items as items_module
 from semrec.errors import SemrecError
 from semrec.serve import Recommender
 from semrec.serve.app import ServerThread, create_app
-from tests.test_serve_support import copy_run, fake_encode, serving_runs
+from tests.support import copy_run, fake_encode, serving_runs
 
 
 @pytest.fixture(scope="module")
