@@ -2,7 +2,8 @@
 
 Each (model config, seed) is trained with ``semrec``'s one trainer into ``runs/bench/<config>-s<seed>``;
 the table reports valid and test Recall/NDCG@5/10/20 as mean +- std over seeds (seed count shown),
-head/tail NDCG@10, epochs to early stop and wall time. Finished runs are reused (delete the run folder
+head/tail NDCG@10, epochs to early stop, wall time and the seconds to the best (selected) epoch: training and
+evaluation time of the epochs up to it, the time to a converged model. Finished runs are reused (delete the run folder
 to retrain), so the script can be stopped and restarted.
 
     python bench/quality.py                                   # all rows, 3 seeds
@@ -121,6 +122,8 @@ def main() -> None:
                         print(row, {k: round(v, 4) for k, v in interim["test"].items() if k in METRICS}, flush=True)
                     continue
                 result = run_one(config, seed, args.set, Path(args.runs))
+                result["seconds_to_best"] = api.seconds_to_best(run_folder(Path(args.runs), config, seed),
+                                                                result.get("best_epoch"))
                 if args.exclude_history:
                     result = history_excluded(run_folder(Path(args.runs), config, seed), result)
                 table.setdefault(config, []).append(result)
@@ -140,14 +143,17 @@ def main() -> None:
              "seeds; model selection on valid NDCG@10, patience 10.", *([args.note, ""] if args.note else [""])]
     for split in ("valid", "test"):
         lines += [f"## {split}", "", "| config | seeds | " + " | ".join(METRICS) + " | head NDCG@10 | tail NDCG@10 "
-                  "| epochs | wall s |", "|---" * (len(METRICS) + 6) + "|"]
+                  "| epochs | wall s | s to best |", "|---" * (len(METRICS) + 7) + "|"]
         for config, results in table.items():
             cells = [fmt([r[split][m] for r in results]) for m in METRICS]
             cells += [fmt([r[split].get("head_ndcg@10", float("nan")) for r in results]),
                       fmt([r[split].get("tail_ndcg@10", float("nan")) for r in results])]
             epochs = statistics.mean(r.get("epochs_run", 0) for r in results)
             wall = statistics.mean(r.get("train_wall_seconds", r.get("wall_seconds", 0.0)) for r in results)
-            lines.append(f"| {config} | {len(results)} | " + " | ".join(cells) + f" | {epochs:.0f} | {wall:.0f} |")
+            to_best = [r["seconds_to_best"] for r in results if r.get("seconds_to_best") is not None]
+            best_cell = f"{statistics.mean(to_best):.0f}" if len(to_best) == len(results) else "n/a"
+            lines.append(f"| {config} | {len(results)} | " + " | ".join(cells) + f" | {epochs:.0f} | {wall:.0f} "
+                         f"| {best_cell} |")
         lines.append("")
     from semrec.io import atomic_path
 

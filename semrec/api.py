@@ -247,18 +247,33 @@ def evaluate(run_dir: str | Path, checkpoint: str = "best", exclude_history: boo
 def interim_results(run_dir: str | Path, exclude_history: bool | None = None,
                     device: str | None = None) -> dict[str, Any] | None:
     """Where an unfinished (or finished) run stands: the valid/test metrics of its current ``best.pt`` (chosen on
-    valid, as a finished run's are), ``best_epoch`` (read from the checkpoint), ``epochs_run`` so far and
-    ``train_wall_seconds`` (training + evaluation seconds of the epochs logged). None when the run has no best
-    checkpoint or no metrics log yet. ``exclude_history`` as :func:`evaluate`."""
+    valid, as a finished run's are), ``best_epoch`` (read from the checkpoint), ``epochs_run`` so far,
+    ``train_wall_seconds`` (training + evaluation seconds of the epochs logged) and ``seconds_to_best``. None when
+    the run has no best checkpoint or no metrics log yet. ``exclude_history`` as :func:`evaluate`."""
     from semrec.train.checkpoint import load_checkpoint
 
     folder = RunFolder(run_dir)
     if not folder.best.is_file() or not folder.metrics.is_file():
         return None
     rows = folder.read_metrics()
+    best_epoch = int(load_checkpoint(folder.best)["epoch"])
     return {**evaluate(run_dir, exclude_history=exclude_history, device=device).metrics,
-            "best_epoch": int(load_checkpoint(folder.best)["epoch"]), "epochs_run": len(rows),
-            "train_wall_seconds": sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)}
+            "best_epoch": best_epoch, "epochs_run": len(rows),
+            "train_wall_seconds": sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows),
+            "seconds_to_best": seconds_to_best(run_dir, best_epoch)}
+
+
+def seconds_to_best(run_dir: str | Path, best_epoch: int | None = None) -> float | None:
+    """Training + evaluation seconds a run spent up to and including its best epoch (from ``metrics.jsonl``;
+    ``best_epoch`` default: the one in ``results.json``): the time to a converged model when early stopping
+    picks that epoch. None when the run has no metrics log or no best epoch yet."""
+    folder = RunFolder(run_dir)
+    if best_epoch is None:
+        best_epoch = (folder.read_results() or {}).get("best_epoch")
+    if best_epoch is None or not folder.metrics.is_file():
+        return None
+    return sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in folder.read_metrics()
+               if r.get("epoch", -1) <= best_epoch)
 
 
 def load_recommender(run_dir: str | Path, device: str = "cpu", **kwargs: Any) -> Any:

@@ -22,6 +22,16 @@ def test_interim_results_evaluate_the_best_checkpoint_of_an_unfinished_run(tmp_p
     assert interim["epochs_run"] == 3 and interim["best_epoch"] == final["best_epoch"]
     assert interim["test"]["ndcg@10"] == pytest.approx(final["test"]["ndcg@10"])
     assert interim["train_wall_seconds"] > 0
+    rows = [r for r in (out / "metrics.jsonl").read_text().splitlines() if r]
+    assert len(rows) == 3
+    best = final["best_epoch"]
+    import json
+
+    expected = sum(json.loads(r)["train_seconds"] + json.loads(r).get("eval_seconds", 0.0) for r in rows
+                   if json.loads(r)["epoch"] <= best)
+    assert interim["seconds_to_best"] == pytest.approx(expected) and api.seconds_to_best(out, best) == interim[
+        "seconds_to_best"]
+    assert api.seconds_to_best(tmp_path / "missing") is None
     # history items are never targets (repeats are dropped), so excluding them can only lift each target's rank
     excluded = api.evaluate(out, exclude_history=True, device="cpu")
     assert excluded.exclude_history is True
