@@ -7,11 +7,8 @@ backbone gives the user vector; scores are cosine similarities (divided by tau i
 Loss = L_rec (softmax of the target against ``neg_num`` shared uniform negatives) + mlm_weight * L_MCM (masked
 code modelling) + cl_weight * L_MSA (in-batch InfoNCE between original and masked sequence views).
 
-Negatives (``negatives``, see :meth:`CCFRec.negative_pool`): ``reference`` excludes every target of the batch
-from the shared pool (spec ccfrec 5.4), so another row's target is never a negative; ``per_row`` masks only each
-row's own target; ``full`` is the softmax over all items (also ``neg_num <= 0``); ``auto`` (default) is
-``reference`` for prefix rows and ``per_row`` for sequence rows, whose history items are the targets of their
-earlier positions. ``history_negatives`` adds each row's own history items as hard negatives.
+Negatives (``negatives``: reference | per_row | full | auto, and ``history_negatives``): see
+:mod:`semrec.models.negatives`; the faithful setting is ``reference`` with prefix rows.
 
 Deliberate deviations from the reference (spec ccfrec sections 4-9):
 * the fusion module runs once per unique item of a batch (histories, positives and negatives together)
@@ -44,6 +41,7 @@ from torch.utils.checkpoint import checkpoint
 
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.layers import CrossTransformerLayer, TransformerEncoder, gather_last, init_weights
+from semrec.models.negatives import history_logits, negative_pool, resolve_mode
 
 
 @dataclass
@@ -70,19 +68,9 @@ class CCFRecConfig:
     eval_chunk: int = 2048  # items per fusion-module chunk when building evaluation tables
 
 
-NEGATIVE_MODES = ("auto", "reference", "per_row", "full")
-
-
 def negative_mode(config: CCFRecConfig) -> str:
-    """The negative sampling a config trains with: ``full`` when ``neg_num <= 0``, else ``negatives`` with
-    ``auto`` resolved (``reference`` for prefix rows, the faithful setting; ``per_row`` for sequence rows, whose
-    history items are the targets of their earlier positions and so would never be negatives under the
-    reference's batch-wide exclusion)."""
-    if config.neg_num <= 0 or config.negatives == "full":
-        return "full"
-    if config.negatives == "auto":
-        return "reference" if config.sample_style == "prefix" else "per_row"
-    return config.negatives
+    """The negative sampling ``config`` trains with (:func:`semrec.models.negatives.resolve_mode`)."""
+    return resolve_mode(config.negatives, config.neg_num, config.sample_style)
 
 
 def _code_prediction_loss(hidden: torch.Tensor, table: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
@@ -122,9 +110,7 @@ class CCFRec(SequentialRecommender):
                              f"{config.embedding_size}; fit the codes with pca_dim={config.embedding_size}")
         if config.sample_style not in ("prefix", "sequence"):
             raise ValueError(f"sample_style must be 'prefix' or 'sequence', got {config.sample_style!r}")
-        if config.negatives not in NEGATIVE_MODES:
-            raise ValueError(f"negatives must be one of {', '.join(NEGATIVE_MODES)}, got {config.negatives!r}")
-        if config.history_negatives and negative_mode(config) == "full":
+        if negative_mode(config) == "full" and config.history_negatives:  # also refuses an unknown mode
             raise ValueError("history_negatives adds the row's history items to sampled negatives; the full "
                              "softmax (negatives full or neg_num <= 0) already has them")
         self.config = config
@@ -190,55 +176,9 @@ class CCFRec(SequentialRecommender):
         return self._backbone(vectors * (items > 0).unsqueeze(-1), lengths)
 
     # ----- training -------------------------------------------------------------------------------
-    def sample_negatives(self, targets: torch.Tensor) -> torch.Tensor:
-        """``neg_num`` distinct uniform items from 1..N minus the batch's targets (shared by the batch)."""
-        n_items = self.codes.size(0) - 1
-        perm = torch.randperm(n_items, device=targets.device) + 1
-        perm = perm[~torch.isin(perm, targets)]
-        return perm[: self.config.neg_num]
-
     def negative_pool(self, targets: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The shared negatives of a batch and which of them each row must not use.
-
-        ``targets [R]`` (one per training row or position). Returns ``pool [K]`` item ids and ``mask [R, K]``
-        (True = not a negative of that row) or None:
-
-        * ``reference`` (spec ccfrec 5.4): ``neg_num`` distinct uniform items minus every target of the batch; no
-          mask. Another row's target, and with sequence rows a row's own history, is never a negative.
-        * ``per_row``: ``neg_num`` distinct uniform items; each row masks only the entries equal to its own target.
-        * ``full``: every item 1..N; each row masks its own target (the loss puts the target first)."""
-        n_items = self.codes.size(0) - 1
-        if mode == "reference":
-            return self.sample_negatives(targets), None
-        if mode == "per_row":
-            pool = torch.randperm(n_items, device=targets.device)[: self.config.neg_num] + 1
-        elif mode == "full":
-            pool = torch.arange(1, n_items + 1, device=targets.device)
-        else:
-            raise ValueError(f"unknown negative mode {mode!r}")
-        return pool, pool.unsqueeze(0) == targets.unsqueeze(1)
-
-    def _history_logits(self, users: torch.Tensor, history_vectors: torch.Tensor, items: torch.Tensor,
-                        targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Cosine of each training row's user vector with the candidate vectors of its own history items (hard
-        negatives): ``[R, L]``, ``-inf`` where the slot is padding, equals the row's target, or (sequence rows)
-        comes after the row's position. ``users [B, L, d]`` normalised hidden states, ``history_vectors
-        [n_real, d]`` normalised candidate vectors of ``items[items > 0]`` in order."""
-        real = items > 0
-        table = users.new_zeros(*items.shape, users.size(-1))
-        table[real] = history_vectors
-        positions = torch.arange(items.size(1), device=items.device)
-        if targets.dim() == 2:  # position t of a window reads items 0..t
-            rows = targets > 0
-            scores = (users @ table.transpose(1, 2))[rows]  # [R, L]
-            b_idx, t_idx = rows.nonzero(as_tuple=True)
-            hidden_slots = (~real[b_idx]) | (positions.unsqueeze(0) > t_idx.unsqueeze(1))
-            hidden_slots |= items[b_idx] == targets[rows].unsqueeze(1)
-        else:
-            user = gather_last(users, lengths)  # [B, d]
-            scores = torch.einsum("bd,bld->bl", user, table)
-            hidden_slots = (~real) | (items == targets.unsqueeze(1))
-        return scores.masked_fill(hidden_slots, float("-inf"))
+        """``(pool [K], mask [R, K] or None)`` of :func:`semrec.models.negatives.negative_pool` for ``targets [R]``."""
+        return negative_pool(self.codes.size(0) - 1, targets, mode, self.config.neg_num)
 
     def mask_codes(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """BERT-style masking of code slots: (masked codes, boolean selection)."""
@@ -294,8 +234,8 @@ class CCFRec(SequentialRecommender):
             if pool_mask is not None:
                 logits[1] = logits[1].masked_fill(pool_mask, float("-inf"))
             if cfg.history_negatives:
-                logits.append(self._history_logits(F.normalize(hidden, dim=-1), candidate[n_tgt + pool.numel():],
-                                                   items, targets, lengths))
+                logits.append(history_logits(F.normalize(hidden, dim=-1), candidate[n_tgt + pool.numel():],
+                                             items, targets, lengths))
             rec = F.cross_entropy(torch.cat(logits, dim=1) / cfg.tau, torch.zeros_like(flat_targets))
         parts = {"rec": rec.detach()}
         total = rec

@@ -9,6 +9,7 @@ import torch
 
 from semrec.models.base import ItemInputs
 from semrec.models.ccfrec import CCFRec, CCFRecConfig, negative_mode
+from semrec.models.negatives import history_logits
 
 N_ITEMS = 40
 
@@ -90,19 +91,19 @@ def test_sequence_rows_draw_their_own_history_items_as_negatives():
 
 @pytest.mark.parametrize("style", ["prefix", "sequence"])
 def test_history_negatives_are_the_rows_consumed_items_except_its_target(style):
-    m = model(neg_num=5, negatives="per_row", history_negatives=True, sample_style=style).eval()
+    model(neg_num=5, negatives="per_row", history_negatives=True, sample_style=style)  # a valid setting
     batch = prefix_batch() if style == "prefix" else sequence_batch()
     items, targets = batch["items"], batch["targets"]
     users = torch.nn.functional.normalize(torch.randn(*items.shape, 16), dim=-1)
     vectors = torch.nn.functional.normalize(torch.randn(int((items > 0).sum()), 16), dim=-1)
-    logits = m._history_logits(users, vectors, items, targets, batch["lengths"])
+    logits = history_logits(users, vectors, items, targets, batch["lengths"])
     finite = torch.isfinite(logits)
     if style == "prefix":
         assert finite.tolist() == [[True, True, True, False, False, False],
                                    [True, True, True, True, False, False],
                                    [True, True, False, False, False, False]]
         row2 = torch.tensor([[2, 8, 0, 0, 0, 0]])  # a row whose history holds its own target: masked there
-        logits2 = m._history_logits(users[:1], vectors[:2], row2, torch.tensor([8]), torch.tensor([2]))
+        logits2 = history_logits(users[:1], vectors[:2], row2, torch.tensor([8]), torch.tensor([2]))
         assert torch.isfinite(logits2).tolist() == [[True, False, False, False, False, False]]
     else:
         # window 0, position t reads items[0..t]; window 1 likewise; 8 positions in all

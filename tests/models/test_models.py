@@ -85,7 +85,7 @@ def test_negatives_exclude_batch_targets_and_are_distinct():
     torch.manual_seed(0)
     model = ccfrec(neg_num=20)
     targets = torch.tensor([1, 2, 3, 3])
-    neg = model.sample_negatives(targets)
+    neg, _ = model.negative_pool(targets, "reference")
     assert len(neg) == 20 and len(set(neg.tolist())) == 20
     assert not set(neg.tolist()) & {1, 2, 3} and neg.min() >= 1 and neg.max() <= 30
 
