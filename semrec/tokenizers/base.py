@@ -205,8 +205,8 @@ class BaseTokenizer(ItemTokenizer):
     # -- helpers for the subclasses -----------------------------------------------------------------
 
     def _note(self, message: str) -> None:
-        """Record (and log as a warning) something the fit adapted to its data."""
-        logger.warning("%s", message)
+        """Record something the fit adapted to its data (logged at INFO: the code report shows the notes)."""
+        logger.info("%s", message)
         self.notes.append(message)
 
     def _fit_pca(self, view: str, x: np.ndarray, dim: int, whiten: bool, seed: int) -> PCAProjection:

@@ -64,7 +64,8 @@ def check_train_size(n_train: int, n_centroids: int, what: str, hint: str) -> No
         )
     if n_train < FAISS_MIN_POINTS_PER_CENTROID * n_centroids:
         logger.warning(
-            "%s: %d training items for %d centroids per codebook (faiss recommends at least %d)",
+            "warning: %s: %d training items for %d centroids per codebook (faiss recommends at least %d; fewer "
+            "are fine for a small catalogue, the centroids are just less stable)",
             what, n_train, n_centroids, FAISS_MIN_POINTS_PER_CENTROID * n_centroids,
         )
 

@@ -5,7 +5,6 @@ The de-duplication digit that makes colliding codes unique is in :mod:`semrec.to
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -15,8 +14,6 @@ import numpy as np
 from semrec.errors import SemrecError
 from semrec.tokenizers.base import ItemTokenizer
 from semrec.tokenizers.dedup import as_codes
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -107,7 +104,6 @@ def code_report(
         notes.append(f"warning: {rate:.1%} of items share their full code with another item (largest group "
                      f"{biggest}); a model that reads only codes cannot tell them apart: give more codes (pq: -p "
                      f"total_codes=... or -p codes_per_view=...; rq/opq: more levels) or --dedup")
-        logger.warning("%s", notes[-1])
     error = None
     recon = getattr(tokenizer, "reconstruction_error", None)
     if views is not None and callable(recon):
