@@ -53,3 +53,15 @@ def test_a_small_catalogue_gets_fewer_codes_per_view_with_a_note():
     tok.fit(x, seed=0)
     assert tok.codes_per_view == 8 and tok.encode(x).shape == (9, 8)
     assert any("8 codes per view instead of 16" in note for note in tok.notes)
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"total_codes": 0}, "total_codes must be >= 1, got 0"),
+    ({"total_codes": "many"}, "total_codes"),
+    ({"codes_per_view": 0}, "codes_per_view must be >= 1, got 0"),
+])
+def test_bad_code_budgets_are_refused_with_the_parameter_named(params, message):
+    from semrec.errors import SemrecError
+
+    with pytest.raises(SemrecError, match=message):
+        PQTokenizer(views=["title"], **params)
