@@ -40,6 +40,12 @@ def split_spec(spec: str) -> tuple[str, list[str]]:
     return config, own
 
 
+# Codes folders the configs name, fitted the first time a run needs them: the defaults of `semrec codes` (pq: the
+# dedup digit when more than 5% of items collide) and the reference's pq codes without that digit.
+CODE_RECIPES = {"pq": {"tokenizer": "pq"}, "opq": {"tokenizer": "opq"},
+                "pq-reference": {"tokenizer": "pq", "name": "pq-reference", "dedup": False}}
+
+
 def run_folder(runs: Path, spec: str, seed: int) -> Path:
     return runs / f"{spec.replace('/', '-')}-s{seed}"
 
@@ -54,8 +60,8 @@ def run_one(spec: str, seed: int, overrides: list[str], runs: Path) -> dict:
     out = run_folder(runs, spec, seed)
     cfg = load_config(RunConfig, ROOT / "configs" / f"{config}.yaml",
                       [f"train.seed={seed}", f"out={out}", "train.progress=false", *overrides, *own])
-    if not RunFolder(out).is_finished() and model_entry(cfg.model).reads_codes_folder and cfg.codes in ("pq", "opq"):
-        api.ensure_codes(cfg.dataset, CodesConfig(tokenizer=cfg.codes))  # the default codes, fitted the first time
+    if not RunFolder(out).is_finished() and model_entry(cfg.model).reads_codes_folder and cfg.codes in CODE_RECIPES:
+        api.ensure_codes(cfg.dataset, CodesConfig(**CODE_RECIPES[cfg.codes]))
     return api.ensure_trained(cfg, out)
 
 

@@ -135,7 +135,11 @@ def codes(
                                                    "or -p codes_per_view=4."),
     fit_on: str | None = typer.Option(None, help="all | train (items in training sequences); "
                                                     "default: all for pq/rq/kmeans, train for opq."),
-    dedup: bool | None = typer.Option(None, "--dedup/--no-dedup", help="Append a de-duplication digit."),
+    dedup: bool | None = typer.Option(None, "--dedup/--no-dedup",
+                                      help="Append a de-duplication digit that makes every item's code unique. "
+                                           "Default: pq adds it when more than 5% of items share their full code "
+                                           "(a model that reads only codes cannot tell them apart); opq, rq and "
+                                           "kmeans do not (the references have no such digit). Also --set dedup=auto."),
     seed: int | None = typer.Option(None, help="Random seed of the fit (default 0)."),
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,

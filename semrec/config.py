@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any
+from typing import Any, Literal
 
 from semrec.typed import (  # noqa: F401  (re-exported: the configs' loading API)
     Override,
@@ -73,7 +73,9 @@ class CodesConfig:
     params: dict[str, Any] = dataclasses.field(default_factory=dict,  # tokenizer parameters
                                                metadata={"param_types": _tokenizer_param_types})
     fit_on: str | None = None  # all | train (items in training sequences); default per tokenizer
-    dedup: bool = False  # append one extra digit that makes every item's code unique
+    # Append one extra digit that makes every item's code unique: true | false | auto (added when more than 5% of
+    # items share their full code); default (None) the tokenizer's own: auto for pq, false for opq / rq / kmeans.
+    dedup: bool | Literal["auto"] | None = None
     seed: int = 0
 
 

@@ -93,6 +93,11 @@ def _split_list(value: Text | str) -> list[Any]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def shown_text(value: Any) -> Any:
+    """A value as error messages quote it: the text as given for text, else the value."""
+    return str(value) if isinstance(value, Text) else value
+
+
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -109,8 +114,18 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except SemrecError as exc:
                 errors.append(str(exc))
+        expected = [m.group(1) for m in (re.fullmatch(rf"config '{re.escape(key)}': expected (.+), got .+", e)
+                                         for e in errors) if m]
+        if len(errors) > 1 and len(expected) == len(errors):  # bool | Literal["auto"]: "expected true/false or 'auto'"
+            raise SemrecError(errors[0].replace(f"expected {expected[0]},", f"expected {' or '.join(expected)},", 1))
         raise SemrecError(errors[0] if errors else f"config '{key}': bad value {value!r}")
-    shown = str(value) if isinstance(value, Text) else value  # error messages quote the text as given
+    if origin is typing.Literal:
+        text = str(value).strip() if isinstance(value, (str, Text)) else value
+        for choice in args:
+            if text == choice:
+                return choice
+        raise SemrecError(f"config '{key}': expected {' or '.join(repr(a) for a in args)}, got {shown_text(value)!r}")
+    shown = shown_text(value)  # error messages quote the text as given
     if isinstance(value, Text) and isinstance(value.yaml_value, dict) and (
             dataclasses.is_dataclass(tp) or origin is dict or tp is dict):
         value = value.yaml_value

@@ -81,7 +81,10 @@ def test_prepare_embed_codes_chain(tmp_path):
     assert result.exit_code == 0, result.output
     assert "collisions" in result.output
     codes = np.load(tmp_path / "ds" / "codes" / "pq_small" / "codes.npy")
-    assert codes.shape == (5, 4) and (codes[0] == -1).all() and codes[1:].min() >= 0 and codes[1:].max() <= 1
+    assert (codes[0] == -1).all() and codes[1:, :4].min() >= 0 and codes[1:, :4].max() <= 1
+    # 1-bit codes of 4 items collide: pq's default (dedup auto) appends the digit that makes each code unique
+    assert "dedup auto: " in result.output and "dedup         last level" in result.output
+    assert codes.shape == (5, 5) and len({tuple(r) for r in codes[1:].tolist()}) == 4
 
 
 def test_train_and_evaluate_bad_inputs(tmp_path):
@@ -91,7 +94,14 @@ def test_train_and_evaluate_bad_inputs(tmp_path):
     line = _one_line_error(runner.invoke(app, ["train", "--model", "nope", "--dataset", str(ds)]))
     assert "unknown model 'nope'" in line
     line = _one_line_error(runner.invoke(app, ["train", "--model", "ccfrec", "--dataset", str(ds)]))
-    assert "run 'semrec codes' first" in line
+    assert line.endswith(f"no codes.npy; run 'semrec codes {ds}' first")
+    line = _one_line_error(runner.invoke(app, ["train", "--model", "ccfrec", "--dataset", str(ds), "--set",
+                                               "codes=pq-reference"]))
+    assert line.endswith(f"run 'semrec codes {ds} --name pq-reference' with the tokenizer and settings meant for it "
+                         "first")
+    line = _one_line_error(runner.invoke(app, ["train", "--model", "vqrec", "--dataset", str(ds), "--set",
+                                               "codes=opq"]))
+    assert line.endswith(f"run 'semrec codes {ds} -t opq' first")
     line = _one_line_error(runner.invoke(app, ["train", "--dataset", str(tmp_path / "none")]))
     assert "run 'semrec prepare' first" in line
     line = _one_line_error(runner.invoke(app, ["train", "--resume", str(tmp_path), "--lr", "0.1"]))

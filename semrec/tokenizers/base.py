@@ -39,6 +39,13 @@ level (``dedup_size``) is fixed at fit time: by default the largest number of ro
 code among *all* rows passed to ``fit`` (so encoding exactly those rows never overflows); pass a larger
 ``dedup_size`` to leave room for future items. A new item that would need a digit ``>= dedup_size``
 raises :class:`~semrec.errors.SemrecError`.
+
+``dedup="auto"`` decides at fit time: the digit is added when more than
+:data:`~semrec.tokenizers.dedup.COLLISION_THRESHOLD` (5%) of all rows passed to ``fit`` share their base code
+with another row, and the decision is kept in ``notes``; after the fit, ``dedup`` is the decided bool (what
+``tokenizer.json`` stores). ``dedup=None`` (the default) is the class's ``default_dedup``: "auto"
+for pq (CCFRec's codes: a model that reads only codes cannot tell colliding items apart; issue 18 measured it on
+Scientific, 15.7% collisions), off for the others (VQ-Rec's OPQ codes and the references have no such digit).
 """
 
 from __future__ import annotations
@@ -54,7 +61,14 @@ import numpy as np
 
 from semrec.errors import SemrecError
 from semrec.tokenizers.checks import check_fit_rows, check_int, check_views
-from semrec.tokenizers.dedup import DedupDigits, add_dedup_level, distinct_rows, row_keys
+from semrec.tokenizers.dedup import (
+    COLLISION_THRESHOLD,
+    DedupDigits,
+    add_dedup_level,
+    collision_stats,
+    distinct_rows,
+    row_keys,
+)
 from semrec.tokenizers.faiss_utils import faiss_threads
 from semrec.tokenizers.pca import PCAProjection
 from semrec.tokenizers.storage import (
@@ -117,9 +131,17 @@ class BaseTokenizer(ItemTokenizer):
     # Whether `semrec codes` gives the tokenizer the dataset's views as its ``views`` parameter when the config
     # names none (else the constructor's default applies).
     views_from_dataset: ClassVar[bool] = False
+    # What ``dedup=None`` (the constructor's and `semrec codes`' default) means: False, True or "auto".
+    default_dedup: ClassVar[bool | str] = False
 
-    def __init__(self, *, dedup: bool = False, dedup_size: int | None = None, threads: int | None = None):
-        self.dedup = bool(dedup)
+    def __init__(self, *, dedup: bool | str | None = None, dedup_size: int | None = None,
+                 threads: int | None = None):
+        if dedup is None:
+            dedup = type(self).default_dedup
+        if not (isinstance(dedup, bool) or dedup == "auto"):
+            raise SemrecError(f"dedup must be true, false or 'auto', got {dedup!r}")
+        self.auto_dedup = dedup == "auto"  # decide at fit time from the collision rate (module docstring)
+        self.dedup = dedup is True
         self.dedup_size = None if dedup_size is None else check_int("dedup_size", dedup_size, 1)
         self._requested_dedup_size = self.dedup_size
         self.threads = None if threads is None else check_int("threads", threads, 1)
@@ -263,8 +285,13 @@ class BaseTokenizer(ItemTokenizer):
                 self.view_dims = {name: int(x.shape[1]) for name, x in checked.items()}
                 self.n_fit = int(rows.size)
                 base_fit = self._base_codes(train)
-                if self.dedup:
+                base_all = None
+                if self.auto_dedup:
                     base_all = base_fit if rows.size == n_items else self._base_codes(checked)
+                    self._decide_dedup(base_all)
+                if self.dedup:
+                    if base_all is None:
+                        base_all = base_fit if rows.size == n_items else self._base_codes(checked)
                     self._fit_dedup(train, base_fit, base_all)
                 else:
                     self._set_fit_codes(base_fit, None)
@@ -297,6 +324,15 @@ class BaseTokenizer(ItemTokenizer):
             return float(self._reconstruction_error(checked))
 
     # -- dedup --------------------------------------------------------------------------------------
+
+    def _decide_dedup(self, base_all: np.ndarray) -> None:
+        """``dedup="auto"``: add the digit when more than COLLISION_THRESHOLD of the rows share a base code."""
+        rate, biggest = collision_stats(base_all)
+        self.dedup = rate > COLLISION_THRESHOLD
+        if self.dedup:
+            self._note(f"dedup auto: {rate:.1%} of items share their code with another item (largest group "
+                       f"{biggest}; more than {COLLISION_THRESHOLD:.0%}), so a de-duplication digit was added "
+                       "(--no-dedup to keep the codes as they are)")
 
     def _fit_dedup(self, train: dict[str, np.ndarray], base_fit: np.ndarray, base_all: np.ndarray) -> None:
         """Number the fit items of each base code (their codes), size the dedup level, remember both."""

@@ -46,6 +46,30 @@ def distinct_rows(x: np.ndarray) -> int:
     return len(set(row_keys({"x": x}, ["x"])))
 
 
+# Share of items whose full code equals another item's above which `semrec codes` warns, and above which a
+# tokenizer built with ``dedup="auto"`` (pq, CCFRec's codes, by default) adds the dedup digit.
+COLLISION_THRESHOLD = 0.05
+
+
+def _group_sizes(codes: np.ndarray) -> np.ndarray:
+    """How many rows of ``codes [n >= 1, L]`` hold each distinct full code."""
+    if codes.shape[1] == 0:
+        return np.array([codes.shape[0]], dtype=np.int64)
+    _, counts = np.unique(codes, axis=0, return_counts=True)
+    return counts.astype(np.int64)
+
+
+def collision_stats(codes: np.ndarray) -> tuple[float, int]:
+    """(fraction of rows whose full code equals at least one other row's, largest group size)."""
+    codes = as_codes(codes)
+    n = codes.shape[0]
+    if n == 0:
+        return 0.0, 0
+    counts = _group_sizes(codes)
+    colliding = int(counts[counts > 1].sum())
+    return colliding / n, int(counts.max())
+
+
 class DedupDigits:
     """Dedup digits of new items after existing codes.
 

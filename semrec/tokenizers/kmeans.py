@@ -33,7 +33,7 @@ class KMeansTokenizer(BaseTokenizer):
         normalize: bool = False,
         niter: int = 25,
         *,
-        dedup: bool = False,
+        dedup: bool | str | None = None,
         dedup_size: int | None = None,
         threads: int | None = None,
     ):

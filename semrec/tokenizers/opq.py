@@ -59,7 +59,7 @@ class OPQTokenizer(BaseTokenizer):
         niter: int = 50,
         polysemous: bool = True,
         *,
-        dedup: bool = False,
+        dedup: bool | str | None = None,
         dedup_size: int | None = None,
         threads: int | None = None,
     ):

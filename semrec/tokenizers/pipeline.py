@@ -86,11 +86,23 @@ def pca_text(tokenizer: Any, matrices: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.stack([text[v] for v in tokenizer.input_views], axis=1).astype(np.float32)
 
 
+def codes_command(codes_dir: str | Path) -> str:
+    """The `semrec codes` line that makes the folder ``<dataset>/codes/<name>`` (a name other than a tokenizer
+    kind also needs the tokenizer and settings it was meant to have: the configs say them in a comment)."""
+    path = Path(codes_dir)
+    dataset, name = path.parent.parent, path.name
+    if name == "pq":
+        return f"'semrec codes {dataset}'"
+    if name in ("opq", "rq", "kmeans"):
+        return f"'semrec codes {dataset} -t {name}'"
+    return f"'semrec codes {dataset} --name {name}' with the tokenizer and settings meant for it"
+
+
 def load_codes(codes_dir: str | Path) -> tuple[np.ndarray, Any]:
     """Codes ``[N+1, levels]`` (row 0 padding) and the fitted tokenizer of a codes folder."""
     folder = CodesFolder(codes_dir)
     if not folder.codes.is_file():
-        raise SemrecError(f"{folder.path}: no codes.npy; run 'semrec codes' first")
+        raise SemrecError(f"{folder.path}: no codes.npy; run {codes_command(folder.path)} first")
     require_artifact(folder.tokenizer / "tokenizer.json", "codes", CODES_FIX)
     try:
         codes = np.load(folder.codes)

@@ -71,6 +71,7 @@ class PQTokenizer(BaseTokenizer):
 
     kind = "pq"
     views_from_dataset = True
+    default_dedup = "auto"  # semrec codes: the dedup digit when more than 5% of items collide (base module doc)
 
     def __init__(
         self,
@@ -81,7 +82,7 @@ class PQTokenizer(BaseTokenizer):
         nbits: int = 8,
         total_codes: int = 20,
         *,
-        dedup: bool = False,
+        dedup: bool | str | None = None,
         dedup_size: int | None = None,
         threads: int | None = None,
     ):

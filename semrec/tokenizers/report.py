@@ -13,7 +13,7 @@ import numpy as np
 
 from semrec.errors import SemrecError
 from semrec.tokenizers.base import ItemTokenizer
-from semrec.tokenizers.dedup import as_codes
+from semrec.tokenizers.dedup import COLLISION_THRESHOLD, as_codes, collision_stats
 
 
 @dataclass
@@ -46,25 +46,6 @@ def relative_error(x: np.ndarray, x_hat: np.ndarray) -> float:
     return float(np.square(x - np.asarray(x_hat, dtype=np.float64)).sum() / denom)
 
 
-def _group_sizes(codes: np.ndarray) -> np.ndarray:
-    """How many rows of ``codes [n >= 1, L]`` hold each distinct full code."""
-    if codes.shape[1] == 0:
-        return np.array([codes.shape[0]], dtype=np.int64)
-    _, counts = np.unique(codes, axis=0, return_counts=True)
-    return counts.astype(np.int64)
-
-
-def collision_stats(codes: np.ndarray) -> tuple[float, int]:
-    """(fraction of rows whose full code equals at least one other row's, largest group size)."""
-    codes = as_codes(codes)
-    n = codes.shape[0]
-    if n == 0:
-        return 0.0, 0
-    counts = _group_sizes(codes)
-    colliding = int(counts[counts > 1].sum())
-    return colliding / n, int(counts.max())
-
-
 def level_stats(column: np.ndarray, codebook_size: int) -> tuple[float, float]:
     """(utilisation = distinct codes used / codebook size, perplexity = exp(entropy)) of one level."""
     if column.size == 0:
@@ -75,7 +56,7 @@ def level_stats(column: np.ndarray, codebook_size: int) -> tuple[float, float]:
     return len(counts) / codebook_size, float(np.exp(entropy))
 
 
-COLLISION_WARNING = 0.05  # share of items with a shared full code above which the report warns
+COLLISION_WARNING = COLLISION_THRESHOLD  # share of items with a shared full code above which the report warns
 
 
 def code_report(
@@ -100,7 +81,7 @@ def code_report(
         perplexity.append(p)
     rate, biggest = collision_stats(codes)
     notes = [str(n) for n in getattr(tokenizer, "notes", [])]
-    if rate > COLLISION_WARNING:
+    if rate > COLLISION_WARNING:  # (never with the dedup digit: every code is then unique)
         notes.append(f"warning: {rate:.1%} of items share their full code with another item (largest group "
                      f"{biggest}); a model that reads only codes cannot tell them apart: give more codes (pq: -p "
                      f"total_codes=... or -p codes_per_view=...; rq/opq: more levels) or --dedup")

@@ -59,7 +59,7 @@ class RQTokenizer(BaseTokenizer):
         whiten: bool = False,
         beam_size: int = 5,
         *,
-        dedup: bool = False,
+        dedup: bool | str | None = None,
         dedup_size: int | None = None,
         threads: int | None = None,
     ):

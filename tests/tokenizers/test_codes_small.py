@@ -153,3 +153,24 @@ def test_pipeline_defaults_come_from_the_tokenizer_class(dataset: Path, monkeypa
     assert read_json(dataset / "codes" / "km-train" / "codes.json")["fit_on"] == "train"
     views = read_json(dataset / "codes" / "km-train" / "tokenizer" / "tokenizer.json")["params"]["views"]
     assert views == CanonicalDataset.load(dataset).views
+
+
+@pytest.mark.parametrize(("args", "digit", "warned"), [
+    ([], False, True),                        # kmeans: no digit by default, the collision warning instead
+    (["--dedup"], True, False),
+    (["--set", "dedup=auto"], True, False),     # 12 items in 4 clusters: far more than 5% collide
+    (["--no-dedup", "--set", "dedup=auto"], True, False),  # --set wins over the flag, as for every other key
+])
+def test_codes_dedup_setting_from_the_command_line(dataset: Path, args, digit, warned) -> None:
+    name = f"km-dedup-{len(args)}-{digit}"
+    result = runner.invoke(app, ["codes", str(dataset), "-t", "kmeans", "-p", "k=4", "--name", name, *args])
+    assert result.exit_code == 0, result.output
+    codes = np.load(dataset / "codes" / name / "codes.npy")[1:]
+    assert codes.shape[1] == (2 if digit else 1)
+    assert (len({tuple(r) for r in codes.tolist()}) == N_ITEMS) is digit
+    assert ("warning: " in result.output) is warned and ("dedup         last level" in result.output) is digit
+
+
+def test_codes_bad_dedup_setting_is_one_line(dataset: Path) -> None:
+    result = runner.invoke(app, ["codes", str(dataset), "-t", "kmeans", "-p", "k=4", "--set", "dedup=sometimes"])
+    assert _one_line_error(result) == "error: config 'dedup': expected true/false or 'auto', got 'sometimes'"
