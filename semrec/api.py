@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from semrec.artifacts import DatasetFolder, RunFolder
-from semrec.config import CodesConfig, EmbedConfig, Override, PrepareConfig, RunConfig, TrainConfig, load_config
+from semrec.config import (
+    CodesConfig,
+    CtrConfig,
+    EmbedConfig,
+    Override,
+    PrepareConfig,
+    RunConfig,
+    TrainConfig,
+    load_config,
+)
 from semrec.errors import SemrecError
 
 logger = logging.getLogger(__name__)
@@ -72,6 +81,15 @@ def codes(dataset_dir: str | Path, config: CodesConfig, progress: bool = True) -
     from semrec.tokenizers.pipeline import fit_codes
 
     return fit_codes(dataset_dir, config, progress=progress)
+
+
+def ctr_data(dataset_dir: str | Path, config: CtrConfig) -> tuple[Any, dict[str, Any], Path]:
+    """Pointwise CTR samples (SOLID's task) of a prepared dataset, written to ``<dataset>/ctr/<config.name>/``;
+    returns ``(CtrSamples, manifest, folder)``. See :mod:`semrec.data.ctr`."""
+    from semrec.data.ctr import write_ctr_samples
+
+    samples, folder = write_ctr_samples(dataset_dir, config)
+    return samples, DatasetFolder(dataset_dir).ctr(config.name).read_manifest(), folder
 
 
 def ensure_codes(dataset_dir: str | Path, config: CodesConfig) -> Path:

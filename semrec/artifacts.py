@@ -4,6 +4,7 @@
   ``embeddings/<model>/`` (:class:`EmbeddingsFolder`) and ``codes/<name>/`` (:class:`CodesFolder`);
 * :class:`EmbeddingsFolder`: ``embeddings.json`` (the manifest), ``<view>.npy``, ``embed_config.yaml``;
 * :class:`CodesFolder`: ``codes.npy``, ``tokenizer/``, ``codes.json``, ``report.json``, ``codes_config.yaml``;
+* :class:`CtrFolder` ``<dataset>/ctr/<name>/``: ``samples.parquet``, ``ctr.json``, ``ctr_config.yaml``;
 * :class:`RunFolder` ``<run>/``: ``config.yaml``, ``fingerprints.json``, ``metrics.jsonl``, ``tb/``, ``curve.png``,
   ``checkpoints/last.pt`` and ``best.pt``, ``results.json``, ``cold_items.npz``.
 
@@ -69,6 +70,10 @@ class DatasetFolder:
     def codes(self, name: str) -> CodesFolder:
         """The codes folder ``codes/<name>`` (``semrec codes --name``)."""
         return CodesFolder(self.root / "codes" / name)
+
+    def ctr(self, name: str) -> CtrFolder:
+        """The CTR samples folder ``ctr/<name>`` (``semrec ctr-data --name``)."""
+        return CtrFolder(self.root / "ctr" / name)
 
 
 class EmbeddingsFolder:
@@ -154,6 +159,44 @@ class CodesFolder:
     def is_current(self, dataset: DatasetFolder) -> bool:
         """Whether codes exist and were fitted on ``dataset`` as it is now (its manifest's sha256)."""
         return (self.manifest.is_file() and dataset.exists()
+                and read_json(self.manifest).get("dataset_manifest_sha256") == dataset.manifest_sha256())
+
+
+CTR_FIX = "re-run 'semrec ctr-data' to rebuild it"
+
+
+class CtrFolder:
+    """``<dataset>/ctr/<name>/`` written by ``semrec ctr-data``: ``samples.parquet`` (:class:`semrec.data.ctr.
+    CtrSamples`), ``ctr.json`` (settings, counts, the dataset manifest's sha256), ``ctr_config.yaml``."""
+
+    SAMPLES = "samples.parquet"
+    MANIFEST = "ctr.json"
+    CONFIG = "ctr_config.yaml"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def samples(self) -> Path:
+        return self.path / self.SAMPLES
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / self.MANIFEST
+
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    def exists(self) -> bool:
+        return self.samples.is_file() and self.manifest.is_file()
+
+    def read_manifest(self) -> dict[str, Any]:
+        return read_json(require_artifact(self.manifest, "CTR samples", CTR_FIX))
+
+    def is_current(self, dataset: DatasetFolder) -> bool:
+        """Whether the samples exist and were built from ``dataset`` as it is now (its manifest's sha256)."""
+        return (self.exists() and dataset.exists()
                 and read_json(self.manifest).get("dataset_manifest_sha256") == dataset.manifest_sha256())
 
 

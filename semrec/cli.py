@@ -157,6 +157,35 @@ def codes(
     typer.echo(f"written to  {folder}")
 
 
+@app.command("ctr-data")
+@friendly_errors
+def ctr_data(
+    dataset_dir: Path = typer.Argument(..., help="A prepared dataset ('semrec prepare')."),
+    name: str | None = typer.Option(None, help="Output folder under <dataset>/ctr/ (default ctr)."),
+    history: int | None = typer.Option(None, help="Items of history per row: the last L before the candidate "
+                                                  "(default 30)."),
+    train_negatives: int | None = typer.Option(None, help="Unseen items drawn per training positive (default 4)."),
+    eval_negatives: int | None = typer.Option(None, help="Distinct unseen items per user beside its valid and its "
+                                                         "test positive (default 99)."),
+    seed: int | None = typer.Option(None, help="Seed of the negative draws (default 0)."),
+    config: Path | None = ConfigOpt,
+    set_: list[str] | None = SetOpt,
+):
+    """Build the pointwise CTR samples SOLID and its baselines train and are scored on: per row a user, the last L
+    items before a candidate, the candidate and a 0/1 label. Leave-last-out split: training positives are every
+    training item after the first, valid and test one positive per user; negatives are items the user never
+    interacted with (fixed by the seed and written once, so every model is scored on the same candidates)."""
+    from semrec import api
+    from semrec.config import CtrConfig, load_config
+    from semrec.data.ctr import format_ctr_report
+
+    overrides = _overrides({"name": name, "history": history, "train_negatives": train_negatives,
+                            "eval_negatives": eval_negatives, "seed": seed}, set_)
+    _, manifest, folder = api.ctr_data(dataset_dir, load_config(CtrConfig, config, overrides))
+    typer.echo(format_ctr_report(manifest))
+    typer.echo(f"written to   {folder}")
+
+
 def format_metrics(rows: dict[str, dict[str, float | None]]) -> str:
     """A small table: one row per split, Recall/NDCG at 5/10/20, MRR and head/tail NDCG@10. A metric that is None
     or absent (no row to evaluate) shows as n/a, with a note under the table."""

@@ -80,6 +80,18 @@ class CodesConfig:
 
 
 @dataclasses.dataclass
+class CtrConfig:
+    """``semrec ctr-data``: pointwise CTR samples (SOLID's task) from a prepared dataset, written once
+    (:mod:`semrec.data.ctr`)."""
+
+    name: str = "ctr"  # output folder under <dataset>/ctr/
+    history: int = 30  # L: items of history per row (the last L before the candidate)
+    train_negatives: int = 4  # unseen items per training positive
+    eval_negatives: int = 99  # distinct unseen items per user beside its valid / test positive
+    seed: int = 0
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """Optimisation, early stopping and evaluation settings shared by every model."""
 
