@@ -107,7 +107,7 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
         "peak_rss_half_gb": rss_half, "mmap_threshold_mb": applied["mmap_threshold_mb"],
         "huge_pages": applied["huge_pages"], "malloc_trim": cfg.train.malloc_trim and release_free_heap(),
         "grad_clip": cfg.train.grad_clip, "schedule": cfg.train.schedule, "warmup_steps": cfg.train.warmup_steps,
-        "neg_num": getattr(net.config, "neg_num", None), "train_samples": len(trainer.samples),
+        "neg_num": getattr(net.config, "neg_num", None), "train_samples": trainer.task.n_samples(),
         "valid_rows": len(data.split.valid.targets), "n_items": data.dataset.n_items,
         "threads": torch.get_num_threads(), "epochs_crossed": trainer.epoch,
         "valid_ndcg@10_untrained": valid["ndcg@10"],

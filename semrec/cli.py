@@ -210,7 +210,8 @@ def format_metrics(rows: dict[str, dict[str, float | None]]) -> str:
 @friendly_errors
 def train(
     config: Path | None = typer.Option(None, "--config", "-c", help="Run YAML (e.g. configs/ccfrec/ml-100k.yaml)."),
-    model: str | None = typer.Option(None, help="popularity | sasrec | gru4rec | bert4rec | ccfrec | vqrec | unisrec."),
+    model: str | None = typer.Option(None, help="popularity | sasrec | gru4rec | bert4rec | ccfrec | vqrec | unisrec "
+                                                "(next-item ranking); dsr (CTR: run semrec ctr-data first)."),
     dataset: str | None = typer.Option(None, help="Prepared dataset folder."),
     codes: str | None = typer.Option(None, help="Codes folder name under <dataset>/codes (default pq)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default runs/<dataset>-<model>-<time>)."),

@@ -106,7 +106,8 @@ class TrainConfig:
     patience: int = 10  # evaluations without improvement before stopping
     time_budget_minutes: float | None = None  # wall time of one train invocation (setup included); None = no limit
     eval_every: int = 1  # epochs between validation passes
-    metric: str = "ndcg@10"  # validation metric for model selection
+    metric: str | None = None  # model-selection metric; default per task: ndcg@10 (ranking), uauc (CTR)
+    select_on: str = "valid"  # valid | test (the SOLID reference selects on test UAUC; reported as such)
     exclude_history: bool = False  # remove history items from the ranking
     seed: int = 2020
     device: str | None = None  # default: cuda when available
@@ -124,6 +125,7 @@ class RunConfig:
     model: str = "sasrec"  # a name in semrec.models.REGISTRY (see `semrec train --help`)
     dataset: str = "data/ml-100k"  # a folder written by 'semrec prepare'
     codes: str = "pq"  # codes folder under <dataset>/codes (models that read codes or text vectors)
+    ctr: str = "ctr"  # CTR samples folder under <dataset>/ctr (CTR models: 'semrec ctr-data')
     text_model: str = "all-MiniLM-L6-v2"  # whose embeddings models reading raw text vectors ('plm') use
     text_view: str = "all"  # which view those models read
     init_from: str | None = None  # run folder or checkpoint whose weights initialise the model (fine-tuning)

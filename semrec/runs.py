@@ -41,6 +41,8 @@ class RunData:
     fingerprints: dict[str, str]  # sha256 of what the model depends on: dataset, codes, embeddings
     fingerprint_files: dict[str, Path] = field(default_factory=dict)  # the file (or folder) behind each
     tokenizer: Any | None = None  # the fitted tokenizer of the codes, for models that read codes or text
+    ctr: Any | None = None  # CTR models: the sample table (semrec.data.ctr.CtrSamples) of config.ctr
+    ctr_history: int = 0  # ... and the history length it was built with
 
 
 def load_run_data(config: RunConfig) -> RunData:
@@ -82,9 +84,22 @@ def load_run_data(config: RunConfig) -> RunData:
         matrices = {config.text_view: plm[1:]}  # copied once, by build_item_inputs
         fingerprints["plm"] = sha256_file(emb.view_file(config.text_view))
         files["plm"] = emb.view_file(config.text_view)
+    ctr, ctr_history = None, 0
+    if model_entry(config.model).task == "ctr":
+        from semrec.data.ctr import load_ctr_samples
+
+        ctr_folder = folder.ctr(config.ctr)
+        if not ctr_folder.exists():
+            raise SemrecError(f"{ctr_folder.path}: no CTR samples; run 'semrec ctr-data {folder.root}"
+                              f"{'' if config.ctr == 'ctr' else ' --name ' + config.ctr}' first")
+        ctr, manifest = load_ctr_samples(ctr_folder.path, folder.root)
+        ctr_history = int(manifest["history"])
+        fingerprints["ctr"] = manifest["samples_sha256"]
+        files["ctr"] = ctr_folder.samples
     features = item_features(needs, matrices, tokenizer, config.text_view, None if codes is None else codes[1:])
     items = build_item_inputs(features, codebook_sizes, counts, dataset.n_items)
-    return RunData(dataset, split, items, head_items(split.train, dataset.n_items), fingerprints, files, tokenizer)
+    return RunData(dataset, split, items, head_items(split.train, dataset.n_items), fingerprints, files, tokenizer,
+                   ctr, ctr_history)
 
 
 def matrices_fingerprint(matrices: dict[str, np.ndarray]) -> str:

@@ -237,3 +237,37 @@ def format_ctr_report(manifest: dict) -> str:
     for split, c in manifest["counts"].items():
         lines.append(f"{split:<12} {c['rows']:,} rows, {c['positives']:,} positives, {c['users']:,} users")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ batches
+
+
+@dataclass
+class CtrRows:
+    """The rows of one split as arrays: histories ``int64 [R, L]`` (left-aligned, 0 = padding), ``lengths [R]``,
+    ``candidates [R]``, ``labels [R]`` (0/1), ``users [R]``."""
+
+    items: np.ndarray
+    lengths: np.ndarray
+    candidates: np.ndarray
+    labels: np.ndarray
+    users: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def of(cls, samples: CtrSamples, split: str, sequences: list[np.ndarray], length: int) -> CtrRows:
+        part = samples.part(split)
+        users = part["user"].to_numpy(np.int64)
+        items, lengths = histories(sequences, users, part["position"].to_numpy(np.int64), length)
+        return cls(items, lengths, part["candidate"].to_numpy(np.int64), part["label"].to_numpy(np.int64), users)
+
+    def batch(self, idx: np.ndarray, device) -> dict:
+        import torch
+
+        width = max(1, int(self.lengths[idx].max())) if len(idx) else 1
+        return {"items": torch.from_numpy(self.items[idx, :width]).to(device),
+                "lengths": torch.from_numpy(self.lengths[idx]).to(device),
+                "candidates": torch.from_numpy(self.candidates[idx]).to(device),
+                "labels": torch.from_numpy(self.labels[idx]).float().to(device)}

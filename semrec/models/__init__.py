@@ -9,6 +9,7 @@ from semrec.errors import SemrecError
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from semrec.models.ccfrec import CCFRec, CCFRecConfig
+from semrec.models.dsr import DSR, DSRConfig
 from semrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from semrec.models.popularity import Popularity, PopularityConfig
 from semrec.models.sasrec import SASRec, SASRecConfig
@@ -29,6 +30,7 @@ class ModelEntry:
     needs: tuple[str, ...] = ()
     trainable: bool = True
     pretrain_tokenizer: str | None = None  # the tokenizer kind `semrec pretrain` fits jointly on every domain
+    task: str = "ranking"  # "ranking" (next item, full ranking) or "ctr" (pointwise, semrec.train.tasks)
 
     @property
     def reads_codes_folder(self) -> bool:
@@ -49,6 +51,7 @@ REGISTRY: dict[str, ModelEntry] = {
     "ccfrec": ModelEntry(CCFRecConfig, CCFRec, needs=("codes", "text")),
     "vqrec": ModelEntry(VQRecConfig, VQRec, needs=("codes",), pretrain_tokenizer="opq"),
     "unisrec": ModelEntry(UniSRecConfig, UniSRec, needs=("plm",)),
+    "dsr": ModelEntry(DSRConfig, DSR, task="ctr"),  # CTR: Base / DUET / APG heads on a backbone (issue 19)
 }
 
 

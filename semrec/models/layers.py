@@ -174,3 +174,65 @@ def by_length(fn, x: torch.Tensor, lengths: torch.Tensor, groups: int = 4) -> to
             out = part.new_zeros(x.size(0), x.size(1), part.size(-1))
         out[idx, :width] = part
     return out
+
+
+# ------------------------------------------------------------------------ dynamic parameter generation (SOLID family)
+
+
+def folded_normal(generator: torch.Generator, *shape: int) -> torch.Tensor:
+    """Standard-normal values folded into (-2, 2) by ``fmod`` (the DUET / SOLID references' projection init)."""
+    return torch.fmod(torch.randn(*shape, generator=generator), 2.0)
+
+
+class ParameterGenerator(nn.Module):
+    """A hypernetwork's condition and projections (spec solid 5.3, 7.1, 7.2).
+
+    ``condition(h, lengths)`` = ``MLP(GRU(h)[last])`` ``[B, dim]`` (GRU 1 layer, MLP Linear-Tanh-Linear, xavier, zero
+    biases). ``generate(g)`` gives per layer ``j`` the weight ``reshape(g A_j + a_j, shape)`` ``[B, *shape]`` and,
+    with ``bias``, ``g P_j + p_j`` ``[B, shape[-1]]``. The projections start as folded standard normals from
+    ``seed``; ``frozen`` keeps them fixed (buffers, saved in checkpoints but never trained: the references keep them in
+    Python lists, spec solid 10.2), else they are parameters."""
+
+    def __init__(self, dim: int, shape: tuple[int, int], layers: int = 2, bias: bool = True, frozen: bool = True,
+                 seed: int = 0):
+        super().__init__()
+        self.shape, self.layers, self.has_bias = shape, layers, bias
+        self.gru = nn.GRU(dim, dim, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, dim))
+        for name, weight in self.gru.named_parameters():
+            (nn.init.xavier_uniform_ if name.startswith("weight") else nn.init.zeros_)(weight)
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        gen = torch.Generator().manual_seed(seed)
+        size = shape[0] * shape[1]
+        tensors = {"w_proj": folded_normal(gen, layers, dim, size), "w_bias": folded_normal(gen, layers, size)}
+        if bias:
+            tensors["b_proj"] = folded_normal(gen, layers, dim, shape[1])
+            tensors["b_bias"] = folded_normal(gen, layers, shape[1])
+        for name, value in tensors.items():
+            if frozen:
+                self.register_buffer(name, value)
+            else:
+                setattr(self, name, nn.Parameter(value))
+
+    def condition(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``[B, L, dim]`` right-padded sequence -> ``g`` ``[B, dim]`` (state at the last real position)."""
+        return self.mlp(gather_last(self.gru(h)[0], lengths))
+
+    def generate(self, g: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Per layer: (weight ``[B, *shape]``, bias ``[B, shape[1]]`` or None)."""
+        out = []
+        for j in range(self.layers):
+            weight = (g @ self.w_proj[j] + self.w_bias[j]).view(-1, *self.shape)
+            bias = g @ self.b_proj[j] + self.b_bias[j] if self.has_bias else None
+            out.append((weight, bias))
+        return out
+
+
+def clip_fuse(item: torch.Tensor | None, semantic: torch.Tensor | None, bound: float) -> torch.Tensor | None:
+    """SOLID's fusion (spec solid 5.3): ``clip(item, -t, t) + semantic``; None when both are None."""
+    if item is None:
+        return semantic
+    return item.clamp(-bound, bound) + semantic if semantic is not None else item.clamp(-bound, bound)

@@ -22,7 +22,7 @@ from semrec.io import read_json, write_json
 
 FINGERPRINTS_FILE = RunFolder.FINGERPRINTS
 WHAT = {"dataset": "dataset", "codes": "codes", "embeddings": "text embeddings (the codes' PCA inputs)",
-        "plm": "text embeddings"}
+        "plm": "text embeddings", "ctr": "CTR samples"}
 
 
 class RunDataChanged(SemrecError):

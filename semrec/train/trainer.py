@@ -23,9 +23,8 @@ from tqdm.auto import tqdm
 
 from semrec.artifacts import RunFolder
 from semrec.config import Override, RunConfig, TrainConfig, load_config, save_config, to_dict
-from semrec.data.batching import build_train_samples, n_train_batches, train_batches
 from semrec.errors import SemrecError
-from semrec.eval.evaluator import EVALUATOR_VERSION, evaluate
+from semrec.eval.evaluator import EVALUATOR_VERSION
 from semrec.models import SequentialRecommender, build_model, model_entry
 from semrec.runs import load_init_weights, load_run_config, load_run_data, warn_if_nothing_to_evaluate
 from semrec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -34,6 +33,7 @@ from semrec.train.memory import peak_rss_gb, release_free_heap
 from semrec.train.process import seed_everything
 from semrec.train.run_folder import check_fingerprints, write_data_record
 from semrec.train.schedule import lr_lambda
+from semrec.train.tasks import build_task
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +80,11 @@ class Trainer:
         if config.init_from and not resume:
             self.init_report = load_init_weights(self.model, config.init_from, self.device)
         self.max_len = self.model.max_len
-        self.samples = build_train_samples(self.data.split.train, self.max_len, self.model.sample_style)
-        self.steps_per_epoch = n_train_batches(self.samples, tc.batch_size, self.world)
+        self.task = build_task(config, self.data, self.model)  # ranking, or CTR for the SOLID family
+        self.metric = tc.metric or self.task.default_metric
+        if tc.select_on not in ("valid", "test"):
+            raise SemrecError(f"train.select_on must be 'valid' or 'test', got {tc.select_on!r}")
+        self.steps_per_epoch = self.task.n_batches(tc.batch_size, self.world)
         if tc.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, tc.max_steps_per_epoch)
         # every parameter: models freeze and unfreeze parts per epoch (begin_epoch); AdamW skips grad-less ones
@@ -181,7 +184,7 @@ class Trainer:
         """This rank's training batches of epoch ``self.epoch``, on ``self.device`` (every batch of the epoch:
         ``fit`` stops at ``self.steps_per_epoch``)."""
         tc = self.config.train
-        return train_batches(self.samples, tc.batch_size, tc.seed, self.epoch, self.rank, self.world, self.device)
+        return self.task.batches(tc.batch_size, tc.seed, self.epoch, self.rank, self.world, self.device)
 
     def train_step(self, batch: dict[str, torch.Tensor], module: torch.nn.Module | None = None,
                    ) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -206,10 +209,7 @@ class Trainer:
         return loss.detach(), parts
 
     def _evaluate(self, split: str) -> dict[str, float]:
-        rows = self.data.split.valid if split == "valid" else self.data.split.test
-        tc = self.config.train
-        return evaluate(self.model, rows, self.max_len, tc.eval_batch_size, tc.exclude_history,
-                        self.data.head_mask, device=self.device)
+        return self.task.evaluate(split, self.device)
 
     def _out_of_time(self, sync: bool = False) -> bool:
         """Whether the time budget is spent, keeping three validation passes in reserve (the stopped epoch's, then
@@ -240,7 +240,8 @@ class Trainer:
         wrapped_for: tuple[bool, ...] | None = None
         writer = self._writer() if self.is_main else None
         trainable = model_entry(self.config.model).trainable
-        can_validate = len(self.data.split.valid.targets) > 0
+        can_validate = self.task.can_validate()
+        on_test = tc.select_on == "test"  # the SOLID reference's selection (spec solid 6), reported as such
         stop_reason = None if trainable else "not_trainable"
         if trainable and self.epoch > 0 and self.bad_evals >= tc.patience:
             stop_reason = "patience"  # a resumed run given a patience that its evaluations have already exhausted
@@ -265,8 +266,11 @@ class Trainer:
                 if can_validate and ((self.epoch + 1) % tc.eval_every == 0 or out_of_time):
                     t0 = time.perf_counter()
                     valid = self._evaluate("valid")
-                    record.update({f"valid_{k}": v for k, v in valid.items()}, eval_seconds=time.perf_counter() - t0)
-                    score = valid[tc.metric]
+                    record.update({f"valid_{k}": v for k, v in valid.items()})
+                    if on_test:
+                        record.update({f"test_{k}": v for k, v in self._evaluate("test").items()})
+                    record["eval_seconds"] = time.perf_counter() - t0
+                    score = record[f"{'test' if on_test else 'valid'}_{self.metric}"]
                     if score is not None and score > self.best_score:
                         self.best_score, self.best_epoch, self.bad_evals = score, self.epoch, 0
                         save_checkpoint(self.folder.best, {"model": self.model.state_dict(),
@@ -289,14 +293,15 @@ class Trainer:
                 stop_reason = "time_budget"
         results: dict[str, Any] = {}
         if self.is_main:
-            selection = "best_valid"
+            selection = "best_test" if on_test else "best_valid"
             if trainable and self.epoch > 0 and self.best_score == -math.inf:
                 selection = "last_epoch"
                 self._keep_last_as_best(can_validate)
             elif trainable and self.folder.best.is_file():
                 self.model.load_state_dict(load_checkpoint(self.folder.best, self.device)["model"])
             results = {
-                "model": self.config.model, "dataset": self.data.dataset.name, "best_epoch": self.best_epoch,
+                "model": self.config.model, "dataset": self.data.dataset.name, "task": self.task.name,
+                "metric": self.metric, "best_epoch": self.best_epoch,
                 "epochs_run": self.epoch, "stop_reason": stop_reason, "selection": selection,
                 "train_wall_seconds": sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0)
                                           for r in self.history),
@@ -334,10 +339,10 @@ class Trainer:
                 if key != "epoch" and isinstance(value, (int, float)):
                     writer.add_scalar(key.replace("_", "/", 1), value, record["epoch"])
             writer.flush()
-        plot_curve(self.history, self.folder.curve, self.config.train.metric)
+        plot_curve(self.history, self.folder.curve, self.metric)
         if self.config.train.progress:
             shown = {k: round(v, 4) for k, v in record.items()
-                     if k in ("loss", f"valid_{self.config.train.metric}") and v is not None}
+                     if k in ("loss", f"valid_{self.metric}") and v is not None}
             tqdm.write(f"epoch {record['epoch']}: {shown}")
 
 
@@ -368,6 +373,7 @@ def describe_results(results: dict[str, Any], config: RunConfig) -> str:
     if results.get("selection") == "last_epoch":
         chosen = f"last epoch {results['best_epoch']} kept as best (no validation pass chose one)"
     else:
-        chosen = f"best epoch {results['best_epoch']} (valid {tc.metric})"
+        split = "test, the reference's selection" if results.get("selection") == "best_test" else "valid"
+        chosen = f"best epoch {results['best_epoch']} ({split} {results.get('metric') or tc.metric or 'ndcg@10'})"
     reason = STOP_REASONS.get(results.get("stop_reason"), str(results.get("stop_reason")))
     return f"{chosen}; stopped: {reason.format(**dataclasses.asdict(tc))} after {results['epochs_run']} epoch(s)"

@@ -1,0 +1,126 @@
+"""The CTR task in the one trainer and the dynamic-parameter baselines of SOLID (issue 19): Base / DUET / APG heads
+on the SASRec and GRU4Rec CTR backbones, frozen or trained generator projections, full ranking of the same run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from semrec.config import CtrConfig, RunConfig, TrainConfig
+from semrec.errors import SemrecError
+from semrec.models.base import ItemInputs
+from semrec.models.dsr import DSR, DSRConfig
+from semrec.models.layers import ParameterGenerator, clip_fuse
+from tests.support import make_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def ctr_dataset(tmp_path_factory):
+    from semrec import api
+
+    ds = make_tiny_dataset(tmp_path_factory.mktemp("ctr") / "ds")
+    api.ctr_data(ds, CtrConfig(history=8, eval_negatives=19))
+    return ds
+
+
+def _config(ds, out, head="duet", backbone="sasrec", **train):
+    return RunConfig(model="dsr", dataset=str(ds), out=str(out),
+                     model_params={"head": head, "backbone": backbone, "max_len": 8},
+                     train=TrainConfig(**{"epochs": 2, "batch_size": 64, "lr": 3e-3, "warmup_steps": 0,
+                                          "progress": False, **train}))
+
+
+@pytest.mark.parametrize(("backbone", "head"), [("sasrec", "base"), ("sasrec", "duet"), ("gru4rec", "apg")])
+def test_ctr_runs_train_select_on_uauc_and_rank_all_items(ctr_dataset, tmp_path, backbone, head):
+    from semrec.runs import evaluate_run
+    from semrec.train.trainer import Trainer
+
+    results = Trainer(_config(ctr_dataset, tmp_path / "run", head, backbone)).fit()
+    assert results["task"] == "ctr" and results["metric"] == "uauc" and results["selection"] == "best_valid"
+    for split in ("valid", "test"):
+        assert set(results[split]) >= {"auc", "uauc", "logloss", "ndcg@10", "hr@10"}
+        assert 0.0 <= results[split]["uauc"] <= 1.0
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    best = max(history, key=lambda r: r["valid_uauc"])
+    assert results["best_epoch"] == best["epoch"] and results["valid"]["uauc"] == pytest.approx(best["valid_uauc"])
+    full = evaluate_run(tmp_path / "run", device="cpu")  # the ranking contract: full ranking over every item
+    assert 0.0 <= full["test"]["ndcg@10"] <= 1.0
+
+
+def test_select_on_test_is_the_references_selection_and_says_so(ctr_dataset, tmp_path):
+    from semrec.train.trainer import Trainer, describe_results
+
+    config = _config(ctr_dataset, tmp_path / "run", "base", select_on="test")
+    results = Trainer(config).fit()
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert results["selection"] == "best_test"
+    assert results["best_epoch"] == max(history, key=lambda r: r["test_uauc"])["epoch"]
+    assert "(test, the reference's selection uauc)" in describe_results(results, config)
+
+
+def test_missing_samples_and_too_long_histories_are_refused(tmp_path, ctr_dataset):
+    from semrec.train.trainer import Trainer
+
+    bare = make_tiny_dataset(tmp_path / "bare")
+    with pytest.raises(SemrecError, match=rf"no CTR samples; run 'semrec ctr-data {bare}' first"):
+        Trainer(_config(bare, tmp_path / "a"))
+    long = _config(ctr_dataset, tmp_path / "b")
+    long.model_params["max_len"] = 9
+    with pytest.raises(SemrecError, match="max_len=9 is longer than the 8-item histories"):
+        Trainer(long)
+    with pytest.raises(SemrecError, match="select_on must be 'valid' or 'test'"):
+        Trainer(_config(ctr_dataset, tmp_path / "c", select_on="train"))
+
+
+def _batch(n_items=20, rows=6, length=5):
+    g = torch.Generator().manual_seed(0)
+    items = torch.randint(1, n_items + 1, (rows, length), generator=g)
+    lengths = torch.tensor([5, 3, 1, 5, 2, 4])
+    items[torch.arange(length)[None, :] >= lengths[:, None]] = 0
+    return {"items": items, "lengths": lengths, "candidates": torch.randint(1, n_items + 1, (rows,), generator=g),
+            "labels": torch.tensor([1.0, 0, 0, 1, 0, 1])}
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_frozen_projections_never_train_and_learnable_ones_get_gradients(frozen):
+    model = DSR(DSRConfig(head="duet", frozen_projections=frozen, max_len=5), ItemInputs(n_items=20))
+    names = {n for n, _ in model.named_parameters()}
+    assert ("generator.w_proj" in names) is not frozen
+    assert "generator.w_proj" in model.state_dict()  # saved either way: a checkpoint restores the same model
+    before = model.generator.w_proj.detach().clone()
+    loss, _ = model.loss(_batch())
+    loss.backward()
+    assert model.generator.gru.weight_ih_l0.grad is not None and model.generator.mlp[0].weight.grad.abs().sum() > 0
+    if frozen:
+        assert not model.generator.w_proj.requires_grad
+    else:
+        assert model.generator.w_proj.grad.abs().sum() > 0
+    assert torch.equal(model.generator.w_proj.detach(), before)
+
+
+def test_projections_are_fixed_by_their_seed_and_folded_into_two():
+    a, b = ParameterGenerator(8, (8, 8), seed=3), ParameterGenerator(8, (8, 8), seed=3)
+    assert torch.equal(a.w_proj, b.w_proj) and a.w_proj.abs().max() < 2
+    assert not torch.equal(a.w_proj, ParameterGenerator(8, (8, 8), seed=4).w_proj)
+
+
+def test_clip_fuse_bounds_the_item_part():
+    item, sem = torch.tensor([5.0, -5.0, 0.001]), torch.tensor([1.0, 1.0, 1.0])
+    assert torch.allclose(clip_fuse(item, sem, 0.01), torch.tensor([1.01, 0.99, 1.001]))
+    assert torch.equal(clip_fuse(item, sem, 0.0), sem)  # t = 0: the semantic generator alone
+
+
+def test_the_user_vector_ignores_padding_and_candidates():
+    model = DSR(DSRConfig(head="apg", max_len=5), ItemInputs(n_items=20)).eval()
+    batch = _batch()
+    wide = dict(batch, items=torch.cat([batch["items"], torch.zeros(6, 3, dtype=torch.long)], dim=1))
+    model.encoder.position = torch.nn.Embedding(8, 32)  # room for the wider batch
+    with torch.no_grad():
+        assert torch.allclose(model.user_vectors(batch["items"], batch["lengths"]),
+                              model.user_vectors(wide["items"], wide["lengths"]), atol=1e-5)
+        scores = model.encode_sequence(batch["items"], batch["lengths"]) @ model.item_embeddings().T
+        picked = scores[torch.arange(6), batch["candidates"]]
+        assert torch.allclose(picked, model.ctr_logits(batch), atol=1e-5)
+    assert torch.isfinite(model.encode_sequence(torch.zeros(1, 5, dtype=torch.long), torch.tensor([0]))).all()
