@@ -73,6 +73,15 @@ def history_excluded(out: Path, result: dict) -> dict:
     return {**result, **api.evaluate(out, exclude_history=True).metrics}
 
 
+def with_budget(result: dict, out: Path, minutes: float | None) -> dict:
+    """``result`` with ``budget_valid``: the best valid NDCG@10 of the run within ``minutes`` (when given)."""
+    if minutes is None:
+        return result
+    from semrec import api
+
+    return {**result, "budget_valid": api.best_within(out, 60 * minutes)}
+
+
 def fmt(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
@@ -96,6 +105,9 @@ def main() -> None:
     parser.add_argument("--interim", action="store_true",
                         help="with --report-only: also tabulate unfinished runs from their current best.pt, each as "
                              "its own row marked 'unfinished' (never averaged with finished seeds)")
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="add a column: the best valid NDCG@10 each run had reached within this many minutes of "
+                             "training + evaluation (rows compared at an equal time budget)")
     parser.add_argument("--exclude-history", action="store_true",
                         help="with --report-only: rank the same best checkpoints with each user's history items "
                              "excluded (the references, and the default, keep them; repeats never are targets)")
@@ -122,6 +134,7 @@ def main() -> None:
                     interim = (api.interim_results(run_folder(Path(args.runs), config, seed),
                                                    True if args.exclude_history else None) if args.interim else None)
                     if interim is not None:
+                        interim = with_budget(interim, run_folder(Path(args.runs), config, seed), args.budget_minutes)
                         row = (f"{config} s{seed} (unfinished: best epoch {interim['best_epoch']} of "
                                f"{interim['epochs_run']} so far)")
                         table[row] = [interim]
@@ -132,6 +145,7 @@ def main() -> None:
                                                                 result.get("best_epoch"))
                 if args.exclude_history:
                     result = history_excluded(run_folder(Path(args.runs), config, seed), result)
+                result = with_budget(result, run_folder(Path(args.runs), config, seed), args.budget_minutes)
                 table.setdefault(config, []).append(result)
                 print(config, seed, {k: round(v, 4) for k, v in result["test"].items() if k in METRICS}, flush=True)
     except KeyboardInterrupt:
@@ -148,8 +162,10 @@ def main() -> None:
              f"{''.join(' --set ' + s for s in args.set)}`. Mean ± std over "
              "seeds; model selection on valid NDCG@10, patience 10.", *([args.note, ""] if args.note else [""])]
     for split in ("valid", "test"):
+        budget_head = f" valid NDCG@10 within {args.budget_minutes:g} min |" if args.budget_minutes else ""
         lines += [f"## {split}", "", "| config | seeds | " + " | ".join(METRICS) + " | head NDCG@10 | tail NDCG@10 "
-                  "| epochs | wall s | s to best |", "|---" * (len(METRICS) + 7) + "|"]
+                  "| epochs | wall s | s to best |" + budget_head,
+                  "|---" * (len(METRICS) + 7 + (1 if budget_head else 0)) + "|"]
         for config, results in table.items():
             cells = [fmt([r[split][m] for r in results]) for m in METRICS]
             cells += [fmt([r[split].get("head_ndcg@10", float("nan")) for r in results]),
@@ -158,8 +174,12 @@ def main() -> None:
             wall = statistics.mean(r.get("train_wall_seconds", r.get("wall_seconds", 0.0)) for r in results)
             to_best = [r["seconds_to_best"] for r in results if r.get("seconds_to_best") is not None]
             best_cell = f"{statistics.mean(to_best):.0f}" if len(to_best) == len(results) else "n/a"
+            budget_cell = ""
+            if budget_head:
+                within = [r.get("budget_valid") for r in results]
+                budget_cell = (f" {fmt(within)} |" if all(v is not None for v in within) else " n/a |")
             lines.append(f"| {config} | {len(results)} | " + " | ".join(cells) + f" | {epochs:.0f} | {wall:.0f} "
-                         f"| {best_cell} |")
+                         f"| {best_cell} |" + budget_cell)
         lines.append("")
     from semrec.io import atomic_path
 

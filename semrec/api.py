@@ -294,6 +294,23 @@ def seconds_to_best(run_dir: str | Path, best_epoch: int | None = None) -> float
                if r.get("epoch", -1) <= best_epoch)
 
 
+def best_within(run_dir: str | Path, seconds: float, metric: str = "ndcg@10") -> float | None:
+    """The best validation ``metric`` a run had reached within ``seconds`` of training + evaluation (from
+    ``metrics.jsonl``): runs compared at an equal time budget. None when no validation pass ended by then."""
+    folder = RunFolder(run_dir)
+    if not folder.metrics.is_file():
+        return None
+    spent, best = 0.0, None
+    for record in folder.read_metrics():
+        spent += record.get("train_seconds", 0.0) + record.get("eval_seconds", 0.0)
+        value = record.get(f"valid_{metric}")
+        if spent > seconds:
+            break
+        if value is not None and (best is None or value > best):
+            best = value
+    return best
+
+
 def load_recommender(run_dir: str | Path, device: str = "cpu", **kwargs: Any) -> Any:
     """A :class:`semrec.serve.Recommender` for a run folder (keyword arguments as ``Recommender.load``)."""
     from semrec.serve import Recommender
