@@ -29,6 +29,8 @@ class ItemInputs:
     text: torch.Tensor | None = None  # [N+1, views, dim] float (frozen text vectors), row 0 = 0
     popularity: torch.Tensor | None = None  # [N+1] training frequency
     plm: torch.Tensor | None = None  # [N+1, dim] float raw PLM vectors of one text view, row 0 = 0
+    semantic: torch.Tensor | None = None  # [N+1] long semantic (cluster) id 1..K of each item, row 0 = 0 (SOLID)
+    codebook: torch.Tensor | None = None  # [K+1, d] float frozen semantic embedding table (SOLID)
 
 
 class SequentialRecommender(nn.Module):

@@ -1,0 +1,122 @@
+"""SOLID's model (issue 19, spec solid 5): the clip bound, t = 0 as a semantic-only generator, the frozen codebook,
+semantic ids aligned with item ids, gradients reaching both generators (and the projections when trained), and the
+nearest-codeword search by a distance matrix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from semrec.models.base import ItemInputs
+from semrec.models.solid import SOLID, SOLIDConfig, nearest_codewords
+
+N_ITEMS, K, D = 20, 4, 32
+
+
+def _inputs(seed: int = 0) -> ItemInputs:
+    g = torch.Generator().manual_seed(seed)
+    semantic = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(N_ITEMS) % K + 1])
+    return ItemInputs(n_items=N_ITEMS, semantic=semantic, codebook=torch.randn(K + 1, D, generator=g))
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    items = torch.randint(1, N_ITEMS + 1, (6, 5), generator=g)
+    lengths = torch.tensor([5, 3, 1, 5, 2, 4])
+    items[torch.arange(5)[None, :] >= lengths[:, None]] = 0
+    return {"items": items, "lengths": lengths, "candidates": torch.randint(1, N_ITEMS + 1, (6,), generator=g),
+            "labels": torch.tensor([1.0, 0, 0, 1, 0, 1])}
+
+
+def _model(**kw) -> SOLID:
+    torch.manual_seed(0)
+    return SOLID(SOLIDConfig(max_len=5, **kw), _inputs())
+
+
+def test_nearest_codewords_match_the_broadcast_definition():
+    g = torch.Generator().manual_seed(2)
+    h, codebook = torch.randn(3, 7, D, generator=g), torch.randn(9, D, generator=g)
+    broadcast = (h[:, :, None, :] - codebook[None, None]).norm(dim=-1).argmin(-1)  # the reference's B x L x K x D
+    assert torch.equal(nearest_codewords(h, codebook), broadcast)
+
+
+@pytest.mark.parametrize("head", ["duet", "apg"])
+def test_the_item_correction_is_clipped_to_t(head, monkeypatch):
+    model = _model(head=head, clip=0.01)
+    batch = _batch()
+    seen = []
+    real_generate = model.generator.generate
+    monkeypatch.setattr(model.generator, "generate", lambda g: [(w * 1e3, None if b is None else b * 1e3)
+                                                               for w, b in real_generate(g)])
+    sem_generate = model.sem_generator.generate
+    monkeypatch.setattr(model.sem_generator, "generate", lambda g: seen.append(sem_generate(g)) or seen[-1])
+    captured = {}
+    real_apply = model.apply_head
+    monkeypatch.setattr(model, "apply_head", lambda s, layers: captured.setdefault("layers", layers) and
+                        real_apply(s, layers))
+    model.user_vectors(batch["items"], batch["lengths"])
+    for (w, b), (ws, bs) in zip(captured["layers"], seen[0]):
+        assert (w - ws).abs().max() <= 0.01 + 1e-6  # huge item weights, bounded correction
+        if b is not None:
+            assert (b - bs).abs().max() <= 0.01 + 1e-6
+
+
+def test_t_zero_is_the_semantic_generator_alone():
+    model = _model(clip=0.0)
+    batch = _batch()
+    with torch.no_grad():
+        out = model.user_vectors(batch["items"], batch["lengths"])
+        sem = model.semantic_history(batch["items"])
+        hist = model.encoder.history(batch["items"])
+        alone = model.apply_head(model.encoder.state(hist, batch["items"], batch["lengths"]),
+                                 model.sem_generator.generate(model.sem_generator.condition(sem, batch["lengths"])))
+    assert torch.allclose(out, alone, atol=1e-6)
+
+
+def test_the_codebook_stays_frozen_and_gradients_reach_both_generators():
+    model = _model(frozen_projections=False)
+    assert "codebook" not in dict(model.named_parameters()) and "codebook" in model.state_dict()
+    before = model.codebook.clone()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    loss, parts = model.loss(_batch())
+    loss.backward()
+    assert set(parts) == {"bce", "vq"}
+    for name in ("generator.gru.weight_ih_l0", "sem_generator.gru.weight_ih_l0", "sem_generator.w_proj",
+                 "generator.w_proj", "decoder.0.weight", "cat.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    opt.step()
+    assert torch.equal(model.codebook, before)
+
+
+def test_the_alignment_loss_moves_only_the_semantic_branch():
+    model = _model()
+    batch = _batch()
+    _, align = model._forward(batch["items"], batch["lengths"])
+    align.backward()  # MSE(H_c, stopgrad(q)): no gradient into the item side or the decoder (spec solid 5.2)
+    params = dict(model.named_parameters())
+    assert params["cat.weight"].grad.abs().sum() > 0 and params["cat_tower.0.weight"].grad.abs().sum() > 0
+    for name in ("encoder.item.weight", "decoder.0.weight", "generator.gru.weight_ih_l0"):
+        assert params[name].grad is None or params[name].grad.abs().sum() == 0, name
+
+
+def test_semantic_ids_follow_item_ids_in_every_batch():
+    model = _model()
+    batch = _batch()
+    mapped = model.semantic[batch["items"]]
+    assert torch.equal(mapped == 0, batch["items"] == 0)  # padding stays padding
+    assert torch.equal(mapped[batch["items"] > 0], (batch["items"][batch["items"] > 0] - 1) % K + 1)
+
+
+def test_fusion_only_has_no_alignment_loss_and_bad_inputs_are_refused():
+    model = _model(vq=False)
+    _, parts = model.loss(_batch())
+    assert set(parts) == {"bce"}
+    with pytest.raises(ValueError, match="duet or apg head"):
+        SOLID(SOLIDConfig(head="base"), _inputs())
+    bad = _inputs()
+    bad.semantic[3] = K + 1
+    with pytest.raises(ValueError, match=f"semantic ids must lie in 1..{K}"):
+        SOLID(SOLIDConfig(max_len=5), bad)
+    with pytest.raises(ValueError, match="needs the items' semantic ids"):
+        SOLID(SOLIDConfig(max_len=5), ItemInputs(n_items=N_ITEMS))
