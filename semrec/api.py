@@ -238,6 +238,74 @@ def ensure_trained(config: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     return _fit(config, run_dir=folder.path, resume=folder.has_started()).results
 
 
+# ------------------------------------------------------------------------------------------------- SOLID's chain
+
+
+@dataclass
+class SolidChain:
+    """The stages of :func:`solid`: run folders (item-level DSR, semantic-level DSR, SOLID), the semantic codes
+    folder, and each run's results."""
+
+    item_run: Path
+    semantic_codes: Path
+    semantic_run: Path
+    solid_run: Path
+    results: dict[str, dict[str, Any]]
+
+
+SOLID_TRAIN = {"epochs": 10, "batch_size": 1024, "lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 0}  # spec solid 6
+
+
+def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet", sources: str = "id+text",
+          k: int | None = None, runs_dir: str | Path = "runs", overrides: list[Override] | None = None,
+          say: Say = _log) -> SolidChain:
+    """SOLID end to end on a dataset with CTR samples (spec solid 4): (1) a ``dsr`` run of ``head`` on item rows,
+    (2) its item vectors (with ``sources`` id+text: beside the items' text vectors) clustered into semantic ids,
+    (3) a ``dsr`` run of ``head`` on semantic rows, whose item table is the codebook, (4) the ``solid`` run. Every
+    stage is a normal run folder under ``<runs_dir>/solid-<dataset>-<backbone>-<head>-<sources>/``; finished stages
+    are reused, interrupted ones resumed. ``overrides`` (``key=value``) apply to every run (e.g. ``train.epochs=2``);
+    the default training is the reference's (:data:`SOLID_TRAIN`). Raises SemrecError on bad settings or data."""
+    from semrec.data.semantics import SOURCES, write_semantic_ids
+    from semrec.models.dsr import BACKBONES
+
+    if sources not in SOURCES:
+        raise SemrecError(f"semantic sources must be one of {', '.join(SOURCES)}, got {sources!r}")
+    if head not in ("duet", "apg"):
+        raise SemrecError(f"SOLID generates the parameters of a duet or apg head, got head {head!r}")
+    if backbone not in BACKBONES:
+        raise SemrecError(f"backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+    name = Path(dataset_dir).name
+    root = Path(runs_dir) / f"solid-{name}-{backbone}-{head}-{sources}"
+    codes_name = f"solid-{backbone}-{head}-{sources}"
+
+    def config(model: str, out: Path, params: dict[str, Any], **keys: Any) -> RunConfig:
+        base = {"model": model, "dataset": str(dataset_dir), "out": str(out), **keys,
+                "model_params": {"backbone": backbone, "head": head, **params},
+                "train": dict(SOLID_TRAIN)}
+        return load_config(RunConfig, None, list(overrides or []), base=base)
+
+    results: dict[str, dict[str, Any]] = {}
+    item_run = root / "1-item"
+    if "id" in SOURCES[sources]:
+        say(f"== 1/4 {head} on item rows -> {item_run}")
+        results["item"] = ensure_trained(config("dsr", item_run, {}), item_run)
+    codes_folder = DatasetFolder(dataset_dir).codes(codes_name)
+    say(f"== 2/4 semantic ids ({sources}) -> {codes_folder.path}")
+    if not codes_folder.is_current(DatasetFolder(dataset_dir)):
+        report, _ = write_semantic_ids(dataset_dir, item_run if "id" in SOURCES[sources] else None, sources, k,
+                                       codes_name)
+        say(f"   {report.codebook_sizes[0]} clusters, utilisation {report.utilisation[0]:.0%}")
+    semantic_run = root / "3-semantic"
+    say(f"== 3/4 {head} on semantic rows (its item table becomes the codebook) -> {semantic_run}")
+    results["semantic"] = ensure_trained(config("dsr", semantic_run, {"rows": "semantic"}, semantic=codes_name),
+                                         semantic_run)
+    solid_run = root / "4-solid"
+    say(f"== 4/4 SOLID ({head}) -> {solid_run}")
+    results["solid"] = ensure_trained(config("solid", solid_run, {}, semantic=codes_name,
+                                             codebook_from=str(semantic_run)), solid_run)
+    return SolidChain(item_run, codes_folder.path, semantic_run, solid_run, results)
+
+
 # ----------------------------------------------------------------------------------------- evaluation and serving
 
 

@@ -186,6 +186,33 @@ def ctr_data(
     typer.echo(f"written to   {folder}")
 
 
+@app.command("solid")
+@friendly_errors
+def solid_chain(
+    dataset_dir: Path = typer.Argument(..., help="A prepared dataset with CTR samples ('semrec ctr-data') and, for "
+                                                 "text semantics, embeddings ('semrec embed')."),
+    backbone: str = typer.Option("sasrec", help="sasrec | gru4rec."),
+    head: str = typer.Option("duet", help="duet | apg: the dynamic-parameter method SOLID builds on."),
+    semantics: str = typer.Option("id+text", help="What the semantic ids cluster: id (the item-level model's item "
+                                                  "vectors) | text (the items' text vectors) | id+text."),
+    k: int | None = typer.Option(None, "--k", help="Number of semantic ids (default: a tenth of the items, at most "
+                                                   "256)."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Where the stage run folders go."),
+    set_: list[str] | None = SetOpt,
+):
+    """SOLID end to end: (1) DUET/APG on item rows, (2) its item vectors (and text) clustered into semantic ids,
+    (3) DUET/APG on semantic rows, whose item table becomes the frozen codebook, (4) SOLID. Finished stages are
+    reused and interrupted ones resumed; --set applies to every run (e.g. --set train.epochs=2)."""
+    from semrec import api
+
+    chain = api.solid(dataset_dir, backbone, head, semantics, k, runs_dir, list(set_ or []), say=typer.echo)
+    for stage, result in chain.results.items():
+        test = result.get("test") or {}
+        shown = ", ".join(f"{m} {test[m]:.4f}" for m in ("auc", "uauc", "ndcg@10", "hr@10") if test.get(m) is not None)
+        typer.echo(f"{stage:<9} test {shown}")
+    typer.echo(f"SOLID run  {chain.solid_run}")
+
+
 def format_metrics(rows: dict[str, dict[str, float | None]]) -> str:
     """A small table: one row per split, Recall/NDCG at 5/10/20, MRR and head/tail NDCG@10. A metric that is None
     or absent (no row to evaluate) shows as n/a, with a note under the table."""
@@ -211,7 +238,7 @@ def format_metrics(rows: dict[str, dict[str, float | None]]) -> str:
 def train(
     config: Path | None = typer.Option(None, "--config", "-c", help="Run YAML (e.g. configs/ccfrec/ml-100k.yaml)."),
     model: str | None = typer.Option(None, help="popularity | sasrec | gru4rec | bert4rec | ccfrec | vqrec | unisrec "
-                                                "(next-item ranking); dsr (CTR: run semrec ctr-data first)."),
+                                                "(next-item ranking); dsr, solid (CTR: run semrec ctr-data first)."),
     dataset: str | None = typer.Option(None, help="Prepared dataset folder."),
     codes: str | None = typer.Option(None, help="Codes folder name under <dataset>/codes (default pq)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default runs/<dataset>-<model>-<time>)."),
@@ -229,7 +256,8 @@ def train(
                                                   "config; only --epochs, --patience and --time-budget may change."),
     set_: list[str] | None = SetOpt,
 ):
-    """Train a model with early stopping on validation NDCG@10; checkpoints every epoch, resumable.
+    """Train a model with early stopping on validation NDCG@10 (UAUC for the CTR models); checkpoints every epoch,
+    resumable.
 
     Runs unchanged under torchrun --nproc_per_node=N (DistributedDataParallel).
     """

@@ -126,6 +126,8 @@ class RunConfig:
     dataset: str = "data/ml-100k"  # a folder written by 'semrec prepare'
     codes: str = "pq"  # codes folder under <dataset>/codes (models that read codes or text vectors)
     ctr: str = "ctr"  # CTR samples folder under <dataset>/ctr (CTR models: 'semrec ctr-data')
+    semantic: str | None = None  # SOLID family: codes folder of one-level k-means codes = the items' semantic ids
+    codebook_from: str | None = None  # SOLID: run folder whose item table (semantic rows) is the frozen codebook
     text_model: str = "all-MiniLM-L6-v2"  # whose embeddings models reading raw text vectors ('plm') use
     text_view: str = "all"  # which view those models read
     init_from: str | None = None  # run folder or checkpoint whose weights initialise the model (fine-tuning)

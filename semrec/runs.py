@@ -98,8 +98,43 @@ def load_run_data(config: RunConfig) -> RunData:
         files["ctr"] = ctr_folder.samples
     features = item_features(needs, matrices, tokenizer, config.text_view, None if codes is None else codes[1:])
     items = build_item_inputs(features, codebook_sizes, counts, dataset.n_items)
+    if config.semantic is not None or config.codebook_from is not None:
+        load_semantics(config, folder, items, fingerprints, files)
     return RunData(dataset, split, items, head_items(split.train, dataset.n_items), fingerprints, files, tokenizer,
                    ctr, ctr_history)
+
+
+def load_semantics(config: RunConfig, folder: DatasetFolder, items: ItemInputs, fingerprints: dict[str, str],
+                   files: dict[str, Path]) -> None:
+    """SOLID family (issue 19): set ``items.semantic`` (``[N+1]``: 1 + the one-level code of each item in codes folder
+    ``config.semantic``, 0 for padding) and ``items.codebook`` (the item table of the run ``config.codebook_from``,
+    trained on semantic rows), with their fingerprints. SemrecError naming the folder when either does not fit."""
+    from semrec.tokenizers.pipeline import load_codes
+
+    if config.semantic is None:
+        raise SemrecError("codebook_from needs semantic: the codes folder of the items' semantic ids")
+    codes_folder = folder.codes(config.semantic)
+    codes, tokenizer = load_codes(codes_folder.path)
+    if codes.shape[1] != 1:
+        raise SemrecError(f"{codes_folder.path}: semantic ids are one code per item (k-means: semrec codes -t kmeans); "
+                          f"these codes have {codes.shape[1]} levels")
+    semantic = codes[:, 0] + 1
+    semantic[0] = 0
+    items.semantic = torch.from_numpy(semantic.astype(np.int64))
+    items.codebook_sizes = [int(tokenizer.codebook_sizes[0])]
+    fingerprints["semantic"] = sha256_file(codes_folder.codes)
+    files["semantic"] = codes_folder.codes
+    if config.codebook_from is not None:
+        source = RunFolder(config.codebook_from)
+        state = load_checkpoint(source.best, "cpu")["model"]
+        table = state.get("encoder.item.weight")
+        if table is None or table.size(0) != items.codebook_sizes[0] + 1:
+            raise SemrecError(f"{source.path}: not a run trained on these semantic rows (its item table is "
+                              f"{None if table is None else tuple(table.shape)}, the semantic ids need "
+                              f"{items.codebook_sizes[0] + 1} rows); train dsr with rows=semantic first")
+        items.codebook = table.float()
+        fingerprints["codebook"] = sha256_file(source.best)
+        files["codebook"] = source.best
 
 
 def matrices_fingerprint(matrices: dict[str, np.ndarray]) -> str:

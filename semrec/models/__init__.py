@@ -13,6 +13,7 @@ from semrec.models.dsr import DSR, DSRConfig
 from semrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from semrec.models.popularity import Popularity, PopularityConfig
 from semrec.models.sasrec import SASRec, SASRecConfig
+from semrec.models.solid import SOLID, SOLIDConfig
 from semrec.models.unisrec import UniSRec, UniSRecConfig
 from semrec.models.vqrec import VQRec, VQRecConfig
 from semrec.typed import from_dict
@@ -52,6 +53,8 @@ REGISTRY: dict[str, ModelEntry] = {
     "vqrec": ModelEntry(VQRecConfig, VQRec, needs=("codes",), pretrain_tokenizer="opq"),
     "unisrec": ModelEntry(UniSRecConfig, UniSRec, needs=("plm",)),
     "dsr": ModelEntry(DSRConfig, DSR, task="ctr"),  # CTR: Base / DUET / APG heads on a backbone (issue 19)
+    "solid": ModelEntry(SOLIDConfig, SOLID, task="ctr"),  # CTR: DUET / APG + semantic codebook (run keys semantic,
+                                                          # codebook_from)
 }
 
 

@@ -47,6 +47,7 @@ class DSRConfig:
     frozen_projections: bool = True  # the references' fixed random generator projections (spec solid 10.2)
     projection_seed: int = 0
     max_len: int = 30  # <= the history length of the CTR samples
+    rows: str = "item"  # item | semantic: every id read as its semantic id (SOLID's codebook model, spec solid 4.5)
 
 
 class CtrEncoder(nn.Module):
@@ -105,7 +106,17 @@ class DSR(SequentialRecommender):
             raise ValueError("max_len, embedding_size and apg_rank must be >= 1")
         self.config = config
         d = config.embedding_size
-        self.encoder = CtrEncoder(config, items.n_items)
+        vocab = items.n_items
+        if config.rows not in ("item", "semantic"):
+            raise ValueError(f"rows must be item or semantic, got {config.rows!r}")
+        if config.rows == "semantic":
+            if items.semantic is None:
+                raise ValueError("rows=semantic reads the items' semantic ids: set the run's semantic codes folder")
+            self.register_buffer("id_map", items.semantic.long().clone())
+            vocab = int(items.codebook_sizes[0]) if items.codebook_sizes else int(items.semantic.max())
+        else:
+            self.id_map = None
+        self.encoder = CtrEncoder(config, vocab)
         self.generator = None
         if config.head == "duet":
             self.generator = ParameterGenerator(d, (d, d), frozen=config.frozen_projections,
@@ -129,7 +140,12 @@ class DSR(SequentialRecommender):
                 x = self.apg_out[j](torch.bmm(self.apg_in[j](x).unsqueeze(1), weight).squeeze(1))
         return x
 
+    def ids(self, items: torch.Tensor) -> torch.Tensor:
+        """The ids the tables read: item ids, or with ``rows=semantic`` their semantic ids (0 stays padding)."""
+        return items if self.id_map is None else self.id_map[items]
+
     def user_vectors(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        items = self.ids(items)
         hist = self.encoder.history(items)
         state = self.encoder.state(hist, items, lengths)
         if self.generator is None:
@@ -140,7 +156,7 @@ class DSR(SequentialRecommender):
     def ctr_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``[B]`` of the rows' candidates (probability = sigmoid)."""
         user = self.user_vectors(batch["items"], batch["lengths"])
-        return (user * self.encoder.targets(batch["candidates"])).sum(-1)
+        return (user * self.encoder.targets(self.ids(batch["candidates"]))).sum(-1)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         bce = F.binary_cross_entropy_with_logits(self.ctr_logits(batch), batch["labels"])
@@ -148,8 +164,9 @@ class DSR(SequentialRecommender):
 
     # ----- ranking contract (full ranking, recommend, serve) ----------------------------------------
     def item_embeddings(self) -> torch.Tensor:
-        table = self.encoder.item.weight
-        return self.encoder.targets(torch.arange(table.size(0), device=table.device))
+        every = torch.arange(self.id_map.size(0) if self.id_map is not None else self.encoder.item.num_embeddings,
+                             device=self.encoder.item.weight.device)
+        return self.encoder.targets(self.ids(every))
 
     def encode_sequence(self, items: torch.Tensor, lengths: torch.Tensor,
                         history_table: torch.Tensor | None = None) -> torch.Tensor:

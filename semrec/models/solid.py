@@ -52,6 +52,8 @@ def nearest_codewords(h: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
 class SOLID(DSR):
     def __init__(self, config: SOLIDConfig, items: ItemInputs):
+        if config.rows != "item":
+            raise ValueError("SOLID reads item rows (rows=item); its codebook model is a dsr run with rows=semantic")
         if config.head not in ("duet", "apg"):
             raise ValueError(f"SOLID generates the parameters of a duet or apg head, got head {config.head!r}")
         if items.semantic is None or items.codebook is None:
@@ -118,7 +120,7 @@ class SOLID(DSR):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         user, align = self._forward(batch["items"], batch["lengths"])
-        logits = (user * self.encoder.targets(batch["candidates"])).sum(-1)
+        logits = (user * self.encoder.targets(batch["candidates"])).sum(-1)  # item rows: ids are item ids
         bce = F.binary_cross_entropy_with_logits(logits, batch["labels"])
         if align is None:
             return bce, {"bce": bce.detach()}

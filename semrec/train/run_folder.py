@@ -22,7 +22,8 @@ from semrec.io import read_json, write_json
 
 FINGERPRINTS_FILE = RunFolder.FINGERPRINTS
 WHAT = {"dataset": "dataset", "codes": "codes", "embeddings": "text embeddings (the codes' PCA inputs)",
-        "plm": "text embeddings", "ctr": "CTR samples"}
+        "plm": "text embeddings", "ctr": "CTR samples",
+        "semantic": "semantic ids (codes)", "codebook": "semantic codebook (run checkpoint)"}
 
 
 class RunDataChanged(SemrecError):

@@ -1,0 +1,67 @@
+"""SOLID end to end on a tiny dataset (issue 19): ctr-data, then `semrec solid` runs the four stages as normal run
+folders, reuses finished ones, and the SOLID run's semantic ids and codebook come from the earlier stages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from semrec.cli import app
+from tests.support import _one_line_error, embed_vectors, make_tiny_dataset
+
+runner = CliRunner()
+QUICK = ["--set", "train.epochs=1", "--set", "train.batch_size=128", "--set", "model_params.max_len=8",
+         "--set", "train.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    from semrec.data.dataset import CanonicalDataset
+
+    ds = make_tiny_dataset(tmp_path_factory.mktemp("solid") / "ds")
+    n = CanonicalDataset.load(ds).n_items
+    embed_vectors(ds, {"all": np.random.default_rng(0).standard_normal((n, 16)).astype(np.float32)}, "tests.solid")
+    assert runner.invoke(app, ["ctr-data", str(ds), "--history", "8", "--eval-negatives", "19"]).exit_code == 0
+    return ds
+
+
+def test_the_chain_runs_four_stages_and_reuses_them(ds, tmp_path):
+    from semrec.runs import load_run
+
+    args = ["solid", str(ds), "--k", "6", "--runs-dir", str(tmp_path), *QUICK]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "solid-ds-sasrec-duet-id+text"
+    for stage in ("1-item", "3-semantic", "4-solid"):
+        assert (root / stage / "results.json").is_file(), stage
+    assert "solid     test auc" in result.output
+    semantic = np.load(ds / "codes" / "solid-sasrec-duet-id+text" / "codes.npy")
+    assert semantic.shape[1] == 1 and semantic[1:].min() >= 0 and semantic[1:].max() < 6
+    run = load_run(root / "4-solid", device="cpu")
+    assert torch.equal(run.model.semantic[1:], torch.from_numpy(semantic[1:, 0] + 1))
+    codebook = load_run(root / "3-semantic", device="cpu").model.encoder.item.weight
+    assert torch.equal(run.model.codebook, codebook.detach())  # the semantic run's table, frozen
+    assert run.model.encoder.item.num_embeddings == 1 + run.data.dataset.n_items
+    again = runner.invoke(app, args)  # finished stages are reused: nothing retrains
+    assert again.exit_code == 0 and again.output.count("epoch") == result.output.count("epoch")
+
+
+def test_text_semantics_need_no_item_run_and_apg_works(ds, tmp_path):
+    result = runner.invoke(app, ["solid", str(ds), "--semantics", "text", "--head", "apg", "--backbone", "gru4rec",
+                                 "--k", "5", "--runs-dir", str(tmp_path), *QUICK])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "solid-ds-gru4rec-apg-text"
+    assert not (root / "1-item").exists() and (root / "4-solid" / "results.json").is_file()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--semantics", "image"], "semantic sources must be one of id, text, id+text, got 'image'"),
+    (["--head", "base"], "SOLID generates the parameters of a duet or apg head, got head 'base'"),
+    (["--backbone", "din"], "backbone must be one of sasrec, gru4rec, got 'din'"),
+])
+def test_bad_chain_settings_are_one_line(ds, tmp_path, args, message):
+    line = _one_line_error(runner.invoke(app, ["solid", str(ds), "--runs-dir", str(tmp_path), "--k", "4", *QUICK,
+                                               *args]))
+    assert line == f"error: {message}" and not any(tmp_path.iterdir())  # refused before any stage ran
