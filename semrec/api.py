@@ -266,14 +266,15 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
     are reused, interrupted ones resumed. ``overrides`` (``key=value``) apply to every run (e.g. ``train.epochs=2``);
     the default training is the reference's (:data:`SOLID_TRAIN`). Raises SemrecError on bad settings or data."""
     from semrec.data.semantics import SOURCES, write_semantic_ids
-    from semrec.models.dsr import BACKBONES
+    from semrec.models.solid import BACKBONES
 
     if sources not in SOURCES:
         raise SemrecError(f"semantic sources must be one of {', '.join(SOURCES)}, got {sources!r}")
     if head not in ("duet", "apg"):
         raise SemrecError(f"SOLID generates the parameters of a duet or apg head, got head {head!r}")
     if backbone not in BACKBONES:
-        raise SemrecError(f"backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+        raise SemrecError(f"SOLID's backbone must be one of {', '.join(BACKBONES)}, got {backbone!r} (SOLID on DIN "
+                          "is not built yet)")
     name = Path(dataset_dir).name
     root = Path(runs_dir) / f"solid-{name}-{backbone}-{head}-{sources}"
     codes_name = f"solid-{backbone}-{head}-{sources}"

@@ -2,43 +2,52 @@
 encodes the history, then a head that is static (**Base**) or whose parameters a hypernetwork generates from the
 history (**DUET**, **APG**). SOLID itself (semantic generator + clipped item correction) is :mod:`semrec.models.solid`.
 
-Backbones (ids of ``embedding_size`` = 32; item table and target tower shared by all):
+Backbones (ids of ``embedding_size`` = 32; item table shared by all):
 * ``sasrec``: ``seq_tower(emb(h) + pos(0..L-1))`` -> one post-LN Transformer layer (4 heads, FFN 128, no dropout),
   bidirectional like the reference but with a key padding mask (the reference attends to padding too, spec solid
   10.10: with batches trimmed to their longest row its output would depend on the batch) -> state at the last item;
-* ``gru4rec``: ``seq_tower(emb(h))`` -> GRU -> state at the last item.
-``seq_tower`` = Linear-Tanh, target tower = Linear-Tanh-Linear over the candidate's embedding.
+* ``gru4rec``: ``seq_tower(emb(h))`` -> GRU -> state at the last item;
+* ``din`` (spec 7.4): target attention of the candidate over the history (bias-free Q/K/V, scale sqrt(D), padding
+  masked), ``x = [target, pooled]`` ``[B, 2D]``, and the classifier ``2D -> 128 -> 64 -> 1`` (Tanh between) gives the
+  logit itself.
+``seq_tower`` = Linear-Tanh; target tower = Linear-Tanh-Linear (DIN: Linear-Tanh) over the candidate's embedding.
 
-Heads, applied to the state ``s`` ``[B, D]`` (the generator's condition is the history's tower output):
-* ``base``: ``u = s``;
-* ``duet``: two generated ``D x D`` layers with generated biases, Tanh between (spec 7.1);
-* ``apg``: two low-rank generated layers ``x <- Out_j(In_j(x) S_j)``, ``S_j`` ``K x K`` (``apg_rank`` = 16), no bias and
-  no activation between them (spec 7.2).
-``logit = <u, target_tower(emb(candidate))>``; loss BCE-with-logits. ``frozen_projections`` keeps the generators'
-projection matrices at their random start, as the references do (spec 5.3, 10.2).
+Heads: the layers after the backbone, ``D -> D -> D`` (Tanh between) on the state ``s`` for the sequence backbones,
+DIN's classifier for ``din``:
+* ``base``: sequence backbones ``u = s`` (the plain backbone, as the reference's ``base``); DIN a static classifier;
+* ``duet``: every layer's weight and bias generated from the history (spec 7.1);
+* ``apg``: low-rank generated layers ``x <- Out_j(In_j(x) S_j)``, ``S_j`` ``K x K`` (``apg_rank`` = 16), no generated
+  bias and, as the reference, no activation between the layers (spec 7.2).
+The generators' condition is ``MLP(GRU(history tower output)[last])``. Sequence backbones score ``logit = <u,
+target>``; loss BCE-with-logits. ``frozen_projections`` keeps the generators' projection matrices at their random
+start, as the references do (spec 5.3, 10.2).
 
-The user vector does not depend on the candidate, so the model also honours the ranking contract: full ranking
-over all items (``semrec evaluate``, ``recommend``, ``serve``) scores ``u`` against the target tower of every item.
+For the sequence backbones the user vector does not depend on the candidate, so the model also honours the ranking
+contract: full ranking over all items (``semrec evaluate``, ``recommend``, ``serve``) scores ``u`` against every
+item's target vector. DIN refuses full ranking (its score needs the candidate inside the attention).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semrec.errors import SemrecError
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.layers import ParameterGenerator, gather_last
 
-BACKBONES = ("sasrec", "gru4rec")
+BACKBONES = ("sasrec", "gru4rec", "din")
+DIN_CLASSIFIER = (128, 64)  # spec solid 3.3: classifier [128, 64]
 HEADS = ("base", "duet", "apg")
 
 
 @dataclass
 class DSRConfig:
-    backbone: str = "sasrec"  # sasrec | gru4rec
+    backbone: str = "sasrec"  # sasrec | gru4rec | din
     head: str = "duet"  # base | duet | apg
     embedding_size: int = 32
     n_heads: int = 4  # sasrec
@@ -60,9 +69,12 @@ class CtrEncoder(nn.Module):
         d = config.embedding_size
         self.backbone = config.backbone
         self.item = nn.Embedding(n_items + 1, d, padding_idx=0)
-        self.target_tower = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, d))
+        self.target_tower = (nn.Sequential(nn.Linear(d, d), nn.Tanh()) if self.backbone == "din" else
+                             nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, d)))
         self.seq_tower = nn.Sequential(nn.Linear(d, d), nn.Tanh())
-        if self.backbone == "sasrec":
+        if self.backbone == "din":
+            self.qkv = nn.ModuleList(nn.Linear(d, d, bias=False) for _ in range(3))
+        elif self.backbone == "sasrec":
             self.position = nn.Embedding(config.max_len, d)
             self.layer = nn.TransformerEncoderLayer(d, config.n_heads, config.inner_size, dropout=0.0,
                                                     batch_first=True)
@@ -83,6 +95,13 @@ class CtrEncoder(nn.Module):
         if self.backbone == "sasrec":
             h = h + self.position.weight[: items.size(1)]
         return self.seq_tower(h)
+
+    def attend(self, hist: torch.Tensor, items: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """DIN: ``[target, attention-pooled history]`` ``[B, 2D]`` (padding masked; an empty history pools zeros)."""
+        q, k, v = (layer(x) for layer, x in zip(self.qkv, (target, hist, hist)))
+        scores = (k @ q.unsqueeze(-1)).squeeze(-1) / math.sqrt(q.size(-1))
+        weights = torch.softmax(scores.masked_fill(items == 0, -torch.inf), dim=-1).nan_to_num(0.0)
+        return torch.cat([target, (weights.unsqueeze(-1) * v).sum(1)], dim=-1)
 
     def state(self, hist: torch.Tensor, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.backbone == "sasrec":
@@ -117,46 +136,67 @@ class DSR(SequentialRecommender):
         else:
             self.id_map = None
         self.encoder = CtrEncoder(config, vocab)
+        dims = [2 * d, *DIN_CLASSIFIER, 1] if config.backbone == "din" else [d, d, d]
+        self.layer_dims = list(zip(dims[:-1], dims[1:]))
         self.generator = None
-        if config.head == "duet":
-            self.generator = ParameterGenerator(d, (d, d), frozen=config.frozen_projections,
+        k = config.apg_rank
+        if config.head == "base" and config.backbone == "din":
+            self.static = nn.ModuleList(nn.Linear(i, o) for i, o in self.layer_dims)
+        elif config.head == "duet":
+            self.generator = ParameterGenerator(d, self.layer_dims, frozen=config.frozen_projections,
                                                 seed=config.projection_seed)
         elif config.head == "apg":
-            k = config.apg_rank
-            self.generator = ParameterGenerator(d, (k, k), bias=False, frozen=config.frozen_projections,
-                                                seed=config.projection_seed)
-            self.apg_in = nn.ModuleList(nn.Linear(d, k) for _ in range(2))
-            self.apg_out = nn.ModuleList(nn.Linear(k, d) for _ in range(2))
+            self.generator = ParameterGenerator(d, [(k, k)] * len(self.layer_dims), bias=False,
+                                                frozen=config.frozen_projections, seed=config.projection_seed)
+            self.apg_in = nn.ModuleList(nn.Linear(i, k) for i, _ in self.layer_dims)
+            self.apg_out = nn.ModuleList(nn.Linear(k, o) for _, o in self.layer_dims)
 
     # ----- the user vector --------------------------------------------------------------------------
-    def apply_head(self, state: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
-        """The generated layers applied to ``state`` ``[B, D]`` (one weight per row: batched mat-vec)."""
-        x = state
+    def apply_head(self, x: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor | None]] | None,
+                   ) -> torch.Tensor:
+        """The head's layers on ``x`` ``[B, in]`` (generated ones: one weight per row, a batched mat-vec); Tanh
+        between layers for base / duet, none for apg (spec solid 7.2)."""
+        if layers is None:  # base
+            if self.config.backbone != "din":
+                return x
+            layers = [(None, None)] * len(self.static)
         for j, (weight, bias) in enumerate(layers):
-            if self.config.head == "duet":
-                x = torch.bmm(x.unsqueeze(1), weight).squeeze(1) + bias
-                x = torch.tanh(x) if j < len(layers) - 1 else x
-            else:  # apg: low rank, no bias, no activation (spec solid 7.2)
+            if self.config.head == "apg":
                 x = self.apg_out[j](torch.bmm(self.apg_in[j](x).unsqueeze(1), weight).squeeze(1))
+                continue
+            x = self.static[j](x) if weight is None else torch.bmm(x.unsqueeze(1), weight).squeeze(1) + bias
+            x = torch.tanh(x) if j < len(layers) - 1 else x
         return x
+
+    def generated(self, hist: torch.Tensor, lengths: torch.Tensor) -> list | None:
+        """The head's generated layers for these histories (None for base)."""
+        if self.generator is None:
+            return None
+        return self.generator.generate(self.generator.condition(hist, lengths))
 
     def ids(self, items: torch.Tensor) -> torch.Tensor:
         """The ids the tables read: item ids, or with ``rows=semantic`` their semantic ids (0 stays padding)."""
         return items if self.id_map is None else self.id_map[items]
 
     def user_vectors(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.config.backbone == "din":
+            raise SemrecError("DIN scores each candidate inside its target attention, so it offers no user vector "
+                              "and no full ranking; its quality is the CTR metrics (AUC, UAUC, NDCG@K on the "
+                              "sampled candidates)")
         items = self.ids(items)
         hist = self.encoder.history(items)
-        state = self.encoder.state(hist, items, lengths)
-        if self.generator is None:
-            return state
-        return self.apply_head(state, self.generator.generate(self.generator.condition(hist, lengths)))
+        return self.apply_head(self.encoder.state(hist, items, lengths), self.generated(hist, lengths))
 
     # ----- CTR ---------------------------------------------------------------------------------------
     def ctr_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``[B]`` of the rows' candidates (probability = sigmoid)."""
-        user = self.user_vectors(batch["items"], batch["lengths"])
-        return (user * self.encoder.targets(self.ids(batch["candidates"]))).sum(-1)
+        target = self.encoder.targets(self.ids(batch["candidates"]))
+        if self.config.backbone == "din":
+            items = self.ids(batch["items"])
+            hist = self.encoder.history(items)
+            x = self.encoder.attend(hist, items, target)
+            return self.apply_head(x, self.generated(hist, batch["lengths"])).squeeze(-1)
+        return (self.user_vectors(batch["items"], batch["lengths"]) * target).sum(-1)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         bce = F.binary_cross_entropy_with_logits(self.ctr_logits(batch), batch["labels"])

@@ -185,18 +185,19 @@ def folded_normal(generator: torch.Generator, *shape: int) -> torch.Tensor:
 
 
 class ParameterGenerator(nn.Module):
-    """A hypernetwork's condition and projections (spec solid 5.3, 7.1, 7.2).
+    """A hypernetwork's condition and projections (spec solid 5.3, 7.1, 7.2, 7.4).
 
     ``condition(h, lengths)`` = ``MLP(GRU(h)[last])`` ``[B, dim]`` (GRU 1 layer, MLP Linear-Tanh-Linear, xavier, zero
-    biases). ``generate(g)`` gives per layer ``j`` the weight ``reshape(g A_j + a_j, shape)`` ``[B, *shape]`` and,
-    with ``bias``, ``g P_j + p_j`` ``[B, shape[-1]]``. The projections start as folded standard normals from
-    ``seed``; ``frozen`` keeps them fixed (buffers, saved in checkpoints but never trained: the references keep them in
-    Python lists, spec solid 10.2), else they are parameters."""
+    biases). ``generate(g)`` gives for layer ``j`` of ``shapes`` (``(rows, cols)`` each) the weight
+    ``reshape(g A_j + a_j, shape_j)`` ``[B, rows, cols]`` and, with ``bias``, ``g P_j + p_j`` ``[B, cols]``. The
+    projections start as folded standard normals from ``seed``; ``frozen`` keeps them fixed (buffers, saved in
+    checkpoints but never trained: the references keep them in Python lists, spec solid 10.2), else they are
+    parameters. Names: ``w_proj_j``, ``w_bias_j``, ``b_proj_j``, ``b_bias_j``."""
 
-    def __init__(self, dim: int, shape: tuple[int, int], layers: int = 2, bias: bool = True, frozen: bool = True,
+    def __init__(self, dim: int, shapes: list[tuple[int, int]], bias: bool = True, frozen: bool = True,
                  seed: int = 0):
         super().__init__()
-        self.shape, self.layers, self.has_bias = shape, layers, bias
+        self.shapes, self.has_bias = [tuple(s) for s in shapes], bias
         self.gru = nn.GRU(dim, dim, batch_first=True)
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, dim))
         for name, weight in self.gru.named_parameters():
@@ -206,27 +207,28 @@ class ParameterGenerator(nn.Module):
                 nn.init.xavier_uniform_(layer.weight)
                 nn.init.zeros_(layer.bias)
         gen = torch.Generator().manual_seed(seed)
-        size = shape[0] * shape[1]
-        tensors = {"w_proj": folded_normal(gen, layers, dim, size), "w_bias": folded_normal(gen, layers, size)}
-        if bias:
-            tensors["b_proj"] = folded_normal(gen, layers, dim, shape[1])
-            tensors["b_bias"] = folded_normal(gen, layers, shape[1])
-        for name, value in tensors.items():
-            if frozen:
-                self.register_buffer(name, value)
-            else:
-                setattr(self, name, nn.Parameter(value))
+        for j, (rows, cols) in enumerate(self.shapes):
+            tensors = {f"w_proj_{j}": folded_normal(gen, dim, rows * cols),
+                       f"w_bias_{j}": folded_normal(gen, rows * cols)}
+            if bias:
+                tensors[f"b_proj_{j}"] = folded_normal(gen, dim, cols)
+                tensors[f"b_bias_{j}"] = folded_normal(gen, cols)
+            for name, value in tensors.items():
+                if frozen:
+                    self.register_buffer(name, value)
+                else:
+                    setattr(self, name, nn.Parameter(value))
 
     def condition(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``[B, L, dim]`` right-padded sequence -> ``g`` ``[B, dim]`` (state at the last real position)."""
         return self.mlp(gather_last(self.gru(h)[0], lengths))
 
     def generate(self, g: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Per layer: (weight ``[B, *shape]``, bias ``[B, shape[1]]`` or None)."""
+        """Per layer: (weight ``[B, rows, cols]``, bias ``[B, cols]`` or None)."""
         out = []
-        for j in range(self.layers):
-            weight = (g @ self.w_proj[j] + self.w_bias[j]).view(-1, *self.shape)
-            bias = g @ self.b_proj[j] + self.b_bias[j] if self.has_bias else None
+        for j, shape in enumerate(self.shapes):
+            weight = (g @ getattr(self, f"w_proj_{j}") + getattr(self, f"w_bias_{j}")).view(-1, *shape)
+            bias = g @ getattr(self, f"b_proj_{j}") + getattr(self, f"b_bias_{j}") if self.has_bias else None
             out.append((weight, bias))
         return out
 

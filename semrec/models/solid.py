@@ -33,6 +33,8 @@ from semrec.models.base import ItemInputs
 from semrec.models.dsr import DSR, DSRConfig
 from semrec.models.layers import ParameterGenerator, clip_fuse
 
+BACKBONES = ("sasrec", "gru4rec")  # SOLID on DIN is not built yet (issue 19)
+
 
 @dataclass
 class SOLIDConfig(DSRConfig):
@@ -56,6 +58,9 @@ class SOLID(DSR):
             raise ValueError("SOLID reads item rows (rows=item); its codebook model is a dsr run with rows=semantic")
         if config.head not in ("duet", "apg"):
             raise ValueError(f"SOLID generates the parameters of a duet or apg head, got head {config.head!r}")
+        if config.backbone not in BACKBONES:
+            raise ValueError(f"SOLID's backbone must be one of {', '.join(BACKBONES)}, got {config.backbone!r} "
+                             "(SOLID on DIN is not built yet)")
         if items.semantic is None or items.codebook is None:
             raise ValueError("SOLID needs the items' semantic ids and the frozen semantic codebook")
         if not config.clip >= 0 or not config.vq_weight >= 0:
@@ -74,9 +79,9 @@ class SOLID(DSR):
         self.cat_tower = nn.Sequential(nn.Linear(d, d), nn.Tanh())
         self.cat_position = nn.Embedding(config.max_len, d) if config.backbone == "sasrec" else None
         self.decoder = nn.Sequential(nn.Linear(d, 64), nn.LeakyReLU(0.1), nn.Linear(64, d))
-        shape, bias = ((d, d), True) if config.head == "duet" else ((config.apg_rank,) * 2, False)
-        self.sem_generator = ParameterGenerator(d, shape, bias=bias, frozen=config.frozen_projections,
-                                                seed=config.projection_seed + 1)
+        shapes = self.layer_dims if config.head == "duet" else [(config.apg_rank,) * 2] * len(self.layer_dims)
+        self.sem_generator = ParameterGenerator(d, shapes, bias=config.head == "duet",
+                                                frozen=config.frozen_projections, seed=config.projection_seed + 1)
         for module in (self.cat, self.cat_position, self.cat_tower[0]):
             if module is not None:
                 nn.init.xavier_uniform_(module.weight)

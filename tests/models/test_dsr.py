@@ -32,7 +32,8 @@ def _config(ds, out, head="duet", backbone="sasrec", **train):
                                           "progress": False, **train}))
 
 
-@pytest.mark.parametrize(("backbone", "head"), [("sasrec", "base"), ("sasrec", "duet"), ("gru4rec", "apg")])
+@pytest.mark.parametrize(("backbone", "head"), [("sasrec", "base"), ("sasrec", "duet"), ("gru4rec", "apg"),
+                                               ("din", "base"), ("din", "duet"), ("din", "apg")])
 def test_ctr_runs_train_select_on_uauc_and_rank_all_items(ctr_dataset, tmp_path, backbone, head):
     from semrec.runs import evaluate_run
     from semrec.train.trainer import Trainer
@@ -45,6 +46,10 @@ def test_ctr_runs_train_select_on_uauc_and_rank_all_items(ctr_dataset, tmp_path,
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     best = max(history, key=lambda r: r["valid_uauc"])
     assert results["best_epoch"] == best["epoch"] and results["valid"]["uauc"] == pytest.approx(best["valid_uauc"])
+    if backbone == "din":  # no user vector without the candidate: full ranking is refused, with the reason
+        with pytest.raises(SemrecError, match="DIN scores each candidate inside its target attention"):
+            evaluate_run(tmp_path / "run", device="cpu")
+        return
     full = evaluate_run(tmp_path / "run", device="cpu")  # the ranking contract: full ranking over every item
     assert 0.0 <= full["test"]["ndcg@10"] <= 1.0
 
@@ -87,23 +92,25 @@ def _batch(n_items=20, rows=6, length=5):
 def test_frozen_projections_never_train_and_learnable_ones_get_gradients(frozen):
     model = DSR(DSRConfig(head="duet", frozen_projections=frozen, max_len=5), ItemInputs(n_items=20))
     names = {n for n, _ in model.named_parameters()}
-    assert ("generator.w_proj" in names) is not frozen
-    assert "generator.w_proj" in model.state_dict()  # saved either way: a checkpoint restores the same model
-    before = model.generator.w_proj.detach().clone()
+    assert ("generator.w_proj_0" in names) is not frozen
+    assert "generator.w_proj_1" in model.state_dict()  # saved either way: a checkpoint restores the same model
+    before = model.generator.w_proj_0.detach().clone()
     loss, _ = model.loss(_batch())
     loss.backward()
     assert model.generator.gru.weight_ih_l0.grad is not None and model.generator.mlp[0].weight.grad.abs().sum() > 0
     if frozen:
-        assert not model.generator.w_proj.requires_grad
+        assert not model.generator.w_proj_0.requires_grad
     else:
-        assert model.generator.w_proj.grad.abs().sum() > 0
-    assert torch.equal(model.generator.w_proj.detach(), before)
+        assert model.generator.w_proj_0.grad.abs().sum() > 0
+    assert torch.equal(model.generator.w_proj_0.detach(), before)
 
 
 def test_projections_are_fixed_by_their_seed_and_folded_into_two():
-    a, b = ParameterGenerator(8, (8, 8), seed=3), ParameterGenerator(8, (8, 8), seed=3)
-    assert torch.equal(a.w_proj, b.w_proj) and a.w_proj.abs().max() < 2
-    assert not torch.equal(a.w_proj, ParameterGenerator(8, (8, 8), seed=4).w_proj)
+    a, b = ParameterGenerator(8, [(8, 8)] * 2, seed=3), ParameterGenerator(8, [(8, 8)] * 2, seed=3)
+    assert torch.equal(a.w_proj_1, b.w_proj_1) and a.w_proj_0.abs().max() < 2
+    assert not torch.equal(a.w_proj_0, ParameterGenerator(8, [(8, 8)] * 2, seed=4).w_proj_0)
+    shaped = ParameterGenerator(8, [(16, 4), (4, 1)]).generate(torch.zeros(3, 8))
+    assert [tuple(w.shape) for w, _ in shaped] == [(3, 16, 4), (3, 4, 1)] and tuple(shaped[1][1].shape) == (3, 1)
 
 
 def test_clip_fuse_bounds_the_item_part():

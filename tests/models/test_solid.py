@@ -81,8 +81,8 @@ def test_the_codebook_stays_frozen_and_gradients_reach_both_generators():
     loss, parts = model.loss(_batch())
     loss.backward()
     assert set(parts) == {"bce", "vq"}
-    for name in ("generator.gru.weight_ih_l0", "sem_generator.gru.weight_ih_l0", "sem_generator.w_proj",
-                 "generator.w_proj", "decoder.0.weight", "cat.weight"):
+    for name in ("generator.gru.weight_ih_l0", "sem_generator.gru.weight_ih_l0", "sem_generator.w_proj_0",
+                 "generator.w_proj_1", "decoder.0.weight", "cat.weight"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     opt.step()
