@@ -11,6 +11,7 @@ the prose must name existing commands and options.
 
 from __future__ import annotations
 
+import importlib
 import re
 import shlex
 from pathlib import Path
@@ -89,9 +90,14 @@ def resolved_config(args: list[str], monkeypatch) -> object:
         seen.append(real(*a, **kw))
         raise _Resolved
 
+    # semrec.api binds load_config when first imported: import it before the patch (else it would keep the capture
+    # for good and break later tests in this process), and capture its calls too
+    api = importlib.import_module("semrec.api")
     monkeypatch.setattr(semrec.config, "load_config", capture)
+    monkeypatch.setattr(api, "load_config", capture)
     result = runner.invoke(app, args)
     monkeypatch.setattr(semrec.config, "load_config", real)
+    monkeypatch.setattr(api, "load_config", real)
     assert isinstance(result.exception, _Resolved), (args, result.output, result.exception)
     return seen[0]
 

@@ -7,6 +7,8 @@ Backbones (ids of ``embedding_size`` = 32; item table shared by all):
   bidirectional like the reference but with a key padding mask (the reference attends to padding too, spec solid
   10.10: with batches trimmed to their longest row its output would depend on the batch) -> state at the last item;
 * ``gru4rec``: ``seq_tower(emb(h))`` -> GRU -> state at the last item;
+* ``bert4rec`` (no reference exists, spec 7.4: a decision): as ``sasrec`` with two layers and BERT4Rec's inference
+  recipe, a learned [MASK] appended after the last item, whose output is the state;
 * ``din`` (spec 7.4): target attention of the candidate over the history (bias-free Q/K/V, scale sqrt(D), padding
   masked), ``x = [target, pooled]`` ``[B, 2D]``, and the classifier ``2D -> 128 -> 64 -> 1`` (Tanh between) gives the
   logit itself.
@@ -40,14 +42,14 @@ from semrec.errors import SemrecError
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.layers import ParameterGenerator, gather_last
 
-BACKBONES = ("sasrec", "gru4rec", "din")
+BACKBONES = ("sasrec", "gru4rec", "bert4rec", "din")
 DIN_CLASSIFIER = (128, 64)  # spec solid 3.3: classifier [128, 64]
 HEADS = ("base", "duet", "apg")
 
 
 @dataclass
 class DSRConfig:
-    backbone: str = "sasrec"  # sasrec | gru4rec | din
+    backbone: str = "sasrec"  # sasrec | gru4rec | bert4rec | din
     head: str = "duet"  # base | duet | apg
     embedding_size: int = 32
     n_heads: int = 4  # sasrec
@@ -74,10 +76,13 @@ class CtrEncoder(nn.Module):
         self.seq_tower = nn.Sequential(nn.Linear(d, d), nn.Tanh())
         if self.backbone == "din":
             self.qkv = nn.ModuleList(nn.Linear(d, d, bias=False) for _ in range(3))
-        elif self.backbone == "sasrec":
-            self.position = nn.Embedding(config.max_len, d)
-            self.layer = nn.TransformerEncoderLayer(d, config.n_heads, config.inner_size, dropout=0.0,
-                                                    batch_first=True)
+        elif self.backbone in ("sasrec", "bert4rec"):
+            bert = self.backbone == "bert4rec"
+            self.position = nn.Embedding(config.max_len + bert, d)
+            layer = nn.TransformerEncoderLayer(d, config.n_heads, config.inner_size, dropout=0.0, batch_first=True)
+            self.layer = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False) if bert else layer
+            if bert:
+                self.mask_token = nn.Parameter(torch.empty(1, d).uniform_(-0.1, 0.1))
         else:
             self.gru = nn.GRU(d, d, batch_first=True)
         for module in self.modules():
@@ -92,7 +97,7 @@ class CtrEncoder(nn.Module):
     def history(self, items: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` ids -> the history's tower output ``[B, L, D]`` (the generators' input)."""
         h = self.item(items)
-        if self.backbone == "sasrec":
+        if self.backbone in ("sasrec", "bert4rec"):
             h = h + self.position.weight[: items.size(1)]
         return self.seq_tower(h)
 
@@ -104,6 +109,12 @@ class CtrEncoder(nn.Module):
         return torch.cat([target, (weights.unsqueeze(-1) * v).sum(1)], dim=-1)
 
     def state(self, hist: torch.Tensor, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.backbone == "bert4rec":  # the history with a [MASK] after its last item, read at the mask
+            rows = torch.arange(items.size(0), device=items.device)
+            x = torch.cat([hist, hist.new_zeros(hist.size(0), 1, hist.size(-1))], dim=1)
+            x[rows, lengths] = self.seq_tower(self.mask_token + self.position(lengths))
+            padding = torch.arange(x.size(1), device=items.device)[None, :] > lengths[:, None]
+            return self.layer(x, src_key_padding_mask=padding)[rows, lengths]
         if self.backbone == "sasrec":
             padding = items == 0
             padding[:, 0] = False  # an empty history attends to its padding rather than to nothing (NaN)

@@ -33,7 +33,7 @@ from semrec.models.base import ItemInputs
 from semrec.models.dsr import DSR, DSRConfig
 from semrec.models.layers import ParameterGenerator, clip_fuse
 
-BACKBONES = ("sasrec", "gru4rec")  # SOLID on DIN is not built yet (issue 19)
+BACKBONES = ("sasrec", "gru4rec", "bert4rec")  # SOLID on DIN is not built yet (issue 19)
 
 
 @dataclass
@@ -77,7 +77,7 @@ class SOLID(DSR):
         self.register_buffer("codebook", codebook.clone())  # frozen: a buffer, never a parameter
         self.cat = nn.Embedding(n_semantic + 1, d, padding_idx=0)
         self.cat_tower = nn.Sequential(nn.Linear(d, d), nn.Tanh())
-        self.cat_position = nn.Embedding(config.max_len, d) if config.backbone == "sasrec" else None
+        self.cat_position = nn.Embedding(config.max_len, d) if config.backbone in ("sasrec", "bert4rec") else None
         self.decoder = nn.Sequential(nn.Linear(d, 64), nn.LeakyReLU(0.1), nn.Linear(64, d))
         shapes = self.layer_dims if config.head == "duet" else [(config.apg_rank,) * 2] * len(self.layer_dims)
         self.sem_generator = ParameterGenerator(d, shapes, bias=config.head == "duet",

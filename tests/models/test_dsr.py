@@ -33,7 +33,8 @@ def _config(ds, out, head="duet", backbone="sasrec", **train):
 
 
 @pytest.mark.parametrize(("backbone", "head"), [("sasrec", "base"), ("sasrec", "duet"), ("gru4rec", "apg"),
-                                               ("din", "base"), ("din", "duet"), ("din", "apg")])
+                                               ("bert4rec", "duet"), ("din", "base"), ("din", "duet"),
+                                               ("din", "apg")])
 def test_ctr_runs_train_select_on_uauc_and_rank_all_items(ctr_dataset, tmp_path, backbone, head):
     from semrec.runs import evaluate_run
     from semrec.train.trainer import Trainer
@@ -119,15 +120,16 @@ def test_clip_fuse_bounds_the_item_part():
     assert torch.equal(clip_fuse(item, sem, 0.0), sem)  # t = 0: the semantic generator alone
 
 
-def test_the_user_vector_ignores_padding_and_candidates():
-    model = DSR(DSRConfig(head="apg", max_len=5), ItemInputs(n_items=20)).eval()
+@pytest.mark.parametrize("backbone", ["sasrec", "bert4rec", "gru4rec"])
+def test_the_user_vector_ignores_padding_and_candidates(backbone):
+    model = DSR(DSRConfig(head="apg", max_len=8, backbone=backbone), ItemInputs(n_items=20)).eval()
     batch = _batch()
     wide = dict(batch, items=torch.cat([batch["items"], torch.zeros(6, 3, dtype=torch.long)], dim=1))
-    model.encoder.position = torch.nn.Embedding(8, 32)  # room for the wider batch
     with torch.no_grad():
         assert torch.allclose(model.user_vectors(batch["items"], batch["lengths"]),
                               model.user_vectors(wide["items"], wide["lengths"]), atol=1e-5)
         scores = model.encode_sequence(batch["items"], batch["lengths"]) @ model.item_embeddings().T
         picked = scores[torch.arange(6), batch["candidates"]]
         assert torch.allclose(picked, model.ctr_logits(batch), atol=1e-5)
-    assert torch.isfinite(model.encode_sequence(torch.zeros(1, 5, dtype=torch.long), torch.tensor([0]))).all()
+    empty = model.encode_sequence(torch.zeros(1, 5, dtype=torch.long), torch.tensor([0]))
+    assert torch.isfinite(empty).all()

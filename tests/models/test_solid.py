@@ -120,3 +120,12 @@ def test_fusion_only_has_no_alignment_loss_and_bad_inputs_are_refused():
         SOLID(SOLIDConfig(max_len=5), bad)
     with pytest.raises(ValueError, match="needs the items' semantic ids"):
         SOLID(SOLIDConfig(max_len=5), ItemInputs(n_items=N_ITEMS))
+
+
+@pytest.mark.parametrize("backbone", ["gru4rec", "bert4rec"])
+def test_solid_on_the_other_sequence_backbones_trains(backbone):
+    model = _model(backbone=backbone, head="apg")
+    loss, parts = model.loss(_batch())
+    loss.backward()
+    assert torch.isfinite(loss) and parts["vq"] > 0
+    assert model.sem_generator.gru.weight_ih_l0.grad.abs().sum() > 0
