@@ -1,0 +1,130 @@
+"""SOLID's main comparison (issue 19; spec solid 7, "main table"): for each dataset and backbone, Base, APG, APG+SOLID,
+DUET and DUET+SOLID on the CTR task, several seeds, mean +- std of test AUC, UAUC, log-loss, NDCG@10 and HR@10 on the
+sampled candidates (model selection on validation UAUC), and full-ranking test NDCG@10 over all items for every model
+that offers a user vector (all but DIN). Epochs and seconds per epoch beside them.
+
+Every run is a normal run folder under ``runs/bench/solid/``: ``<dataset>-<backbone>-<method>-s<seed>`` for Base /
+APG / DUET (model ``dsr``) and ``<dataset>-<backbone>-<head>+solid-s<seed>/`` holding the four stages of
+``semrec solid`` for X+SOLID. Finished runs are reused, interrupted ones resumed, so the script can be stopped and
+restarted (on a lent GPU: ``bench/gpu_queue.sh``).
+
+    python bench/solid.py                                              # everything (days on a CPU)
+    python bench/solid.py --datasets ml-100k --backbones sasrec --seeds 1
+    python bench/solid.py --set train.epochs=1 --seeds 1 --out /tmp/smoke.md   # smoke run, NOT for reporting
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["base", "apg", "apg+solid", "duet", "duet+solid"]
+BACKBONES = ["din", "gru4rec", "sasrec", "bert4rec"]
+METRICS = ["auc", "uauc", "logloss", "ndcg@10", "hr@10"]
+
+
+def train_row(dataset: Path, backbone: str, method: str, seed: int, runs: Path, sets: list[str],
+              sources: str) -> tuple[dict, Path] | None:
+    """Train (or reuse) one row's run; returns (results, run folder), None when the combination is not built."""
+    from semrec import api
+    from semrec.config import RunConfig, load_config
+    from semrec.models.solid import BACKBONES as SOLID_BACKBONES
+
+    overrides = [f"train.seed={seed}", "train.progress=false", *sets]
+    if method.endswith("+solid"):
+        if backbone not in SOLID_BACKBONES:
+            return None
+        head = method.split("+")[0]
+        chain = api.solid(dataset, backbone, head, sources, None, runs / f"{dataset.name}-{backbone}-{method}-s{seed}",
+                          overrides, say=lambda _: None)
+        return chain.results["solid"], chain.solid_run
+    out = runs / f"{dataset.name}-{backbone}-{method}-s{seed}"
+    template = ROOT / "configs" / "dsr" / f"{dataset.name}.yaml"  # the settings do not depend on the dataset
+    config = load_config(RunConfig, template if template.is_file() else ROOT / "configs" / "dsr" / "ml-100k.yaml",
+                         [f"dataset={dataset}", f"out={out}", f"model_params.backbone={backbone}",
+                          f"model_params.head={method}", *overrides])
+    return api.ensure_trained(config, out), out
+
+
+def full_ranking_ndcg(run: Path, backbone: str) -> float | None:
+    """Test NDCG@10 of full ranking over all items (None for DIN: no user vector without the candidate)."""
+    if backbone == "din":
+        return None
+    from semrec import api
+
+    return api.evaluate(run, device="cpu").metrics["test"]["ndcg@10"]
+
+
+def fmt(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="Scientific,ml-100k", help="folders under --data")
+    parser.add_argument("--data", default=str(ROOT / "data"))
+    parser.add_argument("--backbones", default=",".join(BACKBONES))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=2020)
+    parser.add_argument("--eval-negatives", type=int, default=99, help="CTR samples: negatives per user (valid, test)")
+    parser.add_argument("--history", type=int, default=30, help="CTR samples: history length L")
+    parser.add_argument("--semantics", default="id+text", help="SOLID's semantic sources: id | text | id+text")
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "bench" / "solid"))
+    parser.add_argument("--set", action="append", default=[], help="key=value for every run (e.g. train.epochs=1)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "solid.md"))
+    args = parser.parse_args()
+    from semrec import api
+    from semrec.artifacts import DatasetFolder
+    from semrec.config import CtrConfig
+    from semrec.io import atomic_path
+
+    lines = ["# SOLID's comparison on the CTR task (issue 19)", "",
+             f"Command: `python bench/solid.py --datasets {args.datasets} --backbones {args.backbones} --methods "
+             f"{args.methods} --seeds {args.seeds} --semantics {args.semantics}"
+             f"{''.join(' --set ' + s for s in args.set)}`. Test metrics of the best validation-UAUC epoch on the "
+             f"sampled candidates (1 positive + {args.eval_negatives} unseen negatives per user, L = {args.history}), "
+             "mean ± std "
+             "over seeds; `full NDCG@10`: the same checkpoint ranking all items (n/a for DIN).", ""]
+    header = "| dataset | backbone | method | seeds | " + " | ".join(METRICS) + " | full NDCG@10 | epochs | s/epoch |"
+    lines += [header, "|---" * (header.count("|") - 1) + "|"]
+    for name in args.datasets.split(","):
+        dataset = Path(args.data) / name
+        if not DatasetFolder(dataset).ctr("ctr").is_current(DatasetFolder(dataset)):
+            api.ctr_data(dataset, CtrConfig(history=args.history, eval_negatives=args.eval_negatives))
+        for backbone in args.backbones.split(","):
+            for method in args.methods.split(","):
+                rows = []
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
+                    done = train_row(dataset, backbone, method, seed, Path(args.runs), args.set, args.semantics)
+                    if done is None:
+                        break
+                    results, run = done
+                    epochs = results.get("epochs_run") or 1
+                    rows.append({**results["test"], "full": full_ranking_ndcg(run, backbone),
+                                 "epochs": results.get("epochs_run"),
+                                 "s_epoch": results.get("train_wall_seconds", 0.0) / epochs})
+                    print(name, backbone, method, seed, {m: round(results["test"][m], 4) for m in METRICS
+                                                         if results["test"].get(m) is not None}, flush=True)
+                if not rows:
+                    lines.append(f"| {name} | {backbone} | {method} | 0 | " + " | ".join(["not built"] * len(METRICS))
+                                 + " | | | |")
+                    continue
+                cells = [fmt([r.get(m) for r in rows]) for m in METRICS]
+                lines.append(f"| {name} | {backbone} | {method} | {len(rows)} | " + " | ".join(cells)
+                             + f" | {fmt([r['full'] for r in rows])} | {statistics.mean(r['epochs'] for r in rows):.0f}"
+                             f" | {statistics.mean(r['s_epoch'] for r in rows):.0f} |")
+    with atomic_path(args.out) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
