@@ -73,6 +73,44 @@ def history_excluded(out: Path, result: dict) -> dict:
     return {**result, **api.evaluate(out, exclude_history=True).metrics}
 
 
+def _sections(lines: list[str]) -> tuple[list[str], dict[str, tuple[list[str], dict[str, str]]]]:
+    """(lines before the first ``## `` section, {section: (header lines, {config: row line})})."""
+    head: list[str] = []
+    sections: dict[str, tuple[list[str], dict[str, str]]] = {}
+    current = None
+    for line in lines:
+        if line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = ([], {})
+        elif current is None:
+            head.append(line)
+        elif line.startswith("| ") and not line.startswith("| config |"):
+            sections[current][1][line.split("|")[1].strip()] = line
+        elif line.startswith("|"):
+            sections[current][0].append(line)
+    return head, sections
+
+
+def merged(old: list[str], new: list[str]) -> list[str]:
+    """The new table with the old file's rows of other configs kept (old rows first, in their order; a row of the
+    same config is replaced by the new one; old rows get ``n/a`` for the columns they lack)."""
+    old_head, old_sections = _sections(old)
+    new_head, new_sections = _sections(new)
+    head = [line for line in old_head if line.strip()]
+    head += [f"Rows updated or added later: {line[len('Command: '):]}" if line.startswith("Command: ") else line
+             for line in new_head[1:] if line.strip()]
+    out = [*head[:1], "", *head[1:], ""]
+    for split, (header, rows) in new_sections.items():
+        width = header[0].count("|") if header else 0
+        old_rows = old_sections.get(split, ([], {}))[1]
+        out += [f"## {split}", "", *header]
+        for config, row in old_rows.items():
+            out.append(rows[config] if config in rows else row + " n/a |" * max(0, width - row.count("|")))
+        out += [row for config, row in rows.items() if config not in old_rows]
+        out.append("")
+    return out
+
+
 def with_budget(result: dict, out: Path, minutes: float | None) -> dict:
     """``result`` with ``budget_valid``: the best valid NDCG@10 of the run within ``minutes`` (when given)."""
     if minutes is None:
@@ -105,6 +143,9 @@ def main() -> None:
     parser.add_argument("--interim", action="store_true",
                         help="with --report-only: also tabulate unfinished runs from their current best.pt, each as "
                              "its own row marked 'unfinished' (never averaged with finished seeds)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of --out whose configs this call does not tabulate (their run folders may "
+                             "be gone): a table grows over sessions; kept rows lack the columns they were made without")
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="add a column: the best valid NDCG@10 each run had reached within this many minutes of "
                              "training + evaluation (rows compared at an equal time budget)")
@@ -183,6 +224,8 @@ def main() -> None:
         lines.append("")
     from semrec.io import atomic_path
 
+    if args.merge and Path(args.out).is_file():
+        lines = merged(Path(args.out).read_text().splitlines(), lines)
     with atomic_path(args.out) as tmp:
         tmp.write_text("\n".join(lines))
     print(f"wrote {args.out}")

@@ -40,3 +40,20 @@ def test_interim_needs_report_only_and_unknown_configs_are_refused():
     result = subprocess.run([sys.executable, script, "--report-only", "--configs", "sasrec/Nowhere"],
                             capture_output=True, text=True)
     assert result.returncode == 1 and "configs/sasrec/Nowhere.yaml not found" in result.stderr
+
+
+def test_merge_keeps_other_rows_in_place_and_pads_missing_columns():
+    from bench.quality import merged
+
+    old = ["# Quality", "", "Command: `old`.", "", "## valid", "", "| config | seeds | ndcg@10 |", "|---|---|---|",
+           "| a/x | 3 | 0.1 |", "| b/x | 3 | 0.2 |", "", "## test", "", "| config | seeds | ndcg@10 |", "|---|---|---|",
+           "| a/x | 3 | 0.3 |", "| b/x | 3 | 0.4 |", ""]
+    new = ["# Quality", "", "Command: `new`.", "", "## valid", "", "| config | seeds | ndcg@10 | s to best |",
+           "|---|---|---|---|", "| b/x | 3 | 0.25 | 10 |", "| c/x | 1 | 0.5 | 20 |", "", "## test", "",
+           "| config | seeds | ndcg@10 | s to best |", "|---|---|---|---|", "| b/x | 3 | 0.45 | 10 |",
+           "| c/x | 1 | 0.6 | 20 |", ""]
+    out = merged(old, new)
+    assert out[:5] == ["# Quality", "", "Command: `old`.", "Rows updated or added later: `new`.", ""]
+    valid = out[out.index("## valid"): out.index("## test")]
+    assert valid[4:7] == ["| a/x | 3 | 0.1 | n/a |", "| b/x | 3 | 0.25 | 10 |", "| c/x | 1 | 0.5 | 20 |"]
+    assert "| a/x | 3 | 0.3 | n/a |" in out and "| b/x | 3 | 0.4 |" not in out
