@@ -133,3 +133,26 @@ def test_the_user_vector_ignores_padding_and_candidates(backbone):
         assert torch.allclose(picked, model.ctr_logits(batch), atol=1e-5)
     empty = model.encode_sequence(torch.zeros(1, 5, dtype=torch.long), torch.tensor([0]))
     assert torch.isfinite(empty).all()
+
+
+def test_a_resumed_ctr_run_ends_as_an_uninterrupted_one(ctr_dataset, tmp_path):
+    from semrec.train.trainer import Trainer
+
+    straight = Trainer(_config(ctr_dataset, tmp_path / "straight", "apg", epochs=3)).fit()
+    Trainer(_config(ctr_dataset, tmp_path / "cut", "apg", epochs=1)).fit()
+    resumed = Trainer(_config(ctr_dataset, tmp_path / "cut", "apg", epochs=3), run_dir=tmp_path / "cut",
+                      resume=True).fit()
+    assert straight["valid"] == resumed["valid"] and straight["test"] == resumed["test"]
+    strip = lambda path: [{k: v for k, v in json.loads(r).items() if "seconds" not in k and k != "peak_rss_gb"}  # noqa: E731
+                          for r in (path / "metrics.jsonl").read_text().splitlines()]
+    assert strip(tmp_path / "straight") == strip(tmp_path / "cut")
+
+
+def test_a_ctr_run_recommends_raw_items_like_any_run(ctr_dataset, tmp_path):
+    from semrec import api
+    from semrec.train.trainer import Trainer
+
+    Trainer(_config(ctr_dataset, tmp_path / "run", "duet", epochs=1)).fit()
+    rec = api.load_recommender(tmp_path / "run")
+    top = rec.recommend(["i1", "i2", "i3"], k=5)
+    assert len(top.items) == 5 and not {"i1", "i2", "i3"} & {i.raw_id for i in top.items}  # history excluded
