@@ -11,6 +11,8 @@ restarted (on a lent GPU: ``bench/gpu_queue.sh``).
     python bench/solid.py                                              # everything (days on a CPU)
     python bench/solid.py --datasets ml-100k --backbones sasrec --seeds 1
     python bench/solid.py --set train.epochs=1 --seeds 1 --out /tmp/smoke.md   # smoke run, NOT for reporting
+    python bench/solid.py --datasets Scientific --backbones sasrec --methods duet,duet+fusion,duet_vqvae,duet+solid \
+        --out bench/results/solid_ablations.md                         # spec 7's ablations (+ --semantics id|text)
 """
 
 from __future__ import annotations
@@ -21,30 +23,35 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["base", "apg", "apg+solid", "duet", "duet+solid"]
+# ablations (spec solid 7): duet_vqvae (item-only learned VQ-VAE, 450 codewords) and X+fusion (SOLID without VQ)
+ABLATIONS = {"duet_vqvae": ["model_params.head=duet", "model_params.vqvae_size=450"]}
 BACKBONES = ["din", "gru4rec", "sasrec", "bert4rec"]
 METRICS = ["auc", "uauc", "logloss", "ndcg@10", "hr@10"]
 
 
 def train_row(dataset: Path, backbone: str, method: str, seed: int, runs: Path, sets: list[str],
-              sources: str) -> tuple[dict, Path] | None:
+              sources: str, solid_sets: list[str] = ()) -> tuple[dict, Path] | None:
     """Train (or reuse) one row's run; returns (results, run folder), None when the combination is not built."""
     from semrec import api
     from semrec.config import RunConfig, load_config
     from semrec.models.solid import BACKBONES as SOLID_BACKBONES
 
     overrides = [f"train.seed={seed}", "train.progress=false", *sets]
-    if method.endswith("+solid"):
+    if method.endswith(("+solid", "+fusion")):
         if backbone not in SOLID_BACKBONES:
             return None
-        head = method.split("+")[0]
-        chain = api.solid(dataset, backbone, head, sources, None, runs / f"{dataset.name}-{backbone}-{method}-s{seed}",
-                          overrides, say=lambda _: None)
+        head, kind = method.split("+")
+        extra = ["model_params.vq=false"] if kind == "fusion" else []
+        suffix = "".join(f"@{o}" for o in solid_sets)  # the lambda / t grid: runs of their own
+        chain = api.solid(dataset, backbone, head, sources, None,
+                          runs / f"{dataset.name}-{backbone}-{method}{suffix}-s{seed}", overrides, say=lambda _: None,
+                          solid_overrides=[*extra, *solid_sets])
         return chain.results["solid"], chain.solid_run
     out = runs / f"{dataset.name}-{backbone}-{method}-s{seed}"
     template = ROOT / "configs" / "dsr" / f"{dataset.name}.yaml"  # the settings do not depend on the dataset
+    head = ABLATIONS.get(method, [f"model_params.head={method}"])
     config = load_config(RunConfig, template if template.is_file() else ROOT / "configs" / "dsr" / "ml-100k.yaml",
-                         [f"dataset={dataset}", f"out={out}", f"model_params.backbone={backbone}",
-                          f"model_params.head={method}", *overrides])
+                         [f"dataset={dataset}", f"out={out}", f"model_params.backbone={backbone}", *head, *overrides])
     return api.ensure_trained(config, out), out
 
 
@@ -79,6 +86,9 @@ def main() -> None:
     parser.add_argument("--semantics", default="id+text", help="SOLID's semantic sources: id | text | id+text")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench" / "solid"))
     parser.add_argument("--set", action="append", default=[], help="key=value for every run (e.g. train.epochs=1)")
+    parser.add_argument("--solid-set", action="append", default=[],
+                        help="key=value for the SOLID runs only, e.g. model_params.vq_weight=1 or "
+                             "model_params.clip=0.1 (the lambda / t grids; such rows train into folders of their own)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "solid.md"))
     args = parser.parse_args()
     from semrec import api
@@ -89,7 +99,8 @@ def main() -> None:
     lines = ["# SOLID's comparison on the CTR task (issue 19)", "",
              f"Command: `python bench/solid.py --datasets {args.datasets} --backbones {args.backbones} --methods "
              f"{args.methods} --seeds {args.seeds} --semantics {args.semantics}"
-             f"{''.join(' --set ' + s for s in args.set)}`. Test metrics of the best validation-UAUC epoch on the "
+             f"{''.join(' --set ' + s for s in args.set)}{''.join(' --solid-set ' + s for s in args.solid_set)}`. "
+             "Test metrics of the best validation-UAUC epoch on the "
              f"sampled candidates (1 positive + {args.eval_negatives} unseen negatives per user, L = {args.history}), "
              "mean ± std "
              "over seeds; `full NDCG@10`: the same checkpoint ranking all items (n/a for DIN).", ""]
@@ -103,7 +114,8 @@ def main() -> None:
             for method in args.methods.split(","):
                 rows = []
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
-                    done = train_row(dataset, backbone, method, seed, Path(args.runs), args.set, args.semantics)
+                    done = train_row(dataset, backbone, method, seed, Path(args.runs), args.set, args.semantics,
+                                     args.solid_set)
                     if done is None:
                         break
                     results, run = done

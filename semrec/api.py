@@ -258,12 +258,13 @@ SOLID_TRAIN = {"epochs": 10, "batch_size": 1024, "lr": 1e-3, "weight_decay": 0.0
 
 def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet", sources: str = "id+text",
           k: int | None = None, runs_dir: str | Path = "runs", overrides: list[Override] | None = None,
-          say: Say = _log) -> SolidChain:
+          say: Say = _log, solid_overrides: list[Override] | None = None) -> SolidChain:
     """SOLID end to end on a dataset with CTR samples (spec solid 4): (1) a ``dsr`` run of ``head`` on item rows,
     (2) its item vectors (with ``sources`` id+text: beside the items' text vectors) clustered into semantic ids,
     (3) a ``dsr`` run of ``head`` on semantic rows, whose item table is the codebook, (4) the ``solid`` run. Every
     stage is a normal run folder under ``<runs_dir>/solid-<dataset>-<backbone>-<head>-<sources>/``; finished stages
-    are reused, interrupted ones resumed. ``overrides`` (``key=value``) apply to every run (e.g. ``train.epochs=2``);
+    are reused, interrupted ones resumed. ``overrides`` (``key=value``) apply to every run (e.g. ``train.epochs=2``),
+    ``solid_overrides`` to the SOLID run only (e.g. ``model_params.clip=0.1``: give such runs their own ``runs_dir``);
     the default training is the reference's (:data:`SOLID_TRAIN`). Raises SemrecError on bad settings or data."""
     from semrec.data.semantics import SOURCES, write_semantic_ids
     from semrec.models.solid import BACKBONES
@@ -279,11 +280,12 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
     root = Path(runs_dir) / f"solid-{name}-{backbone}-{head}-{sources}"
     codes_name = f"solid-{backbone}-{head}-{sources}"
 
-    def config(model: str, out: Path, params: dict[str, Any], **keys: Any) -> RunConfig:
+    def config(model: str, out: Path, params: dict[str, Any], extra: list[Override] | None = None,
+               **keys: Any) -> RunConfig:
         base = {"model": model, "dataset": str(dataset_dir), "out": str(out), **keys,
                 "model_params": {"backbone": backbone, "head": head, **params},
                 "train": dict(SOLID_TRAIN)}
-        return load_config(RunConfig, None, list(overrides or []), base=base)
+        return load_config(RunConfig, None, [*(overrides or []), *(extra or [])], base=base)
 
     results: dict[str, dict[str, Any]] = {}
     item_run = root / "1-item"
@@ -302,8 +304,8 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
                                          semantic_run)
     solid_run = root / "4-solid"
     say(f"== 4/4 SOLID ({head}) -> {solid_run}")
-    results["solid"] = ensure_trained(config("solid", solid_run, {}, semantic=codes_name,
-                                             codebook_from=str(semantic_run)), solid_run)
+    results["solid"] = ensure_trained(config("solid", solid_run, {}, list(solid_overrides or []),
+                                             semantic=codes_name, codebook_from=str(semantic_run)), solid_run)
     return SolidChain(item_run, codes_folder.path, semantic_run, solid_run, results)
 
 

@@ -20,7 +20,9 @@ DIN's classifier for ``din``:
 * ``duet``: every layer's weight and bias generated from the history (spec 7.1);
 * ``apg``: low-rank generated layers ``x <- Out_j(In_j(x) S_j)``, ``S_j`` ``K x K`` (``apg_rank`` = 16), no generated
   bias and, as the reference, no activation between the layers (spec 7.2).
-The generators' condition is ``MLP(GRU(history tower output)[last])``. Sequence backbones score ``logit = <u,
+The generators' condition is ``MLP(GRU(history tower output)[last])``; with ``vqvae_size`` (DUET_VQVAE, spec 7.3) the
+GRU reads the history through a learned item-only VQ-VAE (:class:`semrec.models.layers.LearnedVQ`) whose loss is
+added with weight ``vqvae_weight``. Sequence backbones score ``logit = <u,
 target>``; loss BCE-with-logits. ``frozen_projections`` keeps the generators' projection matrices at their random
 start, as the references do (spec 5.3, 10.2).
 
@@ -40,7 +42,7 @@ from torch import nn
 
 from semrec.errors import SemrecError
 from semrec.models.base import ItemInputs, SequentialRecommender
-from semrec.models.layers import ParameterGenerator, gather_last
+from semrec.models.layers import LearnedVQ, ParameterGenerator, gather_last
 
 BACKBONES = ("sasrec", "gru4rec", "bert4rec", "din")
 DIN_CLASSIFIER = (128, 64)  # spec solid 3.3: classifier [128, 64]
@@ -59,6 +61,8 @@ class DSRConfig:
     projection_seed: int = 0
     max_len: int = 30  # <= the history length of the CTR samples
     rows: str = "item"  # item | semantic: every id read as its semantic id (SOLID's codebook model, spec solid 4.5)
+    vqvae_size: int = 0  # duet + a learned item-only VQ-VAE of this many codewords (DUET_VQVAE, spec 7.3: 450); 0 = off
+    vqvae_weight: float = 0.1  # lambda of its loss
 
 
 class CtrEncoder(nn.Module):
@@ -156,7 +160,13 @@ class DSR(SequentialRecommender):
         elif config.head == "duet":
             self.generator = ParameterGenerator(d, self.layer_dims, frozen=config.frozen_projections,
                                                 seed=config.projection_seed)
-        elif config.head == "apg":
+        self.vqvae = None
+        if config.vqvae_size:
+            if config.head != "duet" or config.vqvae_size < 1:
+                raise ValueError(f"vqvae_size is the DUET_VQVAE ablation: head duet and >= 1 codewords, got head "
+                                 f"{config.head!r} and {config.vqvae_size}")
+            self.vqvae = LearnedVQ(d, config.vqvae_size)
+        if config.head == "apg":
             self.generator = ParameterGenerator(d, [(k, k)] * len(self.layer_dims), bias=False,
                                                 frozen=config.frozen_projections, seed=config.projection_seed)
             self.apg_in = nn.ModuleList(nn.Linear(i, k) for i, _ in self.layer_dims)
@@ -179,11 +189,15 @@ class DSR(SequentialRecommender):
             x = torch.tanh(x) if j < len(layers) - 1 else x
         return x
 
-    def generated(self, hist: torch.Tensor, lengths: torch.Tensor) -> list | None:
-        """The head's generated layers for these histories (None for base)."""
+    def generated(self, hist: torch.Tensor, items: torch.Tensor, lengths: torch.Tensor,
+                  ) -> tuple[list | None, torch.Tensor | None]:
+        """(the head's generated layers for these histories or None for base, the VQ-VAE loss or None)."""
         if self.generator is None:
-            return None
-        return self.generator.generate(self.generator.condition(hist, lengths))
+            return None, None
+        aux = None
+        if self.vqvae is not None:  # DUET_VQVAE: the generator reads the reconstruction
+            hist, aux = self.vqvae(hist, items != 0)
+        return self.generator.generate(self.generator.condition(hist, lengths)), aux
 
     def ids(self, items: torch.Tensor) -> torch.Tensor:
         """The ids the tables read: item ids, or with ``rows=semantic`` their semantic ids (0 stays padding)."""
@@ -194,24 +208,35 @@ class DSR(SequentialRecommender):
             raise SemrecError("DIN scores each candidate inside its target attention, so it offers no user vector "
                               "and no full ranking; its quality is the CTR metrics (AUC, UAUC, NDCG@K on the "
                               "sampled candidates)")
+        return self._user(items, lengths)[0]
+
+    def _user(self, items: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         items = self.ids(items)
         hist = self.encoder.history(items)
-        return self.apply_head(self.encoder.state(hist, items, lengths), self.generated(hist, lengths))
+        layers, aux = self.generated(hist, items, lengths)
+        return self.apply_head(self.encoder.state(hist, items, lengths), layers), aux
 
     # ----- CTR ---------------------------------------------------------------------------------------
-    def ctr_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits ``[B]`` of the rows' candidates (probability = sigmoid)."""
+    def _logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         target = self.encoder.targets(self.ids(batch["candidates"]))
         if self.config.backbone == "din":
             items = self.ids(batch["items"])
             hist = self.encoder.history(items)
-            x = self.encoder.attend(hist, items, target)
-            return self.apply_head(x, self.generated(hist, batch["lengths"])).squeeze(-1)
-        return (self.user_vectors(batch["items"], batch["lengths"]) * target).sum(-1)
+            layers, aux = self.generated(hist, items, batch["lengths"])
+            return self.apply_head(self.encoder.attend(hist, items, target), layers).squeeze(-1), aux
+        user, aux = self._user(batch["items"], batch["lengths"])
+        return (user * target).sum(-1), aux
+
+    def ctr_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits ``[B]`` of the rows' candidates (probability = sigmoid)."""
+        return self._logits(batch)[0]
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        bce = F.binary_cross_entropy_with_logits(self.ctr_logits(batch), batch["labels"])
-        return bce, {"bce": bce.detach()}
+        logits, aux = self._logits(batch)
+        bce = F.binary_cross_entropy_with_logits(logits, batch["labels"])
+        if aux is None:
+            return bce, {"bce": bce.detach()}
+        return bce + self.config.vqvae_weight * aux, {"bce": bce.detach(), "vqvae": aux.detach()}
 
     # ----- ranking contract (full ranking, recommend, serve) ----------------------------------------
     def item_embeddings(self) -> torch.Tensor:

@@ -238,3 +238,32 @@ def clip_fuse(item: torch.Tensor | None, semantic: torch.Tensor | None, bound: f
     if item is None:
         return semantic
     return item.clamp(-bound, bound) + semantic if semantic is not None else item.clamp(-bound, bound)
+
+
+class LearnedVQ(nn.Module):
+    """DUET_VQVAE's item-only, learned quantiser (spec solid 7.3): ``enc`` (D->64->D, ReLU), a learned codebook of
+    ``size`` codewords, ``dec`` (D->64->D, LeakyReLU 0.1). ``forward(h, real)`` -> (reconstruction ``[B, L, D]``, loss):
+    each position's encoding is replaced by its nearest codeword (looked up by index, so the codebook learns only
+    through the decoder), decoded; loss ``MSE(recon, h) + 0.25 MSE(enc, sg(q)) + 0.25 MSE(h, sg(q))`` over the real
+    positions ``real`` ``[B, L]``."""
+
+    def __init__(self, dim: int, size: int):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Linear(dim, 64), nn.ReLU(), nn.Linear(64, dim))
+        self.codebook = nn.Embedding(size, dim)
+        self.dec = nn.Sequential(nn.Linear(dim, 64), nn.LeakyReLU(0.1), nn.Linear(64, dim))
+
+    def forward(self, h: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.enc(h)
+        flat = enc.detach().reshape(-1, enc.size(-1))
+        table = self.codebook.weight
+        dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ table.detach().T + table.detach().pow(2).sum(1)[None]
+        q = self.codebook(dist.argmin(1).view(enc.shape[:-1]))
+        recon = self.dec(q)
+        weight = real.unsqueeze(-1).to(h.dtype)
+        norm = (weight.sum() * h.size(-1)).clamp(min=1)
+
+        def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return ((a - b).pow(2) * weight).sum() / norm
+
+        return recon, mse(recon, h) + 0.25 * mse(enc, q.detach()) + 0.25 * mse(h, q.detach())

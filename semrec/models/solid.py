@@ -54,6 +54,8 @@ def nearest_codewords(h: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
 class SOLID(DSR):
     def __init__(self, config: SOLIDConfig, items: ItemInputs):
+        if config.vqvae_size:
+            raise ValueError("vqvae_size is the DUET_VQVAE ablation of dsr; SOLID quantises with its frozen codebook")
         if config.rows != "item":
             raise ValueError("SOLID reads item rows (rows=item); its codebook model is a dsr run with rows=semantic")
         if config.head not in ("duet", "apg"):

@@ -22,19 +22,25 @@ def test_solid_bench_smoke(tmp_path):
     embed_vectors(ds, {"all": np.random.default_rng(0).standard_normal((n, 16)).astype(np.float32)}, "tests.bench")
     out = tmp_path / "solid.md"
     args = [sys.executable, str(ROOT / "bench" / "solid.py"), "--datasets", "tiny", "--data", str(tmp_path / "data"),
-            "--backbones", "din,sasrec", "--methods", "base,duet+solid", "--seeds", "1", "--runs",
-            str(tmp_path / "runs"), "--out", str(out), "--set", "train.epochs=1", "--set", "model_params.max_len=8",
-            "--set", "train.batch_size=256", "--eval-negatives", "19", "--history", "8"]
+            "--backbones", "din,sasrec", "--methods", "base,duet_vqvae,duet+fusion,duet+solid", "--seeds", "1",
+            "--runs", str(tmp_path / "runs"), "--out", str(out), "--set", "train.epochs=1", "--set",
+            "model_params.max_len=8", "--set", "train.batch_size=256", "--eval-negatives", "19", "--history", "8",
+            "--solid-set", "model_params.clip=0.1"]
     done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     table = out.read_text()
     rows = {tuple(c.strip() for c in line.split("|")[1:4]): line for line in table.splitlines()
             if line.startswith("| tiny")}
-    assert set(rows) == {("tiny", "din", "base"), ("tiny", "din", "duet+solid"), ("tiny", "sasrec", "base"),
-                         ("tiny", "sasrec", "duet+solid")}
-    assert "not built" in rows[("tiny", "din", "duet+solid")]
+    assert set(rows) == {("tiny", b, m) for b in ("din", "sasrec")
+                         for m in ("base", "duet_vqvae", "duet+fusion", "duet+solid")}
+    assert "not built" in rows[("tiny", "din", "duet+solid")] and "not built" in rows[("tiny", "din", "duet+fusion")]
+    assert "not built" not in rows[("tiny", "din", "duet_vqvae")]
     assert "| n/a |" in rows[("tiny", "din", "base")] and "| n/a |" not in rows[("tiny", "sasrec", "duet+solid")]
-    assert (tmp_path / "runs" / "tiny-sasrec-duet+solid-s2020" / "solid-tiny-sasrec-duet-id+text" / "4-solid"
-            / "results.json").is_file()
+    chain = "solid-tiny-sasrec-duet-id+text"
+    solid = tmp_path / "runs" / "tiny-sasrec-duet+solid@model_params.clip=0.1-s2020" / chain
+    assert "clip: 0.1" in (solid / "4-solid" / "config.yaml").read_text()
+    fusion = tmp_path / "runs" / "tiny-sasrec-duet+fusion@model_params.clip=0.1-s2020" / chain
+    assert "vq: false" in (fusion / "4-solid" / "config.yaml").read_text()
+    assert "vqvae_size: 450" in (tmp_path / "runs" / "tiny-sasrec-duet_vqvae-s2020" / "config.yaml").read_text()
     again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0 and out.read_text() == table  # reused, not retrained

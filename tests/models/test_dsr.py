@@ -156,3 +156,15 @@ def test_a_ctr_run_recommends_raw_items_like_any_run(ctr_dataset, tmp_path):
     rec = api.load_recommender(tmp_path / "run")
     top = rec.recommend(["i1", "i2", "i3"], k=5)
     assert len(top.items) == 5 and not {"i1", "i2", "i3"} & {i.raw_id for i in top.items}  # history excluded
+
+
+def test_duet_vqvae_reads_a_learned_quantiser_and_adds_its_loss():
+    model = DSR(DSRConfig(head="duet", max_len=5, vqvae_size=7), ItemInputs(n_items=20))
+    loss, parts = model.loss(_batch())
+    assert set(parts) == {"bce", "vqvae"} and parts["vqvae"] > 0
+    assert loss.item() == pytest.approx((parts["bce"] + 0.1 * parts["vqvae"]).item(), rel=1e-5)
+    loss.backward()
+    for name in ("vqvae.codebook.weight", "vqvae.dec.0.weight", "vqvae.enc.0.weight", "generator.gru.weight_ih_l0"):
+        assert dict(model.named_parameters())[name].grad.abs().sum() > 0, name
+    with pytest.raises(ValueError, match="head duet"):
+        DSR(DSRConfig(head="apg", vqvae_size=7), ItemInputs(n_items=20))
