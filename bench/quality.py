@@ -197,7 +197,9 @@ def main() -> None:
         title = "# Quality with the user's history items excluded from the ranking (full ranking, leave-last-out)"
     lines = [title, "",
              f"Command: `python bench/quality.py{' --report-only' if args.report_only else ''}"
-             f"{' --interim' if args.interim else ''}{' --exclude-history' if args.exclude_history else ''} "
+             f"{' --interim' if args.interim else ''}{' --exclude-history' if args.exclude_history else ''}"
+             f"{' --merge' if args.merge else ''}"
+             f"{f' --budget-minutes {args.budget_minutes:g}' if args.budget_minutes else ''} "
              f"--configs {args.configs} "
              f"--seeds {args.seeds}{f' --first-seed {args.first_seed}' if args.first_seed != 2020 else ''}"
              f"{''.join(' --set ' + s for s in args.set)}`. Mean ± std over "

@@ -37,6 +37,7 @@ def train_row(dataset: Path, backbone: str, method: str, seed: int, runs: Path, 
     from semrec.models.solid import BACKBONES as SOLID_BACKBONES
 
     overrides = [f"train.seed={seed}", "train.progress=false", *sets]
+    tag = "".join(f"@{o}" for o in sets)  # runs with other settings get folders of their own
     if method.endswith(("+solid", "+fusion")):
         if backbone not in SOLID_BACKBONES:
             return None
@@ -44,10 +45,11 @@ def train_row(dataset: Path, backbone: str, method: str, seed: int, runs: Path, 
         extra = ["model_params.vq=false"] if kind == "fusion" else []
         suffix = "".join(f"@{o}" for o in solid_sets)  # the lambda / t grid: runs of their own
         chain = api.solid(dataset, backbone, head, sources, None,
-                          runs / f"{dataset.name}-{backbone}-{method}{suffix}-s{seed}", overrides, say=lambda _: None,
+                          runs / f"{dataset.name}-{backbone}-{method}{tag}{suffix}-s{seed}", overrides,
+                          say=lambda _: None,
                           solid_overrides=[*extra, *solid_sets])
         return chain.results["solid"], chain.solid_run
-    out = runs / f"{dataset.name}-{backbone}-{method}-s{seed}"
+    out = runs / f"{dataset.name}-{backbone}-{method}{tag}-s{seed}"
     template = ROOT / "configs" / "dsr" / f"{dataset.name}.yaml"  # the settings do not depend on the dataset
     head = ABLATIONS.get(method, [f"model_params.head={method}"])
     config = load_config(RunConfig, template if template.is_file() else ROOT / "configs" / "dsr" / "ml-100k.yaml",

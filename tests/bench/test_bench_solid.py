@@ -37,10 +37,11 @@ def test_solid_bench_smoke(tmp_path):
     assert "not built" not in rows[("tiny", "din", "duet_vqvae")]
     assert "| n/a |" in rows[("tiny", "din", "base")] and "| n/a |" not in rows[("tiny", "sasrec", "duet+solid")]
     chain = "solid-tiny-sasrec-duet-id+text"
-    solid = tmp_path / "runs" / "tiny-sasrec-duet+solid@model_params.clip=0.1-s2020" / chain
+    tag = "@train.epochs=1@model_params.max_len=8@train.batch_size=256"  # --set values name the folders too
+    solid = tmp_path / "runs" / f"tiny-sasrec-duet+solid{tag}@model_params.clip=0.1-s2020" / chain
     assert "clip: 0.1" in (solid / "4-solid" / "config.yaml").read_text()
-    fusion = tmp_path / "runs" / "tiny-sasrec-duet+fusion@model_params.clip=0.1-s2020" / chain
+    fusion = tmp_path / "runs" / f"tiny-sasrec-duet+fusion{tag}@model_params.clip=0.1-s2020" / chain
     assert "vq: false" in (fusion / "4-solid" / "config.yaml").read_text()
-    assert "vqvae_size: 450" in (tmp_path / "runs" / "tiny-sasrec-duet_vqvae-s2020" / "config.yaml").read_text()
+    assert "vqvae_size: 450" in (tmp_path / "runs" / f"tiny-sasrec-duet_vqvae{tag}-s2020" / "config.yaml").read_text()
     again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0 and out.read_text() == table  # reused, not retrained
