@@ -153,6 +153,8 @@ def main() -> None:
                         help="with --report-only: rank the same best checkpoints with each user's history items "
                              "excluded (the references, and the default, keep them; repeats never are targets)")
     args = parser.parse_args()
+    if args.budget_minutes is not None and not args.budget_minutes > 0:
+        parser.error(f"--budget-minutes must be a positive number of minutes, got {args.budget_minutes:g}")
     if args.interim and not args.report_only:
         parser.error("--interim tabulates unfinished runs and needs --report-only")
     if args.exclude_history and not args.report_only:

@@ -93,6 +93,14 @@ def main() -> None:
                              "model_params.clip=0.1 (the lambda / t grids; such rows train into folders of their own)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "solid.md"))
     args = parser.parse_args()
+    known = [*METHODS, *ABLATIONS, "duet+fusion", "apg+fusion"]
+    for flag, given, allowed in (("--methods", args.methods, known), ("--backbones", args.backbones, BACKBONES),
+                                 ("--semantics", args.semantics, ["id", "text", "id+text"])):
+        bad = [v for v in given.split(",") if v not in allowed]
+        if bad:
+            parser.error(f"{flag}: unknown {', '.join(bad)} (known: {', '.join(allowed)})")
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
     from semrec import api
     from semrec.artifacts import DatasetFolder
     from semrec.config import CtrConfig

@@ -266,7 +266,8 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
     are reused, interrupted ones resumed. ``overrides`` (``key=value``) apply to every run (e.g. ``train.epochs=2``),
     ``solid_overrides`` to the SOLID run only (e.g. ``model_params.clip=0.1``: give such runs their own ``runs_dir``);
     the default training is the reference's (:data:`SOLID_TRAIN`). Raises SemrecError on bad settings or data."""
-    from semrec.data.semantics import SOURCES, write_semantic_ids
+    from semrec.data.semantics import SOURCES, semantic_ids_current, write_semantic_ids
+    from semrec.io import sha256_text
     from semrec.models.solid import BACKBONES
 
     if sources not in SOURCES:
@@ -278,7 +279,8 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
                           "is not built yet)")
     name = Path(dataset_dir).name
     root = Path(runs_dir) / f"solid-{name}-{backbone}-{head}-{sources}"
-    codes_name = f"solid-{backbone}-{head}-{sources}"
+    # the semantic ids belong to this chain (its item run): another chain (another seed, another runs_dir) gets its own
+    codes_name = f"solid-{backbone}-{head}-{sources}-{sha256_text(str(root.resolve()))[:8]}"
 
     def config(model: str, out: Path, params: dict[str, Any], extra: list[Override] | None = None,
                **keys: Any) -> RunConfig:
@@ -294,7 +296,7 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
         results["item"] = ensure_trained(config("dsr", item_run, {}), item_run)
     codes_folder = DatasetFolder(dataset_dir).codes(codes_name)
     say(f"== 2/4 semantic ids ({sources}) -> {codes_folder.path}")
-    if not codes_folder.is_current(DatasetFolder(dataset_dir)):
+    if not semantic_ids_current(dataset_dir, codes_name, item_run if "id" in SOURCES[sources] else None):
         report, _ = write_semantic_ids(dataset_dir, item_run if "id" in SOURCES[sources] else None, sources, k,
                                        codes_name)
         say(f"   {report.codebook_sizes[0]} clusters, utilisation {report.utilisation[0]:.0%}")

@@ -37,15 +37,29 @@ def test_the_chain_runs_four_stages_and_reuses_them(ds, tmp_path):
     for stage in ("1-item", "3-semantic", "4-solid"):
         assert (root / stage / "results.json").is_file(), stage
     assert "solid     test auc" in result.output
-    semantic = np.load(ds / "codes" / "solid-sasrec-duet-id+text" / "codes.npy")
+    (codes_dir,) = (ds / "codes").glob("solid-sasrec-duet-id+text-*")  # one folder per chain
+    semantic = np.load(codes_dir / "codes.npy")
     assert semantic.shape[1] == 1 and semantic[1:].min() >= 0 and semantic[1:].max() < 6
     run = load_run(root / "4-solid", device="cpu")
     assert torch.equal(run.model.semantic[1:], torch.from_numpy(semantic[1:, 0] + 1))
     codebook = load_run(root / "3-semantic", device="cpu").model.encoder.item.weight
     assert torch.equal(run.model.codebook, codebook.detach())  # the semantic run's table, frozen
     assert run.model.encoder.item.num_embeddings == 1 + run.data.dataset.n_items
-    again = runner.invoke(app, args)  # finished stages are reused: nothing retrains
+    from semrec.data.semantics import semantic_ids_current
+
+    assert semantic_ids_current(ds, codes_dir.name, root / "1-item")
+    best = root / "1-item" / "checkpoints" / "best.pt"
+    kept = best.read_bytes()
+    best.write_bytes(kept + b"\0")  # a retrained item run makes its semantic ids stale
+    assert not semantic_ids_current(ds, codes_dir.name, root / "1-item")
+    best.write_bytes(kept)
+    stamp = (codes_dir / "codes.npy").stat().st_mtime_ns
+    again = runner.invoke(app, args)  # finished stages are reused: nothing retrains, the semantic ids are kept
     assert again.exit_code == 0 and again.output.count("epoch") == result.output.count("epoch")
+    assert (codes_dir / "codes.npy").stat().st_mtime_ns == stamp
+    other = runner.invoke(app, [*args[:-len(QUICK) - 2], "--runs-dir", str(tmp_path / "other"), *QUICK])
+    assert other.exit_code == 0, other.output  # another chain (e.g. another seed) clusters its own item run
+    assert len(list((ds / "codes").glob("solid-sasrec-duet-id+text-*"))) == 2
 
 
 def test_text_semantics_need_no_item_run_and_apg_works(ds, tmp_path):

@@ -27,6 +27,21 @@ def default_clusters(n_items: int) -> int:
     return max(2, min(256, n_items // 10))
 
 
+def semantic_ids_current(dataset_dir: str | Path, name: str, run_dir: str | Path | None) -> bool:
+    """Whether the codes folder ``name`` exists, was fitted on the dataset as it is, and (for the ``id`` sources) on
+    the item vectors of ``run_dir``'s current best checkpoint (a retrained item run makes them stale)."""
+    folder = DatasetFolder(dataset_dir)
+    if not folder.codes(name).is_current(folder):
+        return False
+    vectors = folder.embeddings(f"{name}-vectors")
+    if run_dir is None:
+        return True
+    best = RunFolder(run_dir).best
+    if not (vectors.manifest.is_file() and best.is_file()):
+        return False
+    return vectors.read_manifest().get("views", {}).get("id", {}).get("key") == sha256_file(best)
+
+
 def write_semantic_ids(dataset_dir: str | Path, run_dir: str | Path | None, sources: str = "id+text",
                        k: int | None = None, name: str = "semantic", text_model: str = "all-MiniLM-L6-v2",
                        seed: int = 0) -> tuple[Any, Path]:

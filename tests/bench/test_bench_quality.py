@@ -57,3 +57,12 @@ def test_merge_keeps_other_rows_in_place_and_pads_missing_columns():
     valid = out[out.index("## valid"): out.index("## test")]
     assert valid[4:7] == ["| a/x | 3 | 0.1 | n/a |", "| b/x | 3 | 0.25 | 10 |", "| c/x | 1 | 0.5 | 20 |"]
     assert "| a/x | 3 | 0.3 | n/a |" in out and "| b/x | 3 | 0.4 |" not in out
+
+
+def test_a_non_positive_budget_is_refused():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "quality.py"), "--report-only", "--budget-minutes",
+                             "0", "--configs", "sasrec/Scientific"], capture_output=True, text=True)
+    assert result.returncode == 2 and "--budget-minutes must be a positive number of minutes, got 0" in result.stderr

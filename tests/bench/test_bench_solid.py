@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.support import embed_vectors, make_tiny_dataset
 
@@ -45,3 +46,16 @@ def test_solid_bench_smoke(tmp_path):
     assert "vqvae_size: 450" in (tmp_path / "runs" / f"tiny-sasrec-duet_vqvae{tag}-s2020" / "config.yaml").read_text()
     again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0 and out.read_text() == table  # reused, not retrained
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--methods", "duet,dual"], "--methods: unknown dual"),
+    (["--backbones", "lstm"], "--backbones: unknown lstm"),
+    (["--semantics", "image"], "--semantics: unknown image"),
+    (["--seeds", "0"], "--seeds must be at least 1, got 0"),
+])
+def test_bad_bench_arguments_are_refused_before_any_run(tmp_path, args, message):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "solid.py"), "--runs", str(tmp_path / "runs"),
+                           "--out", str(tmp_path / "out.md"), *args], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists()
