@@ -163,17 +163,17 @@ class DSR(SequentialRecommender):
         elif config.head == "duet":
             self.generator = ParameterGenerator(d, self.layer_dims, frozen=config.frozen_projections,
                                                 seed=config.projection_seed)
+        elif config.head == "apg":
+            self.generator = ParameterGenerator(d, [(k, k)] * len(self.layer_dims), bias=False,
+                                                frozen=config.frozen_projections, seed=config.projection_seed)
+            self.apg_in = nn.ModuleList(nn.Linear(i, k) for i, _ in self.layer_dims)
+            self.apg_out = nn.ModuleList(nn.Linear(k, o) for _, o in self.layer_dims)
         self.vqvae = None
         if config.vqvae_size:
             if config.head != "duet" or config.vqvae_size < 1:
                 raise ValueError(f"vqvae_size is the DUET_VQVAE ablation: head duet and >= 1 codewords, got head "
                                  f"{config.head!r} and {config.vqvae_size}")
             self.vqvae = LearnedVQ(d, config.vqvae_size)
-        if config.head == "apg":
-            self.generator = ParameterGenerator(d, [(k, k)] * len(self.layer_dims), bias=False,
-                                                frozen=config.frozen_projections, seed=config.projection_seed)
-            self.apg_in = nn.ModuleList(nn.Linear(i, k) for i, _ in self.layer_dims)
-            self.apg_out = nn.ModuleList(nn.Linear(k, o) for _, o in self.layer_dims)
 
     # ----- the user vector --------------------------------------------------------------------------
     def apply_head(self, x: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor | None]] | None,
