@@ -44,10 +44,14 @@ def train_row(dataset: Path, backbone: str, method: str, seed: int, runs: Path, 
         head, kind = method.split("+")
         extra = ["model_params.vq=false"] if kind == "fusion" else []
         suffix = "".join(f"@{o}" for o in solid_sets)  # the lambda / t grid: runs of their own
+        # stage 1 is this seed's DUET row (spec solid 4 step 1): trained once, shared by the chains of both heads
+        item_run = None
+        if "id" in sources.split("+"):
+            item_run = train_row(dataset, backbone, "duet", seed, runs, sets, sources)[1]
         chain = api.solid(dataset, backbone, head, sources, None,
                           runs / f"{dataset.name}-{backbone}-{method}{tag}{suffix}-s{seed}", overrides,
                           say=lambda _: None,
-                          solid_overrides=[*extra, *solid_sets])
+                          solid_overrides=[*extra, *solid_sets], item_run=item_run)
         return chain.results["solid"], chain.solid_run
     out = runs / f"{dataset.name}-{backbone}-{method}{tag}-s{seed}"
     template = ROOT / "configs" / "dsr" / f"{dataset.name}.yaml"  # the settings do not depend on the dataset
@@ -116,6 +120,11 @@ def main() -> None:
              "over seeds; `full NDCG@10`: the same checkpoint ranking all items (n/a for DIN).", ""]
     header = "| dataset | backbone | method | seeds | " + " | ".join(METRICS) + " | full NDCG@10 | epochs | s/epoch |"
     lines += [header, "|---" * (header.count("|") - 1) + "|"]
+
+    def write() -> None:  # after every row: a stopped benchmark leaves the rows it finished
+        with atomic_path(args.out) as tmp:
+            tmp.write_text("\n".join(lines + anchors(args.datasets.split(","))) + "\n")
+
     for name in args.datasets.split(","):
         dataset = Path(args.data) / name
         if not DatasetFolder(dataset).ctr("ctr").is_current(DatasetFolder(dataset)):
@@ -143,9 +152,35 @@ def main() -> None:
                 lines.append(f"| {name} | {backbone} | {method} | {len(rows)} | " + " | ".join(cells)
                              + f" | {fmt([r['full'] for r in rows])} | {statistics.mean(r['epochs'] for r in rows):.0f}"
                              f" | {statistics.mean(r['s_epoch'] for r in rows):.0f} |")
-    with atomic_path(args.out) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+                write()
+    write()
     print(f"wrote {args.out}")
+
+
+def anchors(datasets: list[str]) -> list[str]:
+    """The next-item models' full-ranking test NDCG@10 of ``bench/results/quality.md`` (SASRec, CCFRec: trained for
+    full ranking, so the ceiling the CTR-trained models' full NDCG@10 column is read against)."""
+    quality = ROOT / "bench" / "results" / "quality.md"
+    if not quality.is_file():
+        return []
+    text = quality.read_text().split("## test", 1)
+    if len(text) < 2:
+        return []
+    rows = [line for line in text[1].splitlines() if line.startswith("| ")
+            and line.split("|")[1].strip().split("/")[0] in ("sasrec", "ccfrec")
+            and any(f"{line.split('|')[1].strip()}-".split("/")[1].startswith(f"{d}-") for d in datasets)]
+    header = [line for line in text[1].splitlines() if line.startswith("| config")][:1]
+    if not rows or not header:
+        return []
+    cols = [c.strip() for c in header[0].strip("|").split("|")]
+    keep = [cols.index(c) for c in ("config", "seeds", "ndcg@10", "recall@10") if c in cols]
+    out = ["", "Full-ranking anchors, test (from `bench/results/quality.md`: next-item models trained with full "
+           "softmax / sampled negatives over all items, selected on valid NDCG@10):", "",
+           "| " + " | ".join(cols[i] for i in keep) + " |", "|---" * len(keep) + "|"]
+    for line in rows:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        out.append("| " + " | ".join(cells[i] for i in keep) + " |")
+    return out
 
 
 if __name__ == "__main__":

@@ -241,6 +241,19 @@ def ensure_trained(config: RunConfig, run_dir: str | Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------- SOLID's chain
 
 
+def _check_item_run(run: Path, dataset_dir: str | Path, backbone: str) -> None:
+    """SemrecError unless ``run`` is a DUET ``dsr`` run on item rows of ``dataset_dir`` with ``backbone``."""
+    from semrec.runs import load_run_config
+
+    cfg = load_run_config(run)
+    params = cfg.model_params or {}
+    found = (cfg.model, params.get("head", "duet"), params.get("rows", "item"), params.get("backbone", "sasrec"))
+    if found != ("dsr", "duet", "item", backbone) or Path(cfg.dataset).resolve() != Path(dataset_dir).resolve():
+        raise SemrecError(f"{run}: SOLID's item stage must be a dsr DUET run on item rows of {dataset_dir} with the "
+                          f"{backbone} backbone; this run is model {found[0]}, head {found[1]}, rows {found[2]}, "
+                          f"backbone {found[3]}, dataset {cfg.dataset}")
+
+
 @dataclass
 class SolidChain:
     """The stages of :func:`solid`: run folders (item-level DSR, semantic-level DSR, SOLID), the semantic codes
@@ -258,17 +271,22 @@ SOLID_TRAIN = {"epochs": 10, "batch_size": 1024, "lr": 1e-3, "weight_decay": 0.0
 
 def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet", sources: str = "id+text",
           k: int | None = None, runs_dir: str | Path = "runs", overrides: list[Override] | None = None,
-          say: Say = _log, solid_overrides: list[Override] | None = None) -> SolidChain:
-    """SOLID end to end on a dataset with CTR samples (spec solid 4): (1) a ``dsr`` run of ``head`` on item rows,
-    (2) its item vectors (with ``sources`` id+text: beside the items' text vectors) clustered into semantic ids,
-    (3) a ``dsr`` run of ``head`` on semantic rows, whose item table is the codebook, (4) the ``solid`` run. Every
-    stage is a normal run folder under ``<runs_dir>/solid-<dataset>-<backbone>-<head>-<sources>/``; finished stages
-    are reused, interrupted ones resumed. ``overrides`` (``key=value``) apply to every run (e.g. ``train.epochs=2``),
-    ``solid_overrides`` to the SOLID run only (e.g. ``model_params.clip=0.1``: give such runs their own ``runs_dir``);
-    the default training is the reference's (:data:`SOLID_TRAIN`). Raises SemrecError on bad settings or data."""
+          say: Say = _log, solid_overrides: list[Override] | None = None,
+          item_run: str | Path | None = None) -> SolidChain:
+    """SOLID end to end on a dataset with CTR samples (spec solid 4): (1) a ``dsr`` DUET run on item rows (DUET for
+    either head, spec 4 step 1), (2) its item vectors (with ``sources`` id+text: beside the items' text vectors)
+    clustered into semantic ids, (3) a ``dsr`` run of ``head`` on semantic rows, whose item table is the codebook
+    (spec 4 step 5: the APG version loads a semantic-level APG), (4) the ``solid`` run. Every stage is a normal run
+    folder under ``<runs_dir>/solid-<dataset>-<backbone>-<head>-<sources>/``; finished stages are reused, interrupted
+    ones resumed. ``item_run``: an existing DUET run on item rows (same dataset and backbone) to use as stage 1
+    instead of training one (the DUET row of a benchmark: chains of both heads then share it and its semantic ids).
+    ``overrides`` (``key=value``) apply to every run (e.g. ``train.epochs=2``), ``solid_overrides`` to the SOLID run
+    only (e.g. ``model_params.clip=0.1``: give such runs their own ``runs_dir``); the default training is the
+    reference's (:data:`SOLID_TRAIN`). Raises SemrecError on bad settings or data."""
     from semrec.data.semantics import SOURCES, semantic_ids_current, write_semantic_ids
     from semrec.io import sha256_text
     from semrec.models.solid import BACKBONES
+    from semrec.runs import load_run_config
 
     if sources not in SOURCES:
         raise SemrecError(f"semantic sources must be one of {', '.join(SOURCES)}, got {sources!r}")
@@ -279,8 +297,6 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
                           "is not built yet)")
     name = Path(dataset_dir).name
     root = Path(runs_dir) / f"solid-{name}-{backbone}-{head}-{sources}"
-    # the semantic ids belong to this chain (its item run): another chain (another seed, another runs_dir) gets its own
-    codes_name = f"solid-{backbone}-{head}-{sources}-{sha256_text(str(root.resolve()))[:8]}"
 
     def config(model: str, out: Path, params: dict[str, Any], extra: list[Override] | None = None,
                **keys: Any) -> RunConfig:
@@ -290,10 +306,20 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
         return load_config(RunConfig, None, [*(overrides or []), *(extra or [])], base=base)
 
     results: dict[str, dict[str, Any]] = {}
-    item_run = root / "1-item"
+    given = item_run is not None
+    item_run = Path(item_run) if given else root / "1-item"
+    # the semantic ids belong to the item run they were clustered from: another item run (another seed, another
+    # runs_dir) gets its own; text-only ids depend on the chain alone
+    owner = item_run if "id" in SOURCES[sources] else root
+    codes_name = f"solid-{backbone}-{sources}-{sha256_text(str(owner.resolve()))[:8]}"
     if "id" in SOURCES[sources]:
-        say(f"== 1/4 {head} on item rows -> {item_run}")
-        results["item"] = ensure_trained(config("dsr", item_run, {}), item_run)
+        if given:
+            _check_item_run(item_run, dataset_dir, backbone)
+            say(f"== 1/4 duet on item rows: the given run {item_run}")
+            results["item"] = ensure_trained(load_run_config(item_run), item_run)
+        else:
+            say(f"== 1/4 duet on item rows -> {item_run}")
+            results["item"] = ensure_trained(config("dsr", item_run, {"head": "duet"}), item_run)
     codes_folder = DatasetFolder(dataset_dir).codes(codes_name)
     say(f"== 2/4 semantic ids ({sources}) -> {codes_folder.path}")
     if not semantic_ids_current(dataset_dir, codes_name, item_run if "id" in SOURCES[sources] else None):

@@ -198,14 +198,17 @@ def solid_chain(
     k: int | None = typer.Option(None, "--k", help="Number of semantic ids (default: a tenth of the items, at most "
                                                    "256)."),
     runs_dir: Path = typer.Option(Path("runs"), help="Where the stage run folders go."),
+    item_run: Path | None = typer.Option(None, help="A finished DUET run on item rows (same dataset and backbone) to "
+                                                    "use as stage 1 instead of training one."),
     set_: list[str] | None = SetOpt,
 ):
-    """SOLID end to end: (1) DUET/APG on item rows, (2) its item vectors (and text) clustered into semantic ids,
+    """SOLID end to end: (1) DUET on item rows, (2) its item vectors (and text) clustered into semantic ids,
     (3) DUET/APG on semantic rows, whose item table becomes the frozen codebook, (4) SOLID. Finished stages are
     reused and interrupted ones resumed; --set applies to every run (e.g. --set train.epochs=2)."""
     from semrec import api
 
-    chain = api.solid(dataset_dir, backbone, head, semantics, k, runs_dir, list(set_ or []), say=typer.echo)
+    chain = api.solid(dataset_dir, backbone, head, semantics, k, runs_dir, list(set_ or []), say=typer.echo,
+                      item_run=item_run)
     for stage, result in chain.results.items():
         test = result.get("test") or {}
         shown = ", ".join(f"{m} {test[m]:.4f}" for m in ("auc", "uauc", "ndcg@10", "hr@10") if test.get(m) is not None)

@@ -37,7 +37,7 @@ def test_the_chain_runs_four_stages_and_reuses_them(ds, tmp_path):
     for stage in ("1-item", "3-semantic", "4-solid"):
         assert (root / stage / "results.json").is_file(), stage
     assert "solid     test auc" in result.output
-    (codes_dir,) = (ds / "codes").glob("solid-sasrec-duet-id+text-*")  # one folder per chain
+    (codes_dir,) = (ds / "codes").glob("solid-sasrec-id+text-*")  # one folder per chain
     semantic = np.load(codes_dir / "codes.npy")
     assert semantic.shape[1] == 1 and semantic[1:].min() >= 0 and semantic[1:].max() < 6
     run = load_run(root / "4-solid", device="cpu")
@@ -59,7 +59,31 @@ def test_the_chain_runs_four_stages_and_reuses_them(ds, tmp_path):
     assert (codes_dir / "codes.npy").stat().st_mtime_ns == stamp
     other = runner.invoke(app, [*args[:-len(QUICK) - 2], "--runs-dir", str(tmp_path / "other"), *QUICK])
     assert other.exit_code == 0, other.output  # another chain (e.g. another seed) clusters its own item run
-    assert len(list((ds / "codes").glob("solid-sasrec-duet-id+text-*"))) == 2
+    assert len(list((ds / "codes").glob("solid-sasrec-id+text-*"))) == 2
+
+
+def test_a_given_duet_run_is_the_item_stage_of_both_heads(ds, tmp_path):
+    from semrec.data.semantics import semantic_ids_current
+
+    first = runner.invoke(app, ["solid", str(ds), "--k", "6", "--runs-dir", str(tmp_path), *QUICK])
+    assert first.exit_code == 0, first.output
+    item = tmp_path / "solid-ds-sasrec-duet-id+text" / "1-item"
+    result = runner.invoke(app, ["solid", str(ds), "--head", "apg", "--k", "6", "--runs-dir", str(tmp_path / "apg"),
+                                 "--item-run", str(item), *QUICK])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "apg" / "solid-ds-sasrec-apg-id+text"
+    assert not (root / "1-item").exists() and (root / "4-solid" / "results.json").is_file()
+    assert f"the given run {item}" in result.output
+    shared = [c.name for c in (ds / "codes").glob("solid-sasrec-id+text-*") if semantic_ids_current(ds, c.name, item)]
+    assert len(shared) == 1  # the apg chain reused the duet chain's semantic ids (same item run)
+    from semrec.runs import load_run_config
+
+    assert load_run_config(item).model_params["head"] == "duet"  # stage 1 is DUET whatever the head (spec 4)
+    assert load_run_config(root / "3-semantic").model_params["head"] == "apg"
+    wrong = runner.invoke(app, ["solid", str(ds), "--runs-dir", str(tmp_path / "x"), "--item-run",
+                                str(root / "3-semantic"), *QUICK])
+    assert wrong.exit_code != 0 and "SOLID's item stage must be a dsr DUET run on item rows" in wrong.output
+    assert "rows semantic" in wrong.output and "Traceback" not in wrong.output
 
 
 def test_text_semantics_need_no_item_run_and_apg_works(ds, tmp_path):

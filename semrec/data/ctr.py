@@ -263,6 +263,19 @@ class CtrRows:
         items, lengths = histories(sequences, users, part["position"].to_numpy(np.int64), length)
         return cls(items, lengths, part["candidate"].to_numpy(np.int64), part["label"].to_numpy(np.int64), users)
 
+    def history_groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """Runs of consecutive rows with the same history (same length and ids): ``(starts [G], group [R])``, the
+        first row of each run and each row's run index. Cached (the rows never change)."""
+        cached = getattr(self, "_groups", None)
+        if cached is None:
+            n = len(self.labels)
+            change = np.ones(n, dtype=bool)
+            if n > 1:
+                change[1:] = (self.lengths[1:] != self.lengths[:-1]) | (self.items[1:] != self.items[:-1]).any(axis=1)
+            cached = (np.flatnonzero(change), np.cumsum(change) - 1)
+            self._groups = cached
+        return cached
+
     def batch(self, idx: np.ndarray, device) -> dict:
         import torch
 

@@ -234,6 +234,21 @@ class DSR(SequentialRecommender):
         """Logits ``[B]`` of the rows' candidates (probability = sigmoid)."""
         return self._logits(batch)[0]
 
+    @property
+    def scores_by_user_vector(self) -> bool:
+        """True when a row's logit is ``<user vector of its history, candidate vector>`` (every backbone but DIN):
+        rows sharing a history can then share one user vector (:meth:`grouped_ctr_logits`)."""
+        return self.config.backbone != "din"
+
+    def grouped_ctr_logits(self, items: torch.Tensor, lengths: torch.Tensor, candidates: torch.Tensor,
+                           group: torch.Tensor) -> torch.Tensor:
+        """Logits ``[R]`` of ``R`` rows whose histories are the ``G`` distinct ones ``items`` ``[G, L]`` /
+        ``lengths`` ``[G]``; ``group`` ``[R]`` says each row's history, ``candidates`` ``[R]`` its candidate. The
+        same values as :meth:`ctr_logits` on the expanded rows, with one user vector per history (an evaluation
+        split holds 1 positive + 99 negatives per history). Raises SemrecError for DIN."""
+        user = self.user_vectors(items, lengths)
+        return (user[group] * self.encoder.targets(self.ids(candidates))).sum(-1)
+
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits, aux = self._logits(batch)
         bce = F.binary_cross_entropy_with_logits(logits, batch["labels"])

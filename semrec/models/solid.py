@@ -122,12 +122,12 @@ class SOLID(DSR):
         fused = [(clip_fuse(wi, ws, t), clip_fuse(bi, bs, t)) for (wi, bi), (ws, bs) in zip(item_layers, sem_layers)]
         return self.apply_head(state, fused), align
 
-    def user_vectors(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self._forward(items, lengths)[0]
+    def _user(self, items: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # the one user vector of every route (CTR logits, grouped evaluation, full ranking, the loss)
+        return self._forward(items, lengths)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        user, align = self._forward(batch["items"], batch["lengths"])
-        logits = (user * self.encoder.targets(batch["candidates"])).sum(-1)  # item rows: ids are item ids
+        logits, align = self._logits(batch)
         bce = F.binary_cross_entropy_with_logits(logits, batch["labels"])
         if align is None:
             return bce, {"bce": bce.detach()}

@@ -96,15 +96,27 @@ class CtrTask:
 
     @torch.no_grad()
     def logits(self, split: str, device: torch.device) -> np.ndarray:
-        """The model's logits of every row of ``split`` (``float64 [rows]``), in table order."""
+        """The model's logits of every row of ``split`` (``float64 [rows]``), in table order. Models that score by a
+        user vector (:attr:`DSR.scores_by_user_vector`) encode each run of consecutive rows with the same history
+        once (a valid/test user's 100 candidates share it); DIN scores row by row."""
         rows = self.rows[split]
         was_training = self.model.training
         self.model.eval()
         out = []
         size = self.config.train.eval_batch_size
-        for start in range(0, len(rows), size):
-            out.append(self.model.ctr_logits(rows.batch(np.arange(start, min(start + size, len(rows))), device))
-                       .double().cpu())
+        if getattr(self.model, "scores_by_user_vector", False):
+            starts, group = rows.history_groups()
+            for first in range(0, len(starts), size):
+                last = min(first + size, len(starts))
+                lo, hi = starts[first], (starts[last] if last < len(starts) else len(rows))
+                heads = rows.batch(starts[first:last], device)
+                out.append(self.model.grouped_ctr_logits(
+                    heads["items"], heads["lengths"], torch.tensor(rows.candidates[lo:hi], device=device),
+                    torch.from_numpy(group[lo:hi] - first).to(device)).double().cpu())
+        else:
+            for start in range(0, len(rows), size):
+                out.append(self.model.ctr_logits(rows.batch(np.arange(start, min(start + size, len(rows))), device))
+                           .double().cpu())
         self.model.train(was_training)
         return torch.cat(out).numpy() if out else np.zeros(0)
 

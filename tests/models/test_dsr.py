@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -168,3 +169,24 @@ def test_duet_vqvae_reads_a_learned_quantiser_and_adds_its_loss():
         assert dict(model.named_parameters())[name].grad.abs().sum() > 0, name
     with pytest.raises(ValueError, match="head duet"):
         DSR(DSRConfig(head="apg", vqvae_size=7), ItemInputs(n_items=20))
+
+
+@pytest.mark.parametrize(("backbone", "head"), [("sasrec", "duet"), ("gru4rec", "apg"), ("bert4rec", "base"),
+                                               ("din", "duet")])
+def test_evaluation_scores_each_history_once_with_the_row_by_row_values(ctr_dataset, tmp_path, backbone, head,
+                                                                        monkeypatch):
+    from semrec.train.trainer import Trainer
+
+    trainer = Trainer(_config(ctr_dataset, tmp_path / "run", head, backbone, epochs=1, eval_batch_size=7))
+    task = trainer.task
+    rows = task.rows["test"]
+    starts, group = rows.history_groups()
+    assert len(starts) == len(set(rows.users.tolist())) < len(rows)  # one history per test user, 20 rows each
+    assert (rows.items[starts[group]] == rows.items).all() and (rows.lengths[starts[group]] == rows.lengths).all()
+    grouped = task.logits("test", torch.device("cpu"))
+    calls = []
+    real = trainer.model.ctr_logits
+    monkeypatch.setattr(trainer.model, "ctr_logits", lambda batch: calls.append(1) or real(batch))
+    monkeypatch.setattr(type(trainer.model), "scores_by_user_vector", property(lambda self: False))
+    by_row = task.logits("test", torch.device("cpu"))
+    assert calls and np.allclose(grouped, by_row, atol=1e-5) and grouped.shape == (len(rows),)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from semrec.models.base import ItemInputs
+from semrec.models.layers import ParameterGenerator
 from semrec.models.solid import SOLID, SOLIDConfig, nearest_codewords
 
 N_ITEMS, K, D = 20, 4, 32
@@ -129,3 +130,20 @@ def test_solid_on_the_other_sequence_backbones_trains(backbone):
     loss.backward()
     assert torch.isfinite(loss) and parts["vq"] > 0
     assert model.sem_generator.gru.weight_ih_l0.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("head", ["duet", "apg"])
+def test_every_route_scores_with_both_generators(head):
+    """The CTR logits (evaluation), the loss and full ranking read the same fused user vector."""
+    model = _model(head=head, clip=0.5).eval()
+    batch = _batch()
+    with torch.no_grad():
+        user = model.user_vectors(batch["items"], batch["lengths"])
+        logits = model.ctr_logits(batch)
+        assert torch.allclose(logits, (user * model.encoder.targets(batch["candidates"])).sum(-1), atol=1e-6)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["labels"])
+        assert model.loss(batch)[1]["bce"].item() == pytest.approx(bce.item(), rel=1e-6)
+        # the semantic generator matters to the evaluation logits (it did not when ctr_logits bypassed SOLID)
+        model.sem_generator.generate = lambda g: [(w * 0, None if b is None else b * 0)
+                                                  for w, b in ParameterGenerator.generate(model.sem_generator, g)]
+        assert not torch.allclose(model.ctr_logits(batch), logits, atol=1e-4)
