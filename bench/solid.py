@@ -43,15 +43,17 @@ def train_row(dataset: Path, backbone: str, method: str, seed: int, runs: Path, 
             return None
         head, kind = method.split("+")
         extra = ["model_params.vq=false"] if kind == "fusion" else []
-        suffix = "".join(f"@{o}" for o in solid_sets)  # the lambda / t grid: runs of their own
+        # the fusion ablation and the lambda / t grid: SOLID runs of their own beside the chain's 4-solid, sharing
+        # its item, semantic-id and codebook stages
+        suffix = "".join(f"@{o}" for o in [*extra, *solid_sets])
         # stage 1 is this seed's DUET row (spec solid 4 step 1): trained once, shared by the chains of both heads
         item_run = None
         if "id" in sources.split("+"):
             item_run = train_row(dataset, backbone, "duet", seed, runs, sets, sources)[1]
         chain = api.solid(dataset, backbone, head, sources, None,
-                          runs / f"{dataset.name}-{backbone}-{method}{tag}{suffix}-s{seed}", overrides,
-                          say=lambda _: None,
-                          solid_overrides=[*extra, *solid_sets], item_run=item_run)
+                          runs / f"{dataset.name}-{backbone}-{head}+solid{tag}-s{seed}", overrides,
+                          say=lambda _: None, solid_overrides=[*extra, *solid_sets], item_run=item_run,
+                          solid_name=f"4-solid{suffix}")
         return chain.results["solid"], chain.solid_run
     out = runs / f"{dataset.name}-{backbone}-{method}{tag}-s{seed}"
     template = ROOT / "configs" / "dsr" / f"{dataset.name}.yaml"  # the settings do not depend on the dataset
@@ -59,6 +61,25 @@ def train_row(dataset: Path, backbone: str, method: str, seed: int, runs: Path, 
     config = load_config(RunConfig, template if template.is_file() else ROOT / "configs" / "dsr" / "ml-100k.yaml",
                          [f"dataset={dataset}", f"out={out}", f"model_params.backbone={backbone}", *head, *overrides])
     return api.ensure_trained(config, out), out
+
+
+def popularity(dataset: Path) -> dict[str, float | None]:
+    """The model-free floor on the same test candidates: a candidate's score is its number of training positives
+    (ties by item id, as every row of the table); no log-loss (counts are not probabilities)."""
+    import numpy as np
+
+    from semrec.artifacts import DatasetFolder
+    from semrec.data.ctr import load_ctr_samples
+    from semrec.eval.ctr_metrics import ctr_metrics
+
+    samples, _ = load_ctr_samples(DatasetFolder(dataset).ctr("ctr").path, dataset)
+    train, test = samples.part("train"), samples.part("test")
+    counts = np.bincount(train["candidate"].to_numpy()[train["label"].to_numpy() == 1],
+                         minlength=int(samples.frame["candidate"].max()) + 1)
+    candidates = test["candidate"].to_numpy()
+    out = ctr_metrics(test["user"].to_numpy(), test["label"].to_numpy(), counts[candidates].astype(np.float64),
+                      candidates)
+    return {**out, "logloss": None}  # counts are not probabilities
 
 
 def full_ranking_ndcg(run: Path, backbone: str) -> float | None:
@@ -129,6 +150,9 @@ def main() -> None:
         dataset = Path(args.data) / name
         if not DatasetFolder(dataset).ctr("ctr").is_current(DatasetFolder(dataset)):
             api.ctr_data(dataset, CtrConfig(history=args.history, eval_negatives=args.eval_negatives))
+        pop = popularity(dataset)
+        lines.append(f"| {name} | (none) | popularity | 1 | " + " | ".join(fmt([pop.get(m)]) for m in METRICS)
+                     + " | | 0 | 0 |")
         for backbone in args.backbones.split(","):
             for method in args.methods.split(","):
                 rows = []

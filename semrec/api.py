@@ -272,7 +272,7 @@ SOLID_TRAIN = {"epochs": 10, "batch_size": 1024, "lr": 1e-3, "weight_decay": 0.0
 def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet", sources: str = "id+text",
           k: int | None = None, runs_dir: str | Path = "runs", overrides: list[Override] | None = None,
           say: Say = _log, solid_overrides: list[Override] | None = None,
-          item_run: str | Path | None = None) -> SolidChain:
+          item_run: str | Path | None = None, solid_name: str = "4-solid") -> SolidChain:
     """SOLID end to end on a dataset with CTR samples (spec solid 4): (1) a ``dsr`` DUET run on item rows (DUET for
     either head, spec 4 step 1), (2) its item vectors (with ``sources`` id+text: beside the items' text vectors)
     clustered into semantic ids, (3) a ``dsr`` run of ``head`` on semantic rows, whose item table is the codebook
@@ -281,8 +281,9 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
     ones resumed. ``item_run``: an existing DUET run on item rows (same dataset and backbone) to use as stage 1
     instead of training one (the DUET row of a benchmark: chains of both heads then share it and its semantic ids).
     ``overrides`` (``key=value``) apply to every run (e.g. ``train.epochs=2``), ``solid_overrides`` to the SOLID run
-    only (e.g. ``model_params.clip=0.1``: give such runs their own ``runs_dir``); the default training is the
-    reference's (:data:`SOLID_TRAIN`). Raises SemrecError on bad settings or data."""
+    only (e.g. ``model_params.clip=0.1``: give such a run its own ``solid_name``, the stage-4 folder's name, and it
+    shares the chain's earlier stages); the default training is the reference's (:data:`SOLID_TRAIN`). Raises
+    SemrecError on bad settings or data."""
     from semrec.data.semantics import SOURCES, semantic_ids_current, write_semantic_ids
     from semrec.io import sha256_text
     from semrec.models.solid import BACKBONES
@@ -330,7 +331,10 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
     say(f"== 3/4 {head} on semantic rows (its item table becomes the codebook) -> {semantic_run}")
     results["semantic"] = ensure_trained(config("dsr", semantic_run, {"rows": "semantic"}, semantic=codes_name),
                                          semantic_run)
-    solid_run = root / "4-solid"
+    if not solid_name or Path(solid_name).name != solid_name or solid_name in ("1-item", "3-semantic"):
+        raise SemrecError(f"the SOLID run's folder name must be a plain name other than 1-item and 3-semantic, "
+                          f"got {solid_name!r}")
+    solid_run = root / solid_name
     say(f"== 4/4 SOLID ({head}) -> {solid_run}")
     results["solid"] = ensure_trained(config("solid", solid_run, {}, list(solid_overrides or []),
                                              semantic=codes_name, codebook_from=str(semantic_run)), solid_run)

@@ -84,6 +84,12 @@ def test_a_given_duet_run_is_the_item_stage_of_both_heads(ds, tmp_path):
                                 str(root / "3-semantic"), *QUICK])
     assert wrong.exit_code != 0 and "SOLID's item stage must be a dsr DUET run on item rows" in wrong.output
     assert "rows semantic" in wrong.output and "Traceback" not in wrong.output
+    from semrec import api
+    from semrec.errors import SemrecError
+
+    for bad in ("", "../x", "3-semantic"):
+        with pytest.raises(SemrecError, match="the SOLID run's folder name must be a plain name"):
+            api.solid(ds, head="apg", k=6, runs_dir=tmp_path / "apg", item_run=item, solid_name=bad)
 
 
 def test_text_semantics_need_no_item_run_and_apg_works(ds, tmp_path):

@@ -33,16 +33,25 @@ def test_solid_bench_smoke(tmp_path):
     rows = {tuple(c.strip() for c in line.split("|")[1:4]): line for line in table.splitlines()
             if line.startswith("| tiny")}
     assert set(rows) == {("tiny", b, m) for b in ("din", "sasrec")
-                         for m in ("base", "duet_vqvae", "duet+fusion", "duet+solid")}
+                         for m in ("base", "duet_vqvae", "duet+fusion", "duet+solid")} | {("tiny", "(none)",
+                                                                                          "popularity")}
+    pop = [c.strip() for c in rows[("tiny", "(none)", "popularity")].split("|")[5:10]]
+    assert all(0 <= float(c) <= 1 for i, c in enumerate(pop) if i != 2) and pop[2] == "n/a"  # no log-loss
+    assert "Full-ranking anchors" not in table  # quality.md has no row of this dataset
     assert "not built" in rows[("tiny", "din", "duet+solid")] and "not built" in rows[("tiny", "din", "duet+fusion")]
     assert "not built" not in rows[("tiny", "din", "duet_vqvae")]
     assert "| n/a |" in rows[("tiny", "din", "base")] and "| n/a |" not in rows[("tiny", "sasrec", "duet+solid")]
     chain = "solid-tiny-sasrec-duet-id+text"
     tag = "@train.epochs=1@model_params.max_len=8@train.batch_size=256"  # --set values name the folders too
-    solid = tmp_path / "runs" / f"tiny-sasrec-duet+solid{tag}@model_params.clip=0.1-s2020" / chain
-    assert "clip: 0.1" in (solid / "4-solid" / "config.yaml").read_text()
-    fusion = tmp_path / "runs" / f"tiny-sasrec-duet+fusion{tag}@model_params.clip=0.1-s2020" / chain
-    assert "vq: false" in (fusion / "4-solid" / "config.yaml").read_text()
+    solid = tmp_path / "runs" / f"tiny-sasrec-duet+solid{tag}-s2020" / chain  # one chain: its stages are shared
+    assert sorted(p.name for p in solid.iterdir()) == ["3-semantic", "4-solid@model_params.clip=0.1",
+                                                       "4-solid@model_params.vq=false@model_params.clip=0.1"]
+    assert "clip: 0.1" in (solid / "4-solid@model_params.clip=0.1" / "config.yaml").read_text()
+    fusion = solid / "4-solid@model_params.vq=false@model_params.clip=0.1"
+    assert "vq: false" in (fusion / "config.yaml").read_text() and "clip: 0.1" in (fusion / "config.yaml").read_text()
+    item = tmp_path / "runs" / f"tiny-sasrec-duet{tag}-s2020"  # stage 1 is the DUET row of the seed, trained once
+    assert (item / "results.json").is_file()
+    assert "| 0 |" not in rows[("tiny", "sasrec", "duet+solid")]
     assert "vqvae_size: 450" in (tmp_path / "runs" / f"tiny-sasrec-duet_vqvae{tag}-s2020" / "config.yaml").read_text()
     again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0 and out.read_text() == table  # reused, not retrained
@@ -59,3 +68,13 @@ def test_bad_bench_arguments_are_refused_before_any_run(tmp_path, args, message)
                            "--out", str(tmp_path / "out.md"), *args], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_full_ranking_anchors_come_from_quality_md():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import solid
+
+    lines = solid.anchors(["ml-100k"])
+    rows = [line.split("|")[1].strip() for line in lines if line.startswith("| ") and "config" not in line]
+    assert "sasrec/ml-100k" in rows and "ccfrec/ml-100k-fast" in rows
+    assert not [r for r in rows if "Scientific" in r or r.startswith(("gru4rec", "popularity"))]
