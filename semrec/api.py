@@ -294,8 +294,7 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
     if head not in ("duet", "apg"):
         raise SemrecError(f"SOLID generates the parameters of a duet or apg head, got head {head!r}")
     if backbone not in BACKBONES:
-        raise SemrecError(f"SOLID's backbone must be one of {', '.join(BACKBONES)}, got {backbone!r} (SOLID on DIN "
-                          "is not built yet)")
+        raise SemrecError(f"SOLID's backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
     name = Path(dataset_dir).name
     root = Path(runs_dir) / f"solid-{name}-{backbone}-{head}-{sources}"
 

@@ -191,7 +191,8 @@ def ctr_data(
 def solid_chain(
     dataset_dir: Path = typer.Argument(..., help="A prepared dataset with CTR samples ('semrec ctr-data') and, for "
                                                  "text semantics, embeddings ('semrec embed')."),
-    backbone: str = typer.Option("sasrec", help="sasrec | gru4rec | bert4rec (SOLID on DIN is not built yet)."),
+    backbone: str = typer.Option("sasrec", help="sasrec | gru4rec | bert4rec | din (DIN: CTR metrics only, no "
+                                                "full ranking)."),
     head: str = typer.Option("duet", help="duet | apg: the dynamic-parameter method SOLID builds on."),
     semantics: str = typer.Option("id+text", help="What the semantic ids cluster: id (the item-level model's item "
                                                   "vectors) | text (the items' text vectors) | id+text."),

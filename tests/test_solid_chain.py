@@ -103,9 +103,7 @@ def test_text_semantics_need_no_item_run_and_apg_works(ds, tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["--semantics", "image"], "semantic sources must be one of id, text, id+text, got 'image'"),
     (["--head", "base"], "SOLID generates the parameters of a duet or apg head, got head 'base'"),
-    (["--backbone", "din"], "SOLID's backbone must be one of sasrec, gru4rec, bert4rec, got 'din' (SOLID on DIN is "
-                            "not built yet)"),
-    (["--backbone", "lstm"], "SOLID's backbone must be one of sasrec, gru4rec, bert4rec, got 'lstm'"),
+    (["--backbone", "lstm"], "SOLID's backbone must be one of sasrec, gru4rec, bert4rec, din, got 'lstm'"),
 ])
 def test_bad_chain_settings_are_one_line(ds, tmp_path, args, message):
     line = _one_line_error(runner.invoke(app, ["solid", str(ds), "--runs-dir", str(tmp_path), "--k", "4", *QUICK,

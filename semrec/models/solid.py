@@ -16,7 +16,9 @@ padding) and ``codebook`` ``[K+1, D]`` the frozen semantic embedding table of a 
   ``vq`` (the "fusion" ablation) the item generator reads ``H_i`` itself;
 * dual generation: the item generator (conditioned on ``r``) and the semantic generator (on ``H_c``) each produce the
   head's layers; fused ``W = clip(W_item, -t, t) + W_sem`` (biases alike, DUET), ``t`` = ``clip`` (0.01);
-* ``u = head(s)``, ``logit = <u, target_tower(emb(candidate))>``;
+* ``u = head(s)``, ``logit = <u, target_tower(emb(candidate))>``; with the DIN backbone (spec 7.4: SOLID on DIN is
+  inferred there, not released) the fused layers are DIN's classifier ``2D -> 128 -> 64 -> 1`` on ``[target,
+  attention-pooled history]``, whose output is the logit (no user vector, so no full ranking);
 * loss ``BCE + lambda * MSE(H_c, stopgrad(q))`` over real (non-padding) positions (the reference averages over
   padding too), ``lambda`` = ``vq_weight`` (0.1). The codebook is a buffer: never trained, saved in checkpoints.
 """
@@ -33,7 +35,7 @@ from semrec.models.base import ItemInputs
 from semrec.models.dsr import DSR, DSRConfig
 from semrec.models.layers import ParameterGenerator, clip_fuse
 
-BACKBONES = ("sasrec", "gru4rec", "bert4rec")  # SOLID on DIN is not built yet (issue 19)
+BACKBONES = ("sasrec", "gru4rec", "bert4rec", "din")
 
 
 @dataclass
@@ -61,8 +63,7 @@ class SOLID(DSR):
         if config.head not in ("duet", "apg"):
             raise ValueError(f"SOLID generates the parameters of a duet or apg head, got head {config.head!r}")
         if config.backbone not in BACKBONES:
-            raise ValueError(f"SOLID's backbone must be one of {', '.join(BACKBONES)}, got {config.backbone!r} "
-                             "(SOLID on DIN is not built yet)")
+            raise ValueError(f"SOLID's backbone must be one of {', '.join(BACKBONES)}, got {config.backbone!r}")
         if items.semantic is None or items.codebook is None:
             raise ValueError("SOLID needs the items' semantic ids and the frozen semantic codebook")
         if not config.clip >= 0 or not config.vq_weight >= 0:
@@ -103,10 +104,11 @@ class SOLID(DSR):
             index = nearest_codewords(hist, self.codebook[1:]) + 1
         return self.codebook[index]
 
-    def _forward(self, items: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(user vectors ``[B, D]``, alignment loss or None)."""
-        hist = self.encoder.history(items)
-        state = self.encoder.state(hist, items, lengths)
+    def generated(self, hist: torch.Tensor, items: torch.Tensor, lengths: torch.Tensor,
+                  ) -> tuple[list, torch.Tensor | None]:
+        """The head's fused layers ``W = clip(W_item, -t, t) + W_sem`` (biases alike) for these histories and the
+        alignment loss (None without ``vq``). Every route of :class:`DSR` reads its layers here: the user vector of
+        the sequence backbones (CTR logits, full ranking, the loss) and DIN's classifier on ``[target, pooled]``."""
         sem = self.semantic_history(items)
         align = None
         if self.config.vq:
@@ -119,12 +121,8 @@ class SOLID(DSR):
         item_layers = self.generator.generate(self.generator.condition(item_input, lengths))
         sem_layers = self.sem_generator.generate(self.sem_generator.condition(sem, lengths))
         t = self.config.clip
-        fused = [(clip_fuse(wi, ws, t), clip_fuse(bi, bs, t)) for (wi, bi), (ws, bs) in zip(item_layers, sem_layers)]
-        return self.apply_head(state, fused), align
-
-    def _user(self, items: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # the one user vector of every route (CTR logits, grouped evaluation, full ranking, the loss)
-        return self._forward(items, lengths)
+        return [(clip_fuse(wi, ws, t), clip_fuse(bi, bs, t))
+                for (wi, bi), (ws, bs) in zip(item_layers, sem_layers)], align
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits, align = self._logits(batch)

@@ -93,7 +93,7 @@ def test_the_codebook_stays_frozen_and_gradients_reach_both_generators():
 def test_the_alignment_loss_moves_only_the_semantic_branch():
     model = _model()
     batch = _batch()
-    _, align = model._forward(batch["items"], batch["lengths"])
+    _, align = model._user(batch["items"], batch["lengths"])
     align.backward()  # MSE(H_c, stopgrad(q)): no gradient into the item side or the decoder (spec solid 5.2)
     params = dict(model.named_parameters())
     assert params["cat.weight"].grad.abs().sum() > 0 and params["cat_tower.0.weight"].grad.abs().sum() > 0
@@ -123,7 +123,7 @@ def test_fusion_only_has_no_alignment_loss_and_bad_inputs_are_refused():
         SOLID(SOLIDConfig(max_len=5), ItemInputs(n_items=N_ITEMS))
 
 
-@pytest.mark.parametrize("backbone", ["gru4rec", "bert4rec"])
+@pytest.mark.parametrize("backbone", ["gru4rec", "bert4rec", "din"])
 def test_solid_on_the_other_sequence_backbones_trains(backbone):
     model = _model(backbone=backbone, head="apg")
     loss, parts = model.loss(_batch())
@@ -147,3 +147,30 @@ def test_every_route_scores_with_both_generators(head):
         model.sem_generator.generate = lambda g: [(w * 0, None if b is None else b * 0)
                                                   for w, b in ParameterGenerator.generate(model.sem_generator, g)]
         assert not torch.allclose(model.ctr_logits(batch), logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("head", ["duet", "apg"])
+def test_solid_on_din_generates_the_classifier_from_both_branches(head):
+    """DIN (spec 7.4): the fused layers are the classifier 2D -> 128 -> 64 -> 1 on [target, pooled history]; the
+    clip bound holds on every layer; no user vector (no full ranking)."""
+    from semrec.errors import SemrecError
+
+    model = _model(backbone="din", head=head, clip=0.01)
+    batch = _batch()
+    hist = model.encoder.history(batch["items"])
+    layers, align = model.generated(hist, batch["items"], batch["lengths"])
+    expected = [(64, 128), (128, 64), (64, 1)] if head == "duet" else [(16, 16)] * 3
+    assert [tuple(w.shape[1:]) for w, _ in layers] == expected and align > 0
+    sem = model.sem_generator.generate(model.sem_generator.condition(model.semantic_history(batch["items"]),
+                                                                     batch["lengths"]))
+    for (w, _), (ws, _) in zip(layers, sem):
+        assert (w - ws).abs().max() <= 0.01 + 1e-6
+    loss, parts = model.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and parts["vq"] > 0 and model.codebook.grad is None
+    for name in ("sem_generator.gru.weight_ih_l0", "generator.gru.weight_ih_l0", "encoder.qkv.0.weight", "cat.weight"):
+        assert dict(model.named_parameters())[name].grad.abs().sum() > 0, name
+    with torch.no_grad():
+        assert model.ctr_logits(batch).shape == (6,)
+    with pytest.raises(SemrecError, match="DIN scores each candidate inside its target attention"):
+        model.user_vectors(batch["items"], batch["lengths"])
