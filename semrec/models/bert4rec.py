@@ -30,6 +30,7 @@ from torch import nn
 
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.layers import TransformerEncoder, init_weights
+from semrec.models.losses import chunked_cross_entropy
 
 
 @dataclass
@@ -42,6 +43,7 @@ class BERT4RecConfig:
     attn_dropout: float = 0.2
     mask_ratio: float = 0.2
     max_len: int = 50
+    ce_chunk_size: int = 0  # > 0: the same exact full softmax over item chunks (bounded memory); 0: dense logits
 
 
 class BERT4Rec(SequentialRecommender):
@@ -127,5 +129,10 @@ class BERT4Rec(SequentialRecommender):
     def loss(self, batch):
         masked, window, chosen = self.cloze(batch)
         hidden = self._hidden(masked)
+        if self.config.ce_chunk_size:  # the output bias as a last column: [h, 1] . [e, b] = h . e + b
+            user = self._head(hidden[chosen])
+            loss = chunked_cross_entropy(torch.cat([user, torch.ones_like(user[:, :1])], 1), self.item_embeddings(),
+                                         window[chosen], self.config.ce_chunk_size)
+            return loss, {"rec": loss.detach()}
         loss = F.cross_entropy(self._logits(self._head(hidden[chosen])), window[chosen])
         return loss, {"rec": loss.detach()}

@@ -16,6 +16,7 @@ from torch import nn
 
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.layers import TransformerEncoder, gather_last, init_weights
+from semrec.models.losses import chunked_cross_entropy
 
 
 @dataclass
@@ -27,6 +28,7 @@ class SASRecConfig:
     dropout: float = 0.2
     attn_dropout: float = 0.2
     max_len: int = 50
+    ce_chunk_size: int = 0  # > 0: the same exact full softmax over item chunks (bounded memory); 0: dense logits
 
 
 class SASRec(SequentialRecommender):
@@ -60,6 +62,10 @@ class SASRec(SequentialRecommender):
         items, targets = batch["items"], batch["targets"]  # [B, L] each, 0 = padding
         hidden = self._hidden(items)
         mask = targets > 0
+        if self.config.ce_chunk_size:
+            loss = chunked_cross_entropy(hidden[mask], self.item_embedding.weight, targets[mask],
+                                         self.config.ce_chunk_size)
+            return loss, {"rec": loss.detach()}
         logits = hidden[mask] @ self.item_embedding.weight.T
         logits[:, 0] = float("-inf")
         loss = F.cross_entropy(logits, targets[mask])

@@ -37,6 +37,7 @@ from torch import nn
 
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.layers import TransformerEncoder, by_length, gather_last, init_weights
+from semrec.models.losses import chunked_cross_entropy
 
 
 @dataclass
@@ -54,6 +55,7 @@ class UniSRecConfig:
     adaptor_dropout: float = 0.2
     fix_enc: bool = False  # freeze position embedding + Transformer (fine-tuning a pre-trained model)
     sample_style: str = "prefix"  # prefix (reference) | sequence (all-position loss, same objective, cheaper)
+    ce_chunk_size: int = 0  # > 0: the same exact full softmax over item chunks (bounded memory); 0: dense logits
 
 
 class PWLayer(nn.Module):
@@ -174,6 +176,10 @@ class UniSRec(SequentialRecommender):
             user, targets = hidden[mask], targets[mask]
         else:
             user = gather_last(hidden, lengths)
+        if self.config.ce_chunk_size:
+            loss = chunked_cross_entropy(F.normalize(user, dim=-1), F.normalize(table, dim=-1), targets,
+                                         self.config.ce_chunk_size, scale=1 / self.config.tau)
+            return loss, {"rec": loss.detach()}
         logits = F.normalize(user, dim=-1) @ F.normalize(table[1:], dim=-1).T / self.config.tau
         loss = F.cross_entropy(logits, targets - 1)  # classes are items 1..N
         return loss, {"rec": loss.detach()}

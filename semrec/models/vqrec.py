@@ -29,6 +29,7 @@ from torch import nn
 
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.layers import TransformerEncoder, by_length, gather_last, init_weights
+from semrec.models.losses import chunked_cross_entropy
 from semrec.models.permutation import CodePermutation
 
 
@@ -50,6 +51,7 @@ class VQRecConfig:
     sinkhorn_temperature: float = 0.7
     fix_enc: bool = True  # finetune, after the assignment stage: freeze positions and Transformer
     sample_style: str = "prefix"  # finetune: prefix rows (the reference) | sequence (all positions, cheaper)
+    ce_chunk_size: int = 0  # > 0: the same exact full softmax over item chunks (bounded memory); 0: dense logits
 
 
 class VQRec(SequentialRecommender):
@@ -196,6 +198,10 @@ class VQRec(SequentialRecommender):
             user, targets = F.normalize(self._hidden(catalogue[items], lengths)[real], dim=-1), targets[real]
         else:
             user = F.normalize(self._encode(catalogue[items], lengths), dim=-1)
+        if cfg.ce_chunk_size:
+            loss = chunked_cross_entropy(user, F.normalize(catalogue, dim=-1), targets, cfg.ce_chunk_size,
+                                         scale=1 / cfg.tau)
+            return loss, {"rec": loss.detach()}
         logits = user @ F.normalize(catalogue[1:], dim=-1).T / cfg.tau  # the padding item is never a class
         loss = F.cross_entropy(logits, targets - 1)
         return loss, {"rec": loss.detach()}
