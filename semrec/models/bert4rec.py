@@ -30,7 +30,7 @@ from torch import nn
 
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.layers import TransformerEncoder, init_weights
-from semrec.models.losses import chunked_cross_entropy
+from semrec.models.losses import item_softmax_loss, register_item_loss
 
 
 @dataclass
@@ -44,6 +44,8 @@ class BERT4RecConfig:
     mask_ratio: float = 0.2
     max_len: int = 50
     ce_chunk_size: int = 0  # > 0: the same exact full softmax over item chunks (bounded memory); 0: dense logits
+    loss: str = "full"  # full | uniform | popularity | in_batch | mixed (sampled softmax + logQ, models.losses)
+    num_negatives: int = 1024  # shared negatives per batch of the sampled losses (mixed: + the batch targets)
 
 
 class BERT4Rec(SequentialRecommender):
@@ -52,6 +54,7 @@ class BERT4Rec(SequentialRecommender):
 
     def __init__(self, config: BERT4RecConfig, items: ItemInputs):
         super().__init__()
+        register_item_loss(self, config.loss, config.num_negatives, config.ce_chunk_size, items.popularity)
         if not 0.0 < config.mask_ratio <= 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1], got {config.mask_ratio}")
         self.config = config
@@ -129,10 +132,11 @@ class BERT4Rec(SequentialRecommender):
     def loss(self, batch):
         masked, window, chosen = self.cloze(batch)
         hidden = self._hidden(masked)
-        if self.config.ce_chunk_size:  # the output bias as a last column: [h, 1] . [e, b] = h . e + b
+        cfg = self.config
+        if cfg.loss != "full" or cfg.ce_chunk_size:  # the output bias as a last column: [h, 1] . [e, b] = h . e + b
             user = self._head(hidden[chosen])
-            loss = chunked_cross_entropy(torch.cat([user, torch.ones_like(user[:, :1])], 1), self.item_embeddings(),
-                                         window[chosen], self.config.ce_chunk_size)
+            loss = item_softmax_loss(torch.cat([user, torch.ones_like(user[:, :1])], 1), self.item_embeddings(),
+                                     window[chosen], cfg.loss, cfg.num_negatives, cfg.ce_chunk_size, self.train_counts)
             return loss, {"rec": loss.detach()}
         loss = F.cross_entropy(self._logits(self._head(hidden[chosen])), window[chosen])
         return loss, {"rec": loss.detach()}

@@ -24,7 +24,7 @@ from torch import nn
 
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.layers import gather_last
-from semrec.models.losses import chunked_cross_entropy
+from semrec.models.losses import item_softmax_loss, register_item_loss
 
 
 @dataclass
@@ -35,6 +35,8 @@ class GRU4RecConfig:
     dropout: float = 0.3
     max_len: int = 50
     ce_chunk_size: int = 0  # > 0: the same exact full softmax over item chunks (bounded memory); 0: dense logits
+    loss: str = "full"  # full | uniform | popularity | in_batch | mixed (sampled softmax + logQ, models.losses)
+    num_negatives: int = 1024  # shared negatives per batch of the sampled losses (mixed: + the batch targets)
 
 
 class GRU4Rec(SequentialRecommender):
@@ -43,6 +45,7 @@ class GRU4Rec(SequentialRecommender):
 
     def __init__(self, config: GRU4RecConfig, items: ItemInputs):
         super().__init__()
+        register_item_loss(self, config.loss, config.num_negatives, config.ce_chunk_size, items.popularity)
         if config.num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {config.num_layers}")
         self.config = config
@@ -73,9 +76,10 @@ class GRU4Rec(SequentialRecommender):
         items, targets = batch["items"], batch["targets"]  # [B, L] each, 0 = padding
         hidden = self._hidden(items)
         mask = targets > 0
-        if self.config.ce_chunk_size:
-            loss = chunked_cross_entropy(hidden[mask], self.item_embedding.weight, targets[mask],
-                                         self.config.ce_chunk_size)
+        cfg = self.config
+        if cfg.loss != "full" or cfg.ce_chunk_size:
+            loss = item_softmax_loss(hidden[mask], self.item_embedding.weight, targets[mask], cfg.loss,
+                                     cfg.num_negatives, cfg.ce_chunk_size, self.train_counts)
             return loss, {"rec": loss.detach()}
         logits = hidden[mask] @ self.item_embedding.weight.T
         logits[:, 0] = float("-inf")

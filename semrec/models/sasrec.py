@@ -16,7 +16,7 @@ from torch import nn
 
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.layers import TransformerEncoder, gather_last, init_weights
-from semrec.models.losses import chunked_cross_entropy
+from semrec.models.losses import item_softmax_loss, register_item_loss
 
 
 @dataclass
@@ -29,6 +29,8 @@ class SASRecConfig:
     attn_dropout: float = 0.2
     max_len: int = 50
     ce_chunk_size: int = 0  # > 0: the same exact full softmax over item chunks (bounded memory); 0: dense logits
+    loss: str = "full"  # full | uniform | popularity | in_batch | mixed (sampled softmax + logQ, models.losses)
+    num_negatives: int = 1024  # shared negatives per batch of the sampled losses (mixed: + the batch targets)
 
 
 class SASRec(SequentialRecommender):
@@ -37,6 +39,7 @@ class SASRec(SequentialRecommender):
 
     def __init__(self, config: SASRecConfig, items: ItemInputs):
         super().__init__()
+        register_item_loss(self, config.loss, config.num_negatives, config.ce_chunk_size, items.popularity)
         self.config = config
         d = config.hidden_size
         self.item_embedding = nn.Embedding(items.n_items + 1, d, padding_idx=0)
@@ -62,9 +65,10 @@ class SASRec(SequentialRecommender):
         items, targets = batch["items"], batch["targets"]  # [B, L] each, 0 = padding
         hidden = self._hidden(items)
         mask = targets > 0
-        if self.config.ce_chunk_size:
-            loss = chunked_cross_entropy(hidden[mask], self.item_embedding.weight, targets[mask],
-                                         self.config.ce_chunk_size)
+        cfg = self.config
+        if cfg.loss != "full" or cfg.ce_chunk_size:
+            loss = item_softmax_loss(hidden[mask], self.item_embedding.weight, targets[mask], cfg.loss,
+                                     cfg.num_negatives, cfg.ce_chunk_size, self.train_counts)
             return loss, {"rec": loss.detach()}
         logits = hidden[mask] @ self.item_embedding.weight.T
         logits[:, 0] = float("-inf")

@@ -37,7 +37,7 @@ from torch import nn
 
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.layers import TransformerEncoder, by_length, gather_last, init_weights
-from semrec.models.losses import chunked_cross_entropy
+from semrec.models.losses import item_softmax_loss, register_item_loss
 
 
 @dataclass
@@ -56,6 +56,8 @@ class UniSRecConfig:
     fix_enc: bool = False  # freeze position embedding + Transformer (fine-tuning a pre-trained model)
     sample_style: str = "prefix"  # prefix (reference) | sequence (all-position loss, same objective, cheaper)
     ce_chunk_size: int = 0  # > 0: the same exact full softmax over item chunks (bounded memory); 0: dense logits
+    loss: str = "full"  # full | uniform | popularity | in_batch | mixed (sampled softmax + logQ, models.losses)
+    num_negatives: int = 1024  # shared negatives per batch of the sampled losses (mixed: + the batch targets)
 
 
 class PWLayer(nn.Module):
@@ -108,6 +110,7 @@ class UniSRec(SequentialRecommender):
 
     def __init__(self, config: UniSRecConfig, items: ItemInputs):
         super().__init__()
+        register_item_loss(self, config.loss, config.num_negatives, config.ce_chunk_size, items.popularity)
         if items.plm is None:
             raise ValueError("UniSRec needs the frozen PLM text vectors (items.plm)")
         if items.plm.size(0) != items.n_items + 1:
@@ -176,9 +179,10 @@ class UniSRec(SequentialRecommender):
             user, targets = hidden[mask], targets[mask]
         else:
             user = gather_last(hidden, lengths)
-        if self.config.ce_chunk_size:
-            loss = chunked_cross_entropy(F.normalize(user, dim=-1), F.normalize(table, dim=-1), targets,
-                                         self.config.ce_chunk_size, scale=1 / self.config.tau)
+        cfg = self.config
+        if cfg.loss != "full" or cfg.ce_chunk_size:
+            loss = item_softmax_loss(F.normalize(user, dim=-1), F.normalize(table, dim=-1), targets, cfg.loss,
+                                     cfg.num_negatives, cfg.ce_chunk_size, self.train_counts, scale=1 / cfg.tau)
             return loss, {"rec": loss.detach()}
         logits = F.normalize(user, dim=-1) @ F.normalize(table[1:], dim=-1).T / self.config.tau
         loss = F.cross_entropy(logits, targets - 1)  # classes are items 1..N

@@ -29,7 +29,7 @@ from torch import nn
 
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.layers import TransformerEncoder, by_length, gather_last, init_weights
-from semrec.models.losses import chunked_cross_entropy
+from semrec.models.losses import item_softmax_loss, register_item_loss
 from semrec.models.permutation import CodePermutation
 
 
@@ -52,6 +52,8 @@ class VQRecConfig:
     fix_enc: bool = True  # finetune, after the assignment stage: freeze positions and Transformer
     sample_style: str = "prefix"  # finetune: prefix rows (the reference) | sequence (all positions, cheaper)
     ce_chunk_size: int = 0  # > 0: the same exact full softmax over item chunks (bounded memory); 0: dense logits
+    loss: str = "full"  # full | uniform | popularity | in_batch | mixed (sampled softmax + logQ, models.losses)
+    num_negatives: int = 1024  # shared negatives per batch of the sampled losses (mixed: + the batch targets)
 
 
 class VQRec(SequentialRecommender):
@@ -60,6 +62,7 @@ class VQRec(SequentialRecommender):
 
     def __init__(self, config: VQRecConfig, items: ItemInputs):
         super().__init__()
+        register_item_loss(self, config.loss, config.num_negatives, config.ce_chunk_size, items.popularity)
         if items.codes is None or items.codebook_sizes is None:
             raise ValueError("VQ-Rec needs item codes (fit them with 'semrec codes <dataset> --tokenizer opq')")
         if config.stage not in ("pretrain", "finetune"):
@@ -198,9 +201,9 @@ class VQRec(SequentialRecommender):
             user, targets = F.normalize(self._hidden(catalogue[items], lengths)[real], dim=-1), targets[real]
         else:
             user = F.normalize(self._encode(catalogue[items], lengths), dim=-1)
-        if cfg.ce_chunk_size:
-            loss = chunked_cross_entropy(user, F.normalize(catalogue, dim=-1), targets, cfg.ce_chunk_size,
-                                         scale=1 / cfg.tau)
+        if cfg.loss != "full" or cfg.ce_chunk_size:
+            loss = item_softmax_loss(user, F.normalize(catalogue, dim=-1), targets, cfg.loss, cfg.num_negatives,
+                                     cfg.ce_chunk_size, self.train_counts, scale=1 / cfg.tau)
             return loss, {"rec": loss.detach()}
         logits = user @ F.normalize(catalogue[1:], dim=-1).T / cfg.tau  # the padding item is never a class
         loss = F.cross_entropy(logits, targets - 1)
