@@ -41,6 +41,7 @@ from torch.utils.checkpoint import checkpoint
 
 from semrec.models.base import ItemInputs, SequentialRecommender
 from semrec.models.layers import CrossTransformerLayer, TransformerEncoder, gather_last, init_weights
+from semrec.models.losses import chunked_cross_entropy
 from semrec.models.negatives import history_logits, negative_pool, resolve_mode
 
 
@@ -66,6 +67,7 @@ class CCFRecConfig:
     text_context: bool = True  # ablation: False drops the cross-attention to the text vectors
     sample_style: str = "prefix"  # prefix (reference: one target per row) | sequence (every position, cheaper)
     eval_chunk: int = 2048  # items per fusion-module chunk when building evaluation tables
+    ce_chunk_size: int = 0  # negatives=full: > 0 computes the same softmax over item chunks (bounded memory)
 
 
 def negative_mode(config: CCFRecConfig) -> str:
@@ -113,6 +115,8 @@ class CCFRec(SequentialRecommender):
         if negative_mode(config) == "full" and config.history_negatives:  # also refuses an unknown mode
             raise ValueError("history_negatives adds the row's history items to sampled negatives; the full "
                              "softmax (negatives full or neg_num <= 0) already has them")
+        if config.ce_chunk_size < 0:
+            raise ValueError(f"ce_chunk_size must be >= 0, got {config.ce_chunk_size}")
         self.config = config
         self.sample_style = config.sample_style  # instance attribute: read by the trainer
         d = config.embedding_size
@@ -227,7 +231,9 @@ class CCFRec(SequentialRecommender):
             anchor = lengths
         candidate = F.normalize(candidate, dim=-1)
         pos, neg = candidate[:n_tgt], candidate[n_tgt: n_tgt + pool.numel()]
-        if mode == "full":  # the softmax over items 1..N (the pool), the target's own column included
+        if mode == "full" and cfg.ce_chunk_size:  # the same softmax, no [positions x items] matrix
+            rec = chunked_cross_entropy(user, neg, flat_targets - 1, cfg.ce_chunk_size, first=0, scale=1 / cfg.tau)
+        elif mode == "full":  # the softmax over items 1..N (the pool), the target's own column included
             rec = F.cross_entropy(user @ neg.T / cfg.tau, flat_targets - 1)
         else:  # the target first, then the pool (masked per row) and the row's history (hard negatives)
             logits = [(user * pos).sum(-1, keepdim=True), user @ neg.T]

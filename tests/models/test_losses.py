@@ -213,3 +213,22 @@ def test_frequency_losses_need_training_counts():
     with pytest.raises(SemrecError, match="the in_batch loss needs the items' training counts"):
         build_model("gru4rec", {"loss": "in_batch"}, ItemInputs(n_items=10))
     build_model("gru4rec", {"loss": "uniform"}, ItemInputs(n_items=10))  # uniform needs none
+
+
+def test_ccfrec_full_softmax_is_the_same_in_chunks(monkeypatch):
+    from semrec.models import build_model
+    from semrec.models import losses as module
+    from tests.models.test_models import tiny_items
+
+    calls = []
+    real = module._ChunkedCrossEntropy.apply
+    monkeypatch.setattr(module._ChunkedCrossEntropy, "apply", lambda *a: calls.append(a[4]) or real(*a))
+    values = []
+    for chunk in (0, 8):
+        torch.manual_seed(0)
+        model = build_model("ccfrec", {"embedding_size": 16, "inner_size": 32, "n_heads": 2, "max_len": 6,
+                                       "negatives": "full", "history_negatives": False, "sample_style": "sequence",
+                                       "mlm_weight": 0.0, "cl_weight": 0.0, "ce_chunk_size": chunk}, tiny_items())
+        torch.manual_seed(1)
+        values.append(model.loss(dict(SEQUENCE))[1]["rec"].item())
+    assert calls == [8] and values[1] == pytest.approx(values[0], rel=1e-5)
