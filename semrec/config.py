@@ -96,7 +96,11 @@ class TrainConfig:
     """Optimisation, early stopping and evaluation settings shared by every model."""
 
     epochs: int = 500
-    batch_size: int = 400  # global batch (split across ranks under torchrun)
+    # global batch (split across ranks under torchrun), counted in training samples: user windows for the
+    # 'sequence' models (SASRec, GRU4Rec, BERT4Rec...: each window holds up to max_len target positions, ~7 on the
+    # Amazon sets), prefix rows for 'prefix' models, CTR rows for the SOLID family. RecBole's train_batch_size counts
+    # target positions, so copying its 2048 here gives several times fewer updates per epoch.
+    batch_size: int = 400
     eval_batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 1e-4
