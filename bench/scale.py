@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up)")
     parser.add_argument("--dense-limit-gb", type=float, default=8.0)
     parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # "N,loss": measure one cell, print JSON
+    parser.add_argument("--note", default="", help="a line on the machine's conditions, written under the command")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale_losses.md"))
     args = parser.parse_args()
     if args.cell:
@@ -115,7 +116,8 @@ def write(args, sizes, losses, results, positions) -> None:
              f"{args.windows} --max-len {args.max_len} --hidden {args.hidden} --chunk {args.chunk} --negatives "
              f"{args.negatives} --steps {args.steps}`. SASRec ({args.hidden} dims, 2 layers), Adam, {positions:,} "
              "target positions per step, one thread, each cell in its own process: median seconds per step "
-             "(forward, backward, Adam) and the process's peak RSS (model, Adam state and the step).", "",
+             "(forward, backward, Adam) and the process's peak RSS (model, Adam state and the step)."
+             + (f" {args.note}" if args.note else ""), "",
              "| items | " + " | ".join(f"{loss} s/step | {loss} peak GB" for loss in losses) + " |",
              "|---" * (1 + 2 * len(losses)) + "|"]
     for n in sizes:
