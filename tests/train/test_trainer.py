@@ -132,6 +132,26 @@ def test_ccfrec_trains_end_to_end(tiny, tmp_path):
     assert {"rec", "mcm", "msa"} <= set(history[0])
 
 
+def test_a_ddp_run_resumed_under_ddp_ends_as_an_uninterrupted_one(tiny, tmp_path):
+    """Exact resume under DDP (issue 20): every rank restarts from its own RNG stream (dropout draws), so 2 epochs
+    then --resume to 4 equal 4 epochs straight, metric for metric."""
+    def torchrun(*args: str, port: int) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+               "-m", "semrec.cli", "train", *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    save_config(run_config(tiny, tmp_path / "straight", epochs=4), tmp_path / "straight.yaml")
+    save_config(run_config(tiny, tmp_path / "cut", epochs=2), tmp_path / "cut.yaml")
+    torchrun("-c", str(tmp_path / "straight.yaml"), port=29535)
+    torchrun("-c", str(tmp_path / "cut.yaml"), port=29536)
+    torchrun("--resume", str(tmp_path / "cut"), "--epochs", "4", port=29537)
+    strip = lambda path: [{k: v for k, v in json.loads(r).items() if "seconds" not in k and k != "peak_rss_gb"}  # noqa: E731
+                          for r in (path / "metrics.jsonl").read_text().splitlines()]
+    assert strip(tmp_path / "straight") == strip(tmp_path / "cut") and len(strip(tmp_path / "cut")) == 4
+
+
 def test_ddp_two_cpu_processes_match_a_single_process(tiny, tmp_path):
     """Same global batch: 2 gloo ranks x 16 vs 1 process x 32, no dropout. Tolerance: valid/test NDCG@10 and
     Recall@10 within 0.02 absolute (float summation order and per-shard loss means differ slightly)."""
