@@ -40,7 +40,7 @@ def shell_lines() -> list[list[str]]:
     """The command lines of the README's ```bash blocks, split as a shell would, comments dropped."""
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", README, re.S):
-        for line in block.splitlines():
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():  # a trailing backslash continues the line
             words = shlex.split(line, comments=True)
             if words:
                 lines.append(words)
