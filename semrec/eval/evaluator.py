@@ -35,15 +35,23 @@ def rank_targets(model: SequentialRecommender, rows: EvalRows, max_len: int, bat
     model.eval()
     candidate, history_table = model.eval_tables()
     table = scoring_vectors(candidate, model.similarity)
+    # rows in order of history length: a batch is padded to its longest history only (most are short), and the
+    # ranks go back to row order at the end
+    order = np.argsort([min(len(h), max_len) for h in rows.histories], kind="stable")
+    by_length = EvalRows(rows.users[order], [rows.histories[i] for i in order], rows.targets[order])
     ranks = []
-    for first, batch in zip(range(0, len(rows.targets), batch_size), eval_batches(rows, max_len, batch_size, device)):
+    for first, batch in zip(range(0, len(order), batch_size), eval_batches(by_length, max_len, batch_size, device)):
         user = scoring_vectors(model.encode_sequence(batch["items"], batch["lengths"], history_table),
                                model.similarity)
         part = slice(first, first + len(user))
-        exclude = history_pairs(rows.histories[part], rows.targets[part], user.device) if exclude_history else None
+        exclude = (history_pairs(by_length.histories[part], by_length.targets[part], user.device) if exclude_history
+                   else None)
         ranks.append(rank_of_targets(user, table, batch["targets"], exclude, item_chunk).cpu())
     model.train(was_training)
-    return torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
+    out = np.zeros(len(order), dtype=np.int64)
+    if ranks:
+        out[order] = torch.cat(ranks).numpy()
+    return out
 
 
 def evaluate(model: SequentialRecommender, rows: EvalRows, max_len: int, batch_size: int = 1024,

@@ -104,8 +104,33 @@ def rank_of_targets(user: torch.Tensor, table: torch.Tensor, targets: torch.Tens
         scores = item_scores(user, table, start, stop, exclude)
         if len(chunks) == 1:
             target_score = scores.gather(1, (targets - start).unsqueeze(1)).squeeze(1)
-        above += outranks(scores, target_score, targets, start).sum(1)
+        above += count_outranking(scores, target_score, targets, start)
     return above
+
+
+def _row_counts(mask: torch.Tensor) -> torch.Tensor:
+    """True entries per row of a boolean ``[B, C]`` as int64 ``[B]`` (on CPU through numpy, about 10x faster than
+    torch's boolean sum)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(mask.numpy().sum(1, dtype=np.int64))
+    return mask.sum(1)
+
+
+def count_outranking(scores: torch.Tensor, target_scores: torch.Tensor, targets: torch.Tensor,
+                     start: int = 0) -> torch.Tensor:
+    """Per row, how many items of the block outrank the target (:func:`outranks`, int64 ``[B]``), without
+    materialising the tie rule for every row: ``#(score > t)``, plus, only in rows where another item's score equals
+    the target's exactly, the tied items with a smaller id."""
+    ts = target_scores.reshape(-1, 1)
+    above = _row_counts(scores > ts)
+    at_least = _row_counts(scores >= ts)
+    own = ((targets >= start) & (targets < start + scores.size(1))).long()  # the target's own column ties with it
+    tied = torch.nonzero(at_least - above - own.to(above.device) > 0).flatten()
+    if len(tied):
+        rows = tied.to(scores.device)
+        extra = outranks(scores[rows], target_scores[rows], targets[rows], start)
+        above[tied] = _row_counts(extra).to(above.device)
+    return above.to(scores.device)
 
 
 def top_k(scores: torch.Tensor, k: int, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

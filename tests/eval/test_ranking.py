@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from semrec.data.splits import EvalRows
 from semrec.eval.evaluator import rank_targets
@@ -120,3 +122,23 @@ def test_scoring_vectors_normalise_only_for_cosine():
     x = torch.tensor([[3.0, 4.0]])
     assert torch.equal(scoring_vectors(x, "cosine"), torch.tensor([[0.6, 0.8]]))
     assert scoring_vectors(x, "dot") is x
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 40), st.integers(0, 5), st.integers(0, 10_000))
+def test_the_counted_rank_is_the_tie_rule_summed(rows, cols, start, seed):
+    """count_outranking (two counts, the tie rule only where ties exist) = outranks(...).sum(1), with many exact
+    ties (scores on a coarse grid), -inf entries, and targets inside or outside the block."""
+    from semrec.eval.ranking import count_outranking
+
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 4, (rows, cols), generator=g).float()
+    scores[torch.rand(rows, cols, generator=g) < 0.1] = float("-inf")
+    targets = torch.randint(start, start + cols + 3, (rows,), generator=g)  # some outside the block
+    inside = (targets < start + cols)
+    target_scores = torch.where(inside, scores[torch.arange(rows), (targets - start).clamp(max=cols - 1)],
+                                torch.randint(0, 4, (rows,), generator=g).float())
+    target_scores[target_scores == float("-inf")] = 1.0
+    scores[torch.arange(rows)[inside], (targets - start)[inside]] = target_scores[inside]
+    expected = outranks(scores, target_scores, targets, start).sum(1)
+    assert count_outranking(scores, target_scores, targets, start).tolist() == expected.tolist()
