@@ -295,6 +295,9 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
         raise SemrecError(f"SOLID generates the parameters of a duet or apg head, got head {head!r}")
     if backbone not in BACKBONES:
         raise SemrecError(f"SOLID's backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+    if not solid_name or Path(solid_name).name != solid_name or solid_name in ("1-item", "3-semantic"):
+        raise SemrecError(f"the SOLID run's folder name must be a plain name other than 1-item and 3-semantic, "
+                          f"got {solid_name!r}")
     name = Path(dataset_dir).name
     root = Path(runs_dir) / f"solid-{name}-{backbone}-{head}-{sources}"
 
@@ -330,9 +333,6 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
     say(f"== 3/4 {head} on semantic rows (its item table becomes the codebook) -> {semantic_run}")
     results["semantic"] = ensure_trained(config("dsr", semantic_run, {"rows": "semantic"}, semantic=codes_name),
                                          semantic_run)
-    if not solid_name or Path(solid_name).name != solid_name or solid_name in ("1-item", "3-semantic"):
-        raise SemrecError(f"the SOLID run's folder name must be a plain name other than 1-item and 3-semantic, "
-                          f"got {solid_name!r}")
     solid_run = root / solid_name
     say(f"== 4/4 SOLID ({head}) -> {solid_run}")
     results["solid"] = ensure_trained(config("solid", solid_run, {}, list(solid_overrides or []),

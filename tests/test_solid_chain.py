@@ -87,9 +87,10 @@ def test_a_given_duet_run_is_the_item_stage_of_both_heads(ds, tmp_path):
     from semrec import api
     from semrec.errors import SemrecError
 
-    for bad in ("", "../x", "3-semantic"):
+    for bad in ("", "../x", "3-semantic"):  # refused before any stage runs
         with pytest.raises(SemrecError, match="the SOLID run's folder name must be a plain name"):
-            api.solid(ds, head="apg", k=6, runs_dir=tmp_path / "apg", item_run=item, solid_name=bad)
+            api.solid(ds, head="apg", k=6, runs_dir=tmp_path / "bad", solid_name=bad)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_text_semantics_need_no_item_run_and_apg_works(ds, tmp_path):
