@@ -286,8 +286,10 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
     SemrecError on bad settings or data."""
     from semrec.data.semantics import SOURCES, semantic_ids_current, write_semantic_ids
     from semrec.io import sha256_text
+    from semrec.models import model_entry
     from semrec.models.solid import BACKBONES
     from semrec.runs import load_run_config
+    from semrec.typed import from_dict
 
     if sources not in SOURCES:
         raise SemrecError(f"semantic sources must be one of {', '.join(SOURCES)}, got {sources!r}")
@@ -315,28 +317,30 @@ def solid(dataset_dir: str | Path, backbone: str = "sasrec", head: str = "duet",
     # runs_dir) gets its own; text-only ids depend on the chain alone
     owner = item_run if "id" in SOURCES[sources] else root
     codes_name = f"solid-{backbone}-{sources}-{sha256_text(str(owner.resolve()))[:8]}"
+    # every stage's config is resolved (and its keys checked) before anything trains
+    semantic_run, solid_run = root / "3-semantic", root / solid_name
+    semantic_config = config("dsr", semantic_run, {"rows": "semantic"}, semantic=codes_name)
+    solid_config = config("solid", solid_run, {}, list(solid_overrides or []), semantic=codes_name,
+                          codebook_from=str(semantic_run))
+    item_config = config("dsr", item_run, {"head": "duet"})
+    for checked in (item_config, semantic_config, solid_config):  # model_params keys and types
+        from_dict(model_entry(checked.model).config_class, checked.model_params or {}, prefix="model_params.")
+    if "id" in SOURCES[sources] and given:
+        _check_item_run(item_run, dataset_dir, backbone)
+        item_config = load_run_config(item_run)
     if "id" in SOURCES[sources]:
-        if given:
-            _check_item_run(item_run, dataset_dir, backbone)
-            say(f"== 1/4 duet on item rows: the given run {item_run}")
-            results["item"] = ensure_trained(load_run_config(item_run), item_run)
-        else:
-            say(f"== 1/4 duet on item rows -> {item_run}")
-            results["item"] = ensure_trained(config("dsr", item_run, {"head": "duet"}), item_run)
+        say(f"== 1/4 duet on item rows: {'the given run ' if given else '-> '}{item_run}")
+        results["item"] = ensure_trained(item_config, item_run)
     codes_folder = DatasetFolder(dataset_dir).codes(codes_name)
     say(f"== 2/4 semantic ids ({sources}) -> {codes_folder.path}")
     if not semantic_ids_current(dataset_dir, codes_name, item_run if "id" in SOURCES[sources] else None):
         report, _ = write_semantic_ids(dataset_dir, item_run if "id" in SOURCES[sources] else None, sources, k,
                                        codes_name)
         say(f"   {report.codebook_sizes[0]} clusters, utilisation {report.utilisation[0]:.0%}")
-    semantic_run = root / "3-semantic"
     say(f"== 3/4 {head} on semantic rows (its item table becomes the codebook) -> {semantic_run}")
-    results["semantic"] = ensure_trained(config("dsr", semantic_run, {"rows": "semantic"}, semantic=codes_name),
-                                         semantic_run)
-    solid_run = root / solid_name
+    results["semantic"] = ensure_trained(semantic_config, semantic_run)
     say(f"== 4/4 SOLID ({head}) -> {solid_run}")
-    results["solid"] = ensure_trained(config("solid", solid_run, {}, list(solid_overrides or []),
-                                             semantic=codes_name, codebook_from=str(semantic_run)), solid_run)
+    results["solid"] = ensure_trained(solid_config, solid_run)
     return SolidChain(item_run, codes_folder.path, semantic_run, solid_run, results)
 
 

@@ -202,14 +202,20 @@ def solid_chain(
     item_run: Path | None = typer.Option(None, help="A finished DUET run on item rows (same dataset and backbone) to "
                                                     "use as stage 1 instead of training one."),
     set_: list[str] | None = SetOpt,
+    solid_set: list[str] | None = typer.Option(None, "--solid-set", help="key=value for the SOLID run only (e.g. "
+                                               "model_params.clip=0.1, model_params.vq_weight=1, model_params.vq="
+                                               "false); it trains into 4-solid@key=value beside the chain's other "
+                                               "stages, which it reuses."),
 ):
     """SOLID end to end: (1) DUET on item rows, (2) its item vectors (and text) clustered into semantic ids,
     (3) DUET/APG on semantic rows, whose item table becomes the frozen codebook, (4) SOLID. Finished stages are
     reused and interrupted ones resumed; --set applies to every run (e.g. --set train.epochs=2)."""
     from semrec import api
 
+    extra = list(solid_set or [])
     chain = api.solid(dataset_dir, backbone, head, semantics, k, runs_dir, list(set_ or []), say=typer.echo,
-                      item_run=item_run)
+                      item_run=item_run, solid_overrides=extra,
+                      solid_name="4-solid" + "".join(f"@{o}" for o in extra))
     for stage, result in chain.results.items():
         test = result.get("test") or {}
         shown = ", ".join(f"{m} {test[m]:.4f}" for m in ("auc", "uauc", "ndcg@10", "hr@10") if test.get(m) is not None)

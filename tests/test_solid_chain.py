@@ -93,6 +93,20 @@ def test_a_given_duet_run_is_the_item_stage_of_both_heads(ds, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_solid_set_trains_a_solid_run_beside_the_chain_and_bad_keys_stop_before_training(ds, tmp_path):
+    args = ["solid", str(ds), "--semantics", "text", "--k", "5", "--runs-dir", str(tmp_path), *QUICK]
+    assert runner.invoke(app, args).exit_code == 0
+    root = tmp_path / "solid-ds-sasrec-duet-text"
+    stamp = (root / "3-semantic" / "results.json").stat().st_mtime_ns
+    result = runner.invoke(app, [*args, "--solid-set", "model_params.clip=0.5"])
+    assert result.exit_code == 0, result.output
+    assert "clip: 0.5" in (root / "4-solid@model_params.clip=0.5" / "config.yaml").read_text()
+    assert (root / "3-semantic" / "results.json").stat().st_mtime_ns == stamp  # the earlier stages reused
+    line = _one_line_error(runner.invoke(app, ["solid", str(ds), "--runs-dir", str(tmp_path / "bad"), *QUICK,
+                                               "--solid-set", "model_params.nope=1"]))
+    assert line.startswith("error: unknown config key(s) model_params.nope") and not (tmp_path / "bad").exists()
+
+
 def test_text_semantics_need_no_item_run_and_apg_works(ds, tmp_path):
     result = runner.invoke(app, ["solid", str(ds), "--semantics", "text", "--head", "apg", "--backbone", "gru4rec",
                                  "--k", "5", "--runs-dir", str(tmp_path), *QUICK])
