@@ -1,0 +1,40 @@
+"""The encoding rule over a file read in pieces (issue 20: streaming prepare): any split of the bytes gives the
+answer (or the error, at the same offset) the whole file gives."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from semrec.text.decode import TextDecodeError, decode_bytes, detect_encoding
+
+PIECES = [b"abc", b"\n", b"caf\xc3\xa9", b"\xe2\x80\x9c", b"\x93quote\x94", b"\xe9t\xe9", b"\x81", b"\xf0\x9f\x98\x80",
+          b"\xc3", b"\xa9", b"\x00", b"\r\n", b"plain text "]
+
+
+def _outcome(chunks):
+    try:
+        return detect_encoding(chunks)
+    except TextDecodeError as exc:
+        return ("error", exc.offset, str(exc))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=12), st.lists(st.integers(0, 60), max_size=6))
+def test_any_split_gives_the_whole_file_answer(pieces, cuts):
+    data = b"".join(pieces)
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    chunks = [data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    assert _outcome(chunks) == _outcome([data])
+
+
+def test_the_rule_on_known_files():
+    assert detect_encoding([b"caf", b"\xc3", b"\xa9\n"]) == "utf-8"  # a character split across pieces
+    assert detect_encoding([b"\x93hi\x94"]) == "cp1252" and detect_encoding([b"\x81\x93"]) == "latin-1"
+    assert decode_bytes(b"\xef\xbb\xbfhello") == ("hello", "utf-8")
+    try:
+        detect_encoding([b"ok\n", b"caf\xc3\xa9 \xe9"])
+    except TextDecodeError as exc:
+        assert exc.offset == 9 and "line 2 holds UTF-8 text ('\xe9')" in str(exc)
+    else:
+        raise AssertionError("a file mixing encodings was accepted")
