@@ -283,7 +283,8 @@ def build_dataset(source: SourceData, missing_meta: str = "drop") -> CanonicalDa
         raise DataFormatError(source.files[0], "no interactions left (does the metadata cover the interaction items?)")
 
     user_order = natural_order(inter["user"].unique().tolist())
-    inter["uid"] = inter["user"].map({raw: i for i, raw in enumerate(user_order)})
+    # as plain integers: mapping a categorical column (a streaming reader's) keeps it categorical, ordered by category
+    inter["uid"] = inter["user"].map({raw: i for i, raw in enumerate(user_order)}).astype(np.int64)
     inter = inter.sort_values(["uid", "timestamp", "order"], kind="stable", na_position="last")
     before = len(inter)
     inter = inter.drop_duplicates(["uid", "item"], keep="first")

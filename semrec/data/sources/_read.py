@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import csv
 import gzip
+import io
 import json
 import math
 import re
@@ -85,10 +86,76 @@ def iter_lines(path: str | Path, encoding: str | None = None) -> Iterator[tuple[
     yield from enumerate(read_text(path, encoding).splitlines(), start=1)
 
 
+STREAM_CHUNK = 1 << 22  # bytes per read when a file is streamed
+
+
+def _open_raw(path: Path):
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _raw_chunks(path: Path) -> Iterator[bytes]:
+    """The (gunzipped) bytes of ``path`` in pieces of :data:`STREAM_CHUNK`; a broken gzip is a DataFormatError."""
+    try:
+        with _open_raw(path) as fh:
+            while chunk := fh.read(STREAM_CHUNK):
+                yield chunk
+    except (OSError, EOFError) as exc:
+        raise DataFormatError(path, f"not a readable gzip file ({exc})") from None
+
+
+def _position(path: Path, offset: int) -> tuple[int, int]:
+    """(line, column) of byte ``offset`` of a file, both 1-based, read again in pieces."""
+    line, last_newline, seen = 1, -1, 0
+    for chunk in _raw_chunks(path):
+        part = chunk[: max(0, offset - seen)]
+        line += part.count(b"\n")
+        where = part.rfind(b"\n")
+        if where >= 0:
+            last_newline = seen + where
+        seen += len(chunk)
+        if seen >= offset:
+            break
+    return line, offset - last_newline
+
+
+def stream_text(path: str | Path, encoding: str | None = None) -> Iterator[str]:
+    """The lines of a (possibly gzipped) text file, with their endings, decoded by the rule of :func:`decode` but
+    in constant memory: a first pass over the bytes decides the encoding (:func:`semrec.text.decode.detect_encoding`;
+    a bad byte is a DataFormatError naming its line and column), a second decodes while reading. Files with a
+    UTF-16/32 byte-order mark are decoded whole (:func:`read_text`)."""
+    from semrec.text.decode import bom_codec, detect_encoding
+
+    path = require_file(path)
+    with _open_raw(path) as fh:
+        try:
+            head = fh.read(4)
+        except (OSError, EOFError) as exc:
+            raise DataFormatError(path, f"not a readable gzip file ({exc})") from None
+    if bom_codec(head) is not None:
+        yield from read_text(path, encoding).splitlines(keepends=True)
+        return
+    used = encoding
+    if used is None:
+        try:
+            used = detect_encoding(_raw_chunks(path))
+        except TextDecodeError as exc:
+            line, col = _position(path, exc.offset)
+            raise DataFormatError(path, f"{exc.reason} at column {col}{exc.detail}", line=line) from None
+    record = _ENCODINGS.get()
+    if record is not None:
+        record[str(path)] = used
+    with _open_raw(path) as fh, io.TextIOWrapper(fh, encoding="utf-8-sig" if used == "utf-8" else used,
+                                                 newline="") as text:
+        try:
+            yield from text
+        except UnicodeDecodeError as exc:  # only with an explicit ``encoding`` that does not fit the bytes
+            raise DataFormatError(path, f"invalid {used} byte 0x{exc.object[exc.start]:02x}") from None
+
+
 def iter_csv(path: str | Path, delimiter: str = ",", encoding: str | None = None) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(line_number, fields)`` for each CSV record (quoted multi-line fields supported)."""
-    text = read_text(path, encoding)
-    reader = csv.reader(text.splitlines(keepends=True), delimiter=delimiter, strict=True)
+    """Yield ``(line_number, fields)`` for each CSV record (quoted multi-line fields supported), reading the file as
+    a stream (:func:`stream_text`: memory does not grow with the file)."""
+    reader = csv.reader(stream_text(path, encoding), delimiter=delimiter, strict=True)
     try:
         for row in reader:
             yield reader.line_num, row
