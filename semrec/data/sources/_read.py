@@ -82,8 +82,10 @@ def read_text(path: str | Path, encoding: str | None = None) -> str:
 
 
 def iter_lines(path: str | Path, encoding: str | None = None) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)`` pairs (1-based, without the line ending)."""
-    yield from enumerate(read_text(path, encoding).splitlines(), start=1)
+    """Yield ``(line_number, line)`` pairs (1-based, without the line ending: ``\\n``, ``\\r\\n`` or ``\\r``),
+    reading the file as a stream (:func:`stream_text`)."""
+    for number, line in enumerate(stream_text(path, encoding), start=1):
+        yield number, line.rstrip("\r\n")
 
 
 STREAM_CHUNK = 1 << 22  # bytes per read when a file is streamed
