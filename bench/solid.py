@@ -29,9 +29,22 @@ BACKBONES = ["din", "gru4rec", "sasrec", "bert4rec"]
 METRICS = ["auc", "uauc", "logloss", "ndcg@10", "hr@10"]
 
 
+class NotFinished(Exception):
+    """--report-only: this seed's run has no results yet."""
+
+
+def _finished(run: Path) -> tuple[dict, Path]:
+    import json
+
+    if not (run / "results.json").is_file():
+        raise NotFinished(str(run))
+    return json.loads((run / "results.json").read_text(encoding="utf-8")), run
+
+
 def train_row(dataset: Path, backbone: str, method: str, seed: int, runs: Path, sets: list[str],
-              sources: str, solid_sets: list[str] = ()) -> tuple[dict, Path] | None:
-    """Train (or reuse) one row's run; returns (results, run folder), None when the combination is not built."""
+              sources: str, solid_sets: list[str] = (), report_only: bool = False) -> tuple[dict, Path] | None:
+    """Train (or reuse) one row's run; returns (results, run folder), None when the combination is not built. With
+    ``report_only`` nothing trains: a run without results raises :class:`NotFinished`."""
     from semrec import api
     from semrec.config import RunConfig, load_config
     from semrec.models.solid import BACKBONES as SOLID_BACKBONES
@@ -46,6 +59,9 @@ def train_row(dataset: Path, backbone: str, method: str, seed: int, runs: Path, 
         # the fusion ablation and the lambda / t grid: SOLID runs of their own beside the chain's 4-solid, sharing
         # its item, semantic-id and codebook stages
         suffix = "".join(f"@{o}" for o in [*extra, *solid_sets])
+        if report_only:
+            return _finished(runs / f"{dataset.name}-{backbone}-{head}+solid{tag}-s{seed}"
+                             / f"solid-{dataset.name}-{backbone}-{head}-{sources}" / f"4-solid{suffix}")
         # stage 1 is this seed's DUET row (spec solid 4 step 1): trained once, shared by the chains of both heads
         item_run = None
         if "id" in sources.split("+"):
@@ -56,6 +72,8 @@ def train_row(dataset: Path, backbone: str, method: str, seed: int, runs: Path, 
                           solid_name=f"4-solid{suffix}")
         return chain.results["solid"], chain.solid_run
     out = runs / f"{dataset.name}-{backbone}-{method}{tag}-s{seed}"
+    if report_only:
+        return _finished(out)
     template = ROOT / "configs" / "dsr" / f"{dataset.name}.yaml"  # the settings do not depend on the dataset
     head = ABLATIONS.get(method, [f"model_params.head={method}"])
     config = load_config(RunConfig, template if template.is_file() else ROOT / "configs" / "dsr" / "ml-100k.yaml",
@@ -116,6 +134,9 @@ def main() -> None:
     parser.add_argument("--solid-set", action="append", default=[],
                         help="key=value for the SOLID runs only, e.g. model_params.vq_weight=1 or "
                              "model_params.clip=0.1 (the lambda / t grids; such rows train into folders of their own)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate the seeds whose runs have finished (the seeds column says how "
+                             "many)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "solid.md"))
     args = parser.parse_args()
     known = [*METHODS, *ABLATIONS, "duet+fusion", "apg+fusion"]
@@ -134,7 +155,8 @@ def main() -> None:
     lines = ["# SOLID's comparison on the CTR task (issue 19)", "",
              f"Command: `python bench/solid.py --datasets {args.datasets} --backbones {args.backbones} --methods "
              f"{args.methods} --seeds {args.seeds} --semantics {args.semantics}"
-             f"{''.join(' --set ' + s for s in args.set)}{''.join(' --solid-set ' + s for s in args.solid_set)}`. "
+             f"{''.join(' --set ' + s for s in args.set)}{''.join(' --solid-set ' + s for s in args.solid_set)}"
+             f"{' --report-only' if args.report_only else ''}`. "
              "Test metrics of the best validation-UAUC epoch on the "
              f"sampled candidates (1 positive + {args.eval_negatives} unseen negatives per user, L = {args.history}), "
              "mean ± std "
@@ -155,10 +177,14 @@ def main() -> None:
                      + " | | 0 | 0 |")
         for backbone in args.backbones.split(","):
             for method in args.methods.split(","):
-                rows = []
+                rows, unfinished = [], False
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
-                    done = train_row(dataset, backbone, method, seed, Path(args.runs), args.set, args.semantics,
-                                     args.solid_set)
+                    try:
+                        done = train_row(dataset, backbone, method, seed, Path(args.runs), args.set, args.semantics,
+                                         args.solid_set, args.report_only)
+                    except NotFinished:
+                        unfinished = True
+                        continue
                     if done is None:
                         break
                     results, run = done
@@ -169,7 +195,8 @@ def main() -> None:
                     print(name, backbone, method, seed, {m: round(results["test"][m], 4) for m in METRICS
                                                          if results["test"].get(m) is not None}, flush=True)
                 if not rows:
-                    lines.append(f"| {name} | {backbone} | {method} | 0 | " + " | ".join(["not built"] * len(METRICS))
+                    cell = "not run" if unfinished else "not built"
+                    lines.append(f"| {name} | {backbone} | {method} | 0 | " + " | ".join([cell] * len(METRICS))
                                  + " | | | |")
                     continue
                 cells = [fmt([r.get(m) for r in rows]) for m in METRICS]

@@ -56,6 +56,15 @@ def test_solid_bench_smoke(tmp_path):
     assert "vqvae_size: 450" in (tmp_path / "runs" / f"tiny-sasrec-duet_vqvae{tag}-s2020" / "config.yaml").read_text()
     again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0 and out.read_text() == table  # reused, not retrained
+    report = [*args[:args.index("--seeds")], "--seeds", "2", *args[args.index("--seeds") + 2:], "--report-only",
+              "--methods", "base,apg"]
+    done = subprocess.run(report, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {tuple(c.strip() for c in line.split("|")[1:5]) for line in out.read_text().splitlines()
+            if line.startswith("| tiny") and "popularity" not in line}
+    assert rows == {("tiny", "din", "base", "1"), ("tiny", "sasrec", "base", "1"), ("tiny", "din", "apg", "0"),
+                    ("tiny", "sasrec", "apg", "0")}  # the finished seed only; apg never ran: "not run"
+    assert "not run" in out.read_text() and not list((tmp_path / "runs").glob("*-s2021"))  # nothing trained
 
 
 @pytest.mark.parametrize(("args", "message"), [
