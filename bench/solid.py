@@ -5,8 +5,10 @@ that offers a user vector (all but DIN). Epochs and seconds per epoch beside the
 
 Every run is a normal run folder under ``runs/bench/solid/``: ``<dataset>-<backbone>-<method>-s<seed>`` for Base /
 APG / DUET (model ``dsr``) and ``<dataset>-<backbone>-<head>+solid-s<seed>/`` holding the four stages of
-``semrec solid`` for X+SOLID. Finished runs are reused, interrupted ones resumed, so the script can be stopped and
-restarted (on a lent GPU: ``bench/gpu_queue.sh``).
+``semrec solid`` for X+SOLID (stage 1 is the seed's DUET row). ``X-semantic`` rows report the chain's stage 3, X
+trained on semantic rows alone (the model whose table becomes SOLID's codebook). Finished runs are reused,
+interrupted ones resumed, so the script can be stopped and restarted (on a lent GPU: ``bench/gpu_queue.sh``);
+``--report-only`` tabulates what has finished without training.
 
     python bench/solid.py                                              # everything (days on a CPU)
     python bench/solid.py --datasets ml-100k --backbones sasrec --seeds 1
@@ -51,17 +53,18 @@ def train_row(dataset: Path, backbone: str, method: str, seed: int, runs: Path, 
 
     overrides = [f"train.seed={seed}", "train.progress=false", *sets]
     tag = "".join(f"@{o}" for o in sets)  # runs with other settings get folders of their own
-    if method.endswith(("+solid", "+fusion")):
+    if method.endswith(("+solid", "+fusion", "-semantic")):
         if backbone not in SOLID_BACKBONES:
             return None
-        head, kind = method.split("+")
+        head, kind = method.replace("-", "+").split("+")
         extra = ["model_params.vq=false"] if kind == "fusion" else []
         # the fusion ablation and the lambda / t grid: SOLID runs of their own beside the chain's 4-solid, sharing
         # its item, semantic-id and codebook stages
         suffix = "".join(f"@{o}" for o in [*extra, *solid_sets])
+        chain_root = (runs / f"{dataset.name}-{backbone}-{head}+solid{tag}-s{seed}"
+                      / f"solid-{dataset.name}-{backbone}-{head}-{sources}")
         if report_only:
-            return _finished(runs / f"{dataset.name}-{backbone}-{head}+solid{tag}-s{seed}"
-                             / f"solid-{dataset.name}-{backbone}-{head}-{sources}" / f"4-solid{suffix}")
+            return _finished(chain_root / ("3-semantic" if kind == "semantic" else f"4-solid{suffix}"))
         # stage 1 is this seed's DUET row (spec solid 4 step 1): trained once, shared by the chains of both heads
         item_run = None
         if "id" in sources.split("+"):
@@ -70,6 +73,8 @@ def train_row(dataset: Path, backbone: str, method: str, seed: int, runs: Path, 
                           runs / f"{dataset.name}-{backbone}-{head}+solid{tag}-s{seed}", overrides,
                           say=lambda _: None, solid_overrides=[*extra, *solid_sets], item_run=item_run,
                           solid_name=f"4-solid{suffix}")
+        if kind == "semantic":  # the chain's stage 3: X on semantic rows alone (its table is SOLID's codebook)
+            return chain.results["semantic"], chain.semantic_run
         return chain.results["solid"], chain.solid_run
     out = runs / f"{dataset.name}-{backbone}-{method}{tag}-s{seed}"
     if report_only:
@@ -139,7 +144,7 @@ def main() -> None:
                              "many)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "solid.md"))
     args = parser.parse_args()
-    known = [*METHODS, *ABLATIONS, "duet+fusion", "apg+fusion"]
+    known = [*METHODS, *ABLATIONS, "duet+fusion", "apg+fusion", "duet-semantic", "apg-semantic"]
     for flag, given, allowed in (("--methods", args.methods, known), ("--backbones", args.backbones, BACKBONES),
                                  ("--semantics", args.semantics, ["id", "text", "id+text"])):
         bad = [v for v in given.split(",") if v not in allowed]

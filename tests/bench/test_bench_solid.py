@@ -3,6 +3,7 @@ CTR metrics and full-ranking NDCG@10 (n/a for DIN), and a second call reuses the
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,13 +58,18 @@ def test_solid_bench_smoke(tmp_path):
     again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0 and out.read_text() == table  # reused, not retrained
     report = [*args[:args.index("--seeds")], "--seeds", "2", *args[args.index("--seeds") + 2:], "--report-only",
-              "--methods", "base,apg"]
+              "--methods", "base,apg,duet-semantic"]
     done = subprocess.run(report, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {tuple(c.strip() for c in line.split("|")[1:5]) for line in out.read_text().splitlines()
             if line.startswith("| tiny") and "popularity" not in line}
     assert rows == {("tiny", "din", "base", "1"), ("tiny", "sasrec", "base", "1"), ("tiny", "din", "apg", "0"),
-                    ("tiny", "sasrec", "apg", "0")}  # the finished seed only; apg never ran: "not run"
+                    ("tiny", "sasrec", "apg", "0"), ("tiny", "din", "duet-semantic", "1"),
+                    ("tiny", "sasrec", "duet-semantic", "1")}  # the finished seed only; apg never ran: "not run"
+    semantic = [line for line in out.read_text().splitlines() if "| sasrec | duet-semantic |" in line][0]
+    chain = tmp_path / "runs" / f"tiny-sasrec-duet+solid{tag}-s2020" / "solid-tiny-sasrec-duet-id+text"
+    test_auc = json.loads((chain / "3-semantic" / "results.json").read_text())["test"]["auc"]
+    assert f"| {test_auc:.4f} |" in semantic  # stage 3's own results
     assert "not run" in out.read_text() and not list((tmp_path / "runs").glob("*-s2021"))  # nothing trained
 
 
