@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--solid-set", action="append", default=[],
                         help="key=value for the SOLID runs only, e.g. model_params.vq_weight=1 or "
                              "model_params.clip=0.1 (the lambda / t grids; such rows train into folders of their own)")
+    parser.add_argument("--note", default="", help="a line on the machine's conditions, written under the command")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the seeds whose runs have finished (the seeds column says how "
                              "many)")
@@ -165,7 +166,8 @@ def main() -> None:
              "Test metrics of the best validation-UAUC epoch on the "
              f"sampled candidates (1 positive + {args.eval_negatives} unseen negatives per user, L = {args.history}), "
              "mean ± std "
-             "over seeds; `full NDCG@10`: the same checkpoint ranking all items (n/a for DIN).", ""]
+             "over seeds; `full NDCG@10`: the same checkpoint ranking all items (n/a for DIN)."
+             + (f" {args.note}" if args.note else ""), ""]
     header = "| dataset | backbone | method | seeds | " + " | ".join(METRICS) + " | full NDCG@10 | epochs | s/epoch |"
     lines += [header, "|---" * (header.count("|") - 1) + "|"]
 
