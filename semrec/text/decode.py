@@ -80,7 +80,7 @@ def detect_encoding(chunks: Iterable[bytes]) -> str:
         undefined = undefined or _CP1252_UNDEFINED.search(chunk) is not None
         offset += len(chunk)
         newlines += chunk.count(b"\n")
-        tail = chunk[-3:]
+        tail = (tail + chunk)[-3:]  # the stream's last bytes, also when a piece is shorter than 3
     if bad is None:
         try:
             decoder.decode(b"", final=True)
