@@ -121,7 +121,7 @@ def write(args, sizes, losses, results, positions) -> None:
              "| items | " + " | ".join(f"{loss} s/step | {loss} peak GB" for loss in losses) + " |",
              "|---" * (1 + 2 * len(losses)) + "|"]
     for n in sizes:
-        lines.append(f"| {n:,} | " + " | ".join(f"{show(results[n, loss], 'step_s', '.2f')} | "
+        lines.append(f"| {n:,} | " + " | ".join(f"{show(results[n, loss], 'step_s', '.3f')} | "
                                                 f"{show(results[n, loss], 'rss_gb', '.2f')}" for loss in losses) + " |")
     with atomic_path(args.out) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
