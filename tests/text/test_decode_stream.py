@@ -44,3 +44,26 @@ def test_the_rule_on_known_files():
         assert exc.offset == 9 and "line 2 holds UTF-8 text ('\xe9')" in str(exc)
     else:
         raise AssertionError("a file mixing encodings was accepted")
+
+
+def test_streamed_files_give_one_line_errors(tmp_path):
+    import gzip
+
+    import pytest
+
+    from semrec.data.sources._read import iter_csv, iter_lines
+    from semrec.errors import DataFormatError
+
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_bytes(b"a,b\ncaf\xc3\xa9,1\nx\xe9,2\n")
+    with pytest.raises(DataFormatError, match=r"mixed.csv:3.*invalid utf-8 byte 0xe9 at column 2.*line 2 holds"):
+        list(iter_csv(mixed))
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(gzip.compress(b"a,b\n1,2\n" * 1000)[:40])
+    with pytest.raises(DataFormatError, match="not a readable gzip file"):
+        list(iter_csv(broken))
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"ok\nx\xe9\n")
+    assert list(iter_lines(latin)) == [(1, "ok"), (2, "x\xe9")]
+    with pytest.raises(DataFormatError, match="invalid utf-8 byte 0xe9"):
+        list(iter_lines(latin, encoding="utf-8"))  # an explicit encoding that does not fit
