@@ -6,9 +6,12 @@ step, on CPU), seconds per full validation pass (all users, full ranking), and t
 process. Every configuration runs in its own subprocess so that peak RSS is its own. Peak RSS grows with
 the number of steps when glibc's heap fragments; ``--allocators`` compares allocator settings: a glibc mmap
 threshold in MiB (0 = glibc's dynamic default), with ``+thp`` for PyTorch's transparent huge pages and
-``+trim`` for glibc's malloc_trim after every step. The trainer's defaults (train.malloc_mmap_threshold_mb=4,
-train.huge_pages=true, train.malloc_trim=true) are ``4+thp+trim``. Steps past the end of an epoch go on into
-the next one after a validation pass, as in the trainer.
+``+trim`` for glibc's malloc_trim after every step, ``+reuse`` for train.malloc_reuse (every tensor from the heap,
+freed pages kept for the next step; the threshold is then ignored). The trainer's defaults
+(train.malloc_mmap_threshold_mb=4, train.huge_pages=true, train.malloc_trim=true) are ``4+thp+trim``. Steps past the
+end of an epoch go on into the next one after a validation pass, as in the trainer. Each row also gives the kernel's
+share of the process's CPU time (all threads) and the minor page faults per step, over the measured steps only:
+freshly mapped memory is zero-filled by the kernel on its first touch, once per page and step.
 
     python bench/train_speed.py                     # writes bench/results/train_speed.md
     python bench/train_speed.py --steps 3 --models ccfrec --batches 200
@@ -32,28 +35,46 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"sasrec": "configs/sasrec/Scientific.yaml", "ccfrec": "configs/ccfrec/Scientific.yaml"}
-ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "THP_MEM_ALLOC_ENABLE")  # each row sets its own allocator
+# each row sets its own allocator
+ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "THP_MEM_ALLOC_ENABLE")
 REFERENCE = ("Reference CCFRec (issue anchor, same machine kind, Scientific, MiniLM vectors): 28-31 s per "
              "training step at batch 200 with 3,900 negatives; about 90 s per validation pass; killed for "
              "memory at 24 GB RSS at batch 400.")
 
 
-def parse_allocator(spec: str) -> tuple[float, set[str]]:
-    """``MiB[+thp][+trim]`` -> (mmap threshold in MiB, flags); SystemExit naming the bad part otherwise."""
+def parse_allocator(spec: str) -> list[tuple[str, object]]:
+    """``MiB[+thp][+trim|+trimN][+reuse]`` -> the train.* overrides it stands for; SystemExit naming the bad part
+    otherwise. ``trimN``: a heap trim every N steps (``trim`` = every step)."""
     threshold, *flags = spec.strip().split("+")
     try:
         threshold_mb = float(threshold)
     except ValueError:
         raise SystemExit(f"--allocators: {spec!r} must start with an mmap threshold in MiB (0 = glibc's "
                          "default), e.g. 4+thp+trim") from None
-    unknown = set(flags) - {"thp", "trim"}
-    if threshold_mb < 0 or unknown:
-        raise SystemExit(f"--allocators: bad setting {spec!r} (threshold >= 0, flags thp and trim): "
-                         "use MiB[+thp][+trim]")
-    return threshold_mb, set(flags)
+    trims = [f for f in flags if f.startswith("trim")]
+    every = trims[0][4:] or "1" if trims else "1"
+    unknown = set(flags) - {"thp", "reuse", *trims}
+    if threshold_mb < 0 or unknown or len(trims) > 1 or not every.isdigit() or int(every) < 1:
+        raise SystemExit(f"--allocators: bad setting {spec!r} (a threshold >= 0, then thp, trim or trimN with N >= "
+                         "1, reuse): use MiB[+thp][+trim|+trimN][+reuse]")
+    return [("train.malloc_mmap_threshold_mb", threshold_mb), ("train.huge_pages", "thp" in flags),
+            ("train.malloc_trim", bool(trims)), ("train.malloc_trim_every", int(every)),
+            ("train.malloc_reuse", "reuse" in flags)]
 
 
-def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: str) -> dict:
+def _usage() -> tuple[float, float, int]:
+    """(user CPU seconds, system CPU seconds, minor page faults) of this process so far, all threads; zeros where
+    ``resource`` is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0, 0.0, 0
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime, u.ru_stime, u.ru_minflt
+
+
+def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: str,
+            sets: list[str] = ()) -> dict:
     """Time ``steps`` calls of the trainer's own ``Trainer.train_step`` (forward, backward, clipping, AdamW and
     schedule steps, heap trim) on CPU, after one warm-up step, with the allocator set-up ``allocator``."""
     import tempfile
@@ -62,21 +83,19 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
 
     from semrec.config import RunConfig, load_config
     from semrec.eval.evaluator import evaluate
-    from semrec.train.memory import peak_rss_gb, release_free_heap
+    from semrec.train.memory import free_heap_bytes, peak_rss_gb, release_free_heap
     from semrec.train.process import prepare_process
     from semrec.train.trainer import Trainer
 
-    threshold_mb, flags = parse_allocator(allocator)
     overrides = [("dataset", dataset)] if dataset else []
     overrides += [("train.batch_size", batch), ("train.device", "cpu"), ("train.progress", False),
-                  ("train.malloc_mmap_threshold_mb", threshold_mb), ("train.huge_pages", "thp" in flags),
-                  ("train.malloc_trim", "trim" in flags)]
+                  *parse_allocator(allocator), *sets]
     cfg = load_config(RunConfig, ROOT / CONFIGS[model], overrides)
     applied = prepare_process(cfg.train)  # as `semrec train` does, before anything large is allocated
     with tempfile.TemporaryDirectory() as run_dir:  # the trainer writes its config and data record there
         trainer = Trainer(cfg, run_dir=run_dir)
     data, net = trainer.data, trainer.model
-    times, rss_after_warmup, rss_half = [], 0.0, 0.0
+    times, rss_after_warmup, rss_half, spent = [], 0.0, 0.0, [0.0, 0.0, 0.0]
     net.begin_epoch(trainer.epoch)
     net.train()
     batches = trainer.epoch_batches()
@@ -93,10 +112,15 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
             rss_after_warmup = peak_rss_gb() or 0.0
         if i == steps // 2 + 1:
             rss_half = peak_rss_gb() or 0.0
+        before = _usage()
         t0 = time.perf_counter()
         trainer.train_step(b)
         if i > 0:  # the first step warms up allocators and kernels
             times.append(time.perf_counter() - t0)
+            # CPU time (all threads) and page faults of the measured steps only (not the warm-up, not batching)
+            spent = [a + (now - then) for a, now, then in zip(spent, _usage(), before)]
+    user_s, system_s, minor_faults = spent
+    free_after_steps = free_heap_bytes()
     t0 = time.perf_counter()
     valid = evaluate(net, data.split.valid, trainer.max_len, cfg.train.eval_batch_size)
     eval_seconds = time.perf_counter() - t0
@@ -105,13 +129,28 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
         "step_min_s": min(times), "valid_pass_s": eval_seconds,
         "peak_rss_gb": peak_rss_gb(), "peak_rss_after_warmup_gb": rss_after_warmup,
         "peak_rss_half_gb": rss_half, "mmap_threshold_mb": applied["mmap_threshold_mb"],
-        "huge_pages": applied["huge_pages"], "malloc_trim": cfg.train.malloc_trim and release_free_heap(),
+        "huge_pages": applied["huge_pages"], "malloc_reuse": applied["malloc_reuse"],
+        "free_heap_gb": None if free_after_steps is None else free_after_steps / 2**30,
+        "malloc_trim": cfg.train.malloc_trim and release_free_heap(),
+        "malloc_trim_every": cfg.train.malloc_trim_every,
         "grad_clip": cfg.train.grad_clip, "schedule": cfg.train.schedule, "warmup_steps": cfg.train.warmup_steps,
-        "neg_num": getattr(net.config, "neg_num", None), "train_samples": trainer.task.n_samples(),
+        "neg_num": getattr(net.config, "neg_num", None), "loss": getattr(net.config, "loss", None),
+        "num_negatives": getattr(net.config, "num_negatives", None),
+        "ce_chunk_size": getattr(net.config, "ce_chunk_size", None), "train_samples": trainer.task.n_samples(),
         "valid_rows": len(data.split.valid.targets), "n_items": data.dataset.n_items,
         "threads": torch.get_num_threads(), "epochs_crossed": trainer.epoch,
         "valid_ndcg@10_untrained": valid["ndcg@10"],
+        "kernel_share": system_s / max(user_s + system_s, 1e-9), "minor_faults_per_step": minor_faults / max(steps, 1),
     }
+
+
+def _negatives(row: dict) -> str:
+    """The loss column: CCFRec's negatives per row, or the softmax of the item-table models (full, chunked, sampled)."""
+    if row.get("neg_num"):
+        return str(row["neg_num"])
+    if row.get("loss") not in (None, "full"):
+        return f"{row['num_negatives']} shared ({row['loss']}, logQ)"
+    return f"all (softmax, chunks of {row['ce_chunk_size']:,})" if row.get("ce_chunk_size") else "all (softmax)"
 
 
 def main() -> None:
@@ -123,13 +162,17 @@ def main() -> None:
     parser.add_argument("--allocators", default="4+thp+trim",
                         help="comma-separated allocator settings: glibc mmap threshold in MiB (0 = glibc's dynamic "
                              "default), '+thp' adds PyTorch's transparent huge pages, '+trim' glibc's malloc_trim "
-                             "after every step")
+                             "after every step ('+trim10': every 10 steps), '+reuse' train.malloc_reuse (no mmap, "
+                             "freed heap pages kept)")
+    parser.add_argument("--set", action="append", default=[],
+                        help="key=value for every row's config (e.g. model_params.loss=uniform)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_speed.md"))
     parser.add_argument("--note", default="", help="a paragraph added to the table (e.g. what else ran meanwhile)")
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.dataset, args.allocators)))
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.dataset, args.allocators,
+                                 args.set)))
         return
     allocators = args.allocators.split(",")
     for spec in allocators:
@@ -143,6 +186,7 @@ def main() -> None:
                        "--allocators", threshold]
                 if args.dataset:
                     cmd += ["--dataset", args.dataset]
+                cmd += [f"--set={s}" for s in args.set]
                 env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
                 if proc.returncode != 0:
@@ -170,20 +214,23 @@ def main() -> None:
         "pages for large CPU tensors; trim: glibc's malloc_trim after every step. Peak RSS (GiB, 2**30 bytes) is "
         "given after the warm-up step, after half the steps and at the end (all steps and one validation pass).", "",
         "| model | batch | negatives | allocator | median s/step | min s/step | s/validation pass "
-        "| peak RSS after warm-up (GiB) | after half the steps (GiB) | peak RSS (GiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| peak RSS after warm-up (GiB) | after half the steps (GiB) | peak RSS (GiB) | kernel share of CPU time "
+        "| minor faults per step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['batch']} | | | {r['error']} | | | | | |")
+            lines.append(f"| {r['model']} | {r['batch']} | | | {r['error']} | | | | | | | |")
             continue
         allocator = f"mmap >= {r['mmap_threshold_mb']:g} MiB" if r["mmap_threshold_mb"] else "glibc dynamic"
+        allocator = "heap only, freed pages kept (reuse)" if r.get("malloc_reuse") else allocator
         allocator += " + THP" if r.get("huge_pages") else ""
-        allocator += " + trim" if r.get("malloc_trim") else ""
-        lines.append(f"| {r['model']} | {r['batch']} | {r['neg_num'] or 'all (softmax)'} | {allocator} "
+        every = r.get("malloc_trim_every", 1)
+        allocator += (" + trim" + (f" every {every} steps" if every > 1 else "")) if r.get("malloc_trim") else ""
+        lines.append(f"| {r['model']} | {r['batch']} | {_negatives(r)} | {allocator} "
                      f"| {r['step_median_s']:.2f} | {r['step_min_s']:.2f} | {r['valid_pass_s']:.2f} "
                      f"| {r['peak_rss_after_warmup_gb']:.2f} | {r.get('peak_rss_half_gb', 0.0):.2f} "
-                     f"| {r['peak_rss_gb']:.2f} |")
+                     f"| {r['peak_rss_gb']:.2f} | {r['kernel_share']:.1%} | {r['minor_faults_per_step']:,.0f} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

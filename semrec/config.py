@@ -120,6 +120,8 @@ class TrainConfig:
     malloc_mmap_threshold_mb: float = 4.0  # glibc: fixed mmap threshold, large tensors off the heap; 0 = glibc default
     huge_pages: bool = True  # Linux: transparent huge pages for large CPU tensors (fewer page faults)
     malloc_trim: bool = True  # glibc: return freed heap pages after each CPU step (peak RSS flat over long runs)
+    malloc_reuse: bool = False  # glibc: all tensors from the heap, freed pages kept for the next step (fewer faults)
+    malloc_trim_every: int = 1  # steps between two heap trims (malloc_trim); the pages stay for the steps between
 
 
 @dataclasses.dataclass

@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Callable
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # glibc's mallopt parameter numbers (malloc.h)
 ENV_OVERRIDE = "MALLOC_MMAP_THRESHOLD_"  # glibc's own tunable; when set, the user's value wins
 TORCH_THP = "THP_MEM_ALLOC_ENABLE"  # PyTorch: 2 MiB-aligned CPU tensors >= 2 MiB, madvise(MADV_HUGEPAGE)
 
@@ -49,6 +49,34 @@ def fix_mmap_threshold(threshold_mb: float) -> bool:
         return False
     mallopt = _glibc_function("mallopt", (ctypes.c_int, ctypes.c_int), ctypes.c_int)
     return mallopt is not None and mallopt(M_MMAP_THRESHOLD, int(threshold_mb * 2**20)) == 1
+
+
+def keep_freed_memory() -> bool:
+    """Serve every allocation from glibc's heap and never return its free pages on its own (glibc only).
+
+    ``mallopt(M_MMAP_MAX, 0)`` (no mmapped blocks, so a freed block is never unmapped) and the largest trim
+    threshold: a training step's tensors reuse the pages the previous step freed instead of faulting in fresh,
+    zero-filled ones (the kernel's share of a step's CPU time, see bench/results/train_kernel.md). The price is
+    resident memory: freed pages stay, and the heap can fragment over a long run; :func:`release_free_heap`
+    (``train.malloc_trim``) hands them back. Returns False where not applied (not glibc, or the user set
+    ``MALLOC_MMAP_MAX_`` / ``MALLOC_TRIM_THRESHOLD_``: their values are kept).
+    """
+    if {"MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
+        return False
+    mallopt = _glibc_function("mallopt", (ctypes.c_int, ctypes.c_int), ctypes.c_int)
+    return mallopt is not None and mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def free_heap_bytes() -> int | None:
+    """Bytes of glibc's heap that are free (``mallinfo2().fordblks``, all arenas); None where unknown."""
+    mallinfo2 = _glibc_function("mallinfo2", (), _MallInfo2)
+    return None if mallinfo2 is None else int(mallinfo2().fordblks)
 
 
 def enable_huge_pages() -> bool:

@@ -22,19 +22,23 @@ import numpy as np
 import torch
 
 from semrec.config import TrainConfig
-from semrec.train.memory import enable_huge_pages, fix_mmap_threshold
+from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, keep_freed_memory
 
 
 def prepare_process(train: TrainConfig) -> dict[str, Any]:
-    """Apply ``train.malloc_mmap_threshold_mb`` and ``train.huge_pages`` to this process; call once, before
+    """Apply ``train.malloc_mmap_threshold_mb`` (ignored with ``train.malloc_reuse``), ``train.malloc_reuse`` and
+    ``train.huge_pages`` to this process; call once, before
     loading data or building a model. Safe to call again (the same settings are applied again).
 
     Returns what was applied: ``mmap_threshold_mb`` (MiB, or None when not applied: 0 in the config, the user's
     ``MALLOC_MMAP_THRESHOLD_`` set, or not glibc) and ``huge_pages`` (False when off, not Linux, or the user's
-    ``THP_MEM_ALLOC_ENABLE`` set)."""
-    fixed = fix_mmap_threshold(train.malloc_mmap_threshold_mb)
+    ``THP_MEM_ALLOC_ENABLE`` set) and ``malloc_reuse`` (False when off, not glibc, or the user's ``MALLOC_MMAP_MAX_``
+    / ``MALLOC_TRIM_THRESHOLD_`` set)."""
+    reuse = bool(train.malloc_reuse) and keep_freed_memory()
+    fixed = not train.malloc_reuse and fix_mmap_threshold(train.malloc_mmap_threshold_mb)
     huge = bool(train.huge_pages) and enable_huge_pages()
-    return {"mmap_threshold_mb": train.malloc_mmap_threshold_mb if fixed else None, "huge_pages": huge}
+    return {"mmap_threshold_mb": train.malloc_mmap_threshold_mb if fixed else None, "huge_pages": huge,
+            "malloc_reuse": reuse}
 
 
 def seed_everything(seed: int) -> None:

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 def check_train_settings(tc: TrainConfig) -> None:
     """Refuse settings no run can use (raises SemrecError naming the key): batch sizes and patience below 1,
     a negative epoch cap, a negative or non-finite learning rate."""
-    for key in ("batch_size", "eval_batch_size", "patience", "eval_every"):
+    for key in ("batch_size", "eval_batch_size", "patience", "eval_every", "malloc_trim_every"):
         if getattr(tc, key) < 1:
             raise SemrecError(f"train.{key} must be at least 1, got {getattr(tc, key)}")
     if tc.epochs < 0:
@@ -190,7 +190,8 @@ class Trainer:
                    ) -> tuple[torch.Tensor, dict[str, Any]]:
         """One optimizer step on ``batch`` (from :func:`semrec.data.batching.train_batches`, on ``self.device``):
         forward, backward, gradient clipping (``train.grad_clip``), AdamW and learning-rate schedule steps,
-        glibc heap trim on CPU (``train.malloc_trim``); ``self.step`` counts it.
+        glibc heap trim on CPU (``train.malloc_trim``, every ``train.malloc_trim_every`` steps); ``self.step``
+        counts it.
 
         ``module``: what runs the forward pass, the model by default (``fit`` passes its DDP wrapper). The model
         must be in training mode (``model.train()``; ``fit`` sets it per epoch). Returns the loss (a detached
@@ -203,9 +204,9 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        if tc.malloc_trim and self.device.type == "cpu":
-            release_free_heap()
         self.step += 1
+        if tc.malloc_trim and self.device.type == "cpu" and self.step % tc.malloc_trim_every == 0:
+            release_free_heap()
         return loss.detach(), parts
 
     def _evaluate(self, split: str) -> dict[str, float]:

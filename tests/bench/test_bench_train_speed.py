@@ -1,4 +1,4 @@
-"""bench/train_speed.py allocator settings: MiB[+thp][+trim], refused with a clear message otherwise."""
+"""bench/train_speed.py allocator settings: MiB[+thp][+trim|+trimN][+reuse], refused with a clear message otherwise."""
 
 import importlib.util
 import subprocess
@@ -13,13 +13,19 @@ train_speed = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(train_speed)
 
 
+def _settings(threshold, thp=False, trim=False, every=1, reuse=False):
+    return [("train.malloc_mmap_threshold_mb", threshold), ("train.huge_pages", thp), ("train.malloc_trim", trim),
+            ("train.malloc_trim_every", every), ("train.malloc_reuse", reuse)]
+
+
 def test_allocator_settings_parse():
-    assert train_speed.parse_allocator("4+thp+trim") == (4.0, {"thp", "trim"})
-    assert train_speed.parse_allocator("0") == (0.0, set())
-    assert train_speed.parse_allocator("16+thp") == (16.0, {"thp"})
+    assert train_speed.parse_allocator("4+thp+trim") == _settings(4.0, thp=True, trim=True)
+    assert train_speed.parse_allocator("0") == _settings(0.0)
+    assert train_speed.parse_allocator("16+thp") == _settings(16.0, thp=True)
+    assert train_speed.parse_allocator("0+reuse+trim10") == _settings(0.0, trim=True, every=10, reuse=True)
 
 
-@pytest.mark.parametrize("bad", ["thp", "4+huge", "-1+thp", "", "4+thp+"])
+@pytest.mark.parametrize("bad", ["thp", "4+huge", "-1+thp", "", "4+thp+", "0+trim0", "0+trimx", "0+trim+trim5"])
 def test_bad_allocator_setting_is_refused(bad):
     with pytest.raises(SystemExit, match="--allocators"):
         train_speed.parse_allocator(bad)

@@ -107,12 +107,16 @@ def test_a_trainer_leaves_the_allocator_settings_of_the_process_alone(tiny, tmp_
 def test_prepare_process_applies_the_allocator_settings(allocator_calls):
     applied = prepare_process(TrainConfig(malloc_mmap_threshold_mb=8.0, huge_pages=True))
     assert allocator_calls == ["mallopt"] and os.environ[memory.TORCH_THP] == "1"
-    assert applied == {"mmap_threshold_mb": None, "huge_pages": True}  # no glibc function here: not applied
+    # no glibc function here: not applied
+    assert applied == {"mmap_threshold_mb": None, "huge_pages": True, "malloc_reuse": False}
     allocator_calls.clear()
     os.environ.pop(memory.TORCH_THP)
     assert prepare_process(TrainConfig(malloc_mmap_threshold_mb=0, huge_pages=False)) == {
-        "mmap_threshold_mb": None, "huge_pages": False}
+        "mmap_threshold_mb": None, "huge_pages": False, "malloc_reuse": False}
     assert allocator_calls == [] and memory.TORCH_THP not in os.environ
+    # reuse replaces the fixed threshold: one mallopt lookup (M_MMAP_MAX, M_TRIM_THRESHOLD), not two
+    prepare_process(TrainConfig(malloc_mmap_threshold_mb=8.0, huge_pages=False, malloc_reuse=True))
+    assert allocator_calls == ["mallopt"]
 
 
 def test_train_command_prepares_the_process_before_the_trainer(tiny, tmp_path, monkeypatch):

@@ -79,6 +79,14 @@ def test_heap_is_released_after_every_cpu_step_unless_switched_off(tiny, tmp_pat
     calls.clear()
     Trainer(run_config(tiny, tmp_path / "off", epochs=2, device="cpu", malloc_trim=False)).fit()
     assert calls == []
+    trainer = Trainer(run_config(tiny, tmp_path / "every3", epochs=2, device="cpu", malloc_trim_every=3))
+    trainer.fit()  # after steps 3, 6, ...: the pages stay resident for the steps between
+    assert trainer.step >= 3 and len(calls) == trainer.step // 3
+
+
+def test_a_trim_interval_below_one_step_is_refused(tiny, tmp_path):
+    with pytest.raises(SemrecError, match="train.malloc_trim_every must be at least 1"):
+        Trainer(run_config(tiny, tmp_path / "run", malloc_trim_every=0))
 
 
 def _launch(args: list[str], env: dict | None = None) -> subprocess.Popen:
