@@ -90,7 +90,10 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
     overrides = [("dataset", dataset)] if dataset else []
     overrides += [("train.batch_size", batch), ("train.device", "cpu"), ("train.progress", False),
                   *parse_allocator(allocator), *sets]
-    cfg = load_config(RunConfig, ROOT / CONFIGS[model], overrides)
+    name, *row_sets = model.split("@")  # a row's own overrides: sasrec@model_params.ce_chunk_size=4096
+    if name not in CONFIGS:
+        raise SystemExit(f"--models: unknown model {name!r} (known: {', '.join(CONFIGS)})")
+    cfg = load_config(RunConfig, ROOT / CONFIGS[name], [*overrides, *row_sets])
     applied = prepare_process(cfg.train)  # as `semrec train` does, before anything large is allocated
     with tempfile.TemporaryDirectory() as run_dir:  # the trainer writes its config and data record there
         trainer = Trainer(cfg, run_dir=run_dir)
@@ -125,7 +128,7 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
     valid = evaluate(net, data.split.valid, trainer.max_len, cfg.train.eval_batch_size)
     eval_seconds = time.perf_counter() - t0
     return {
-        "model": model, "batch": batch, "steps": steps, "step_median_s": statistics.median(times),
+        "model": model, "batch": cfg.train.batch_size, "steps": steps, "step_median_s": statistics.median(times),
         "step_min_s": min(times), "valid_pass_s": eval_seconds,
         "peak_rss_gb": peak_rss_gb(), "peak_rss_after_warmup_gb": rss_after_warmup,
         "peak_rss_half_gb": rss_half, "mmap_threshold_mb": applied["mmap_threshold_mb"],
@@ -155,7 +158,9 @@ def _negatives(row: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="sasrec,ccfrec")
+    parser.add_argument("--models", default="sasrec,ccfrec",
+                        help="comma-separated; a model may carry overrides of its own after '@' "
+                             "(sasrec@model_params.ce_chunk_size=4096@train.batch_size=2048)")
     parser.add_argument("--batches", default="200,400")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--dataset", default=None, help="override the dataset folder of the configs")
@@ -177,6 +182,9 @@ def main() -> None:
     allocators = args.allocators.split(",")
     for spec in allocators:
         parse_allocator(spec)  # fail before any subprocess starts
+    unknown = [m for m in args.models.split(",") if m.split("@")[0] not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"--models: unknown model(s) {', '.join(map(repr, unknown))} (known: {', '.join(CONFIGS)})")
     rows = []
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for model in args.models.split(","):

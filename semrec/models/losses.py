@@ -23,6 +23,25 @@ import torch
 import torch.nn.functional as F
 
 
+_WORKSPACE: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _chunk_logits(hidden: torch.Tensor, part: torch.Tensor, scale: float) -> torch.Tensor:
+    """``scale * hidden @ part.T`` ``[P, c]``, written into a buffer kept from call to call (per device and dtype,
+    grown to the largest ``P x c`` asked for): every chunk of every step reuses the same pages instead of
+    allocating, faulting in and freeing a fresh ``[P, c]`` block (on CPU the kernel zero-fills each fresh page; the
+    page faults were a third of a step's CPU time, bench/results/train_kernel.md). The result is overwritten by the
+    next call: use it before calling again."""
+    size = hidden.size(0) * part.size(0)
+    key = (hidden.device, hidden.dtype)
+    buffer = _WORKSPACE.get(key)
+    if buffer is None or buffer.numel() < size:
+        _WORKSPACE.pop(key, None)  # the smaller one goes first
+        buffer = _WORKSPACE[key] = torch.empty(size, device=hidden.device, dtype=hidden.dtype)
+    logits = torch.mm(hidden, part.T, out=buffer[:size].view(hidden.size(0), part.size(0)))
+    return logits.mul_(scale) if scale != 1.0 else logits
+
+
 class _ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, first: int, chunk: int,
@@ -30,10 +49,11 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         n = table.size(0)
         lse = hidden.new_full((hidden.size(0),), float("-inf"))
         for start in range(first, n, chunk):
-            logits = hidden @ table[start:start + chunk].T
-            if scale != 1.0:
-                logits.mul_(scale)
-            lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
+            logits = _chunk_logits(hidden, table[start:start + chunk], scale)
+            top = logits.amax(dim=1)  # a row's log-sum-exp, computed in place in the workspace
+            top.masked_fill_(torch.isinf(top), 0.0)
+            chunk_lse = logits.sub_(top[:, None]).exp_().sum(dim=1).log_().add_(top)
+            lse = torch.logaddexp(lse, chunk_lse)
         target_logit = (hidden * table[targets]).sum(1) * scale
         ctx.save_for_backward(hidden, table, targets, lse)
         ctx.first, ctx.chunk, ctx.scale = first, chunk, scale
@@ -49,9 +69,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         grad_t = torch.zeros_like(table) if need_t else None
         for start in range(first, table.size(0), chunk):
             part = table[start:start + chunk]
-            logits = hidden @ part.T
-            if scale != 1.0:
-                logits.mul_(scale)
+            logits = _chunk_logits(hidden, part, scale)
             prob = logits.sub_(lse[:, None]).exp_().mul_(g * scale)  # d loss / d (hidden . item), [P, c]
             if need_h:
                 grad_h.addmm_(prob, part)

@@ -37,3 +37,11 @@ def test_bad_allocator_fails_before_any_measurement():
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode != 0 and "'4+typo'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (ROOT / "bench" / "results" / "never-written.md").exists()
+
+
+def test_unknown_model_fails_before_any_measurement(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "train_speed.py"), "--models",
+                           "sasrec@model_params.ce_chunk_size=4096,sasrek", "--out", str(tmp_path / "t.md")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode != 0 and "'sasrek'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "t.md").exists()
