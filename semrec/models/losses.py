@@ -22,7 +22,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-
 _WORKSPACE: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
 
