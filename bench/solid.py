@@ -143,6 +143,9 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the seeds whose runs have finished (the seeds column says how "
                              "many)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of --out this call does not tabulate (and their commands): one table of "
+                             "ablations built by several calls (different --solid-set / --semantics)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "solid.md"))
     args = parser.parse_args()
     known = [*METHODS, *ABLATIONS, "duet+fusion", "apg+fusion", "duet-semantic", "apg-semantic"]
@@ -158,11 +161,13 @@ def main() -> None:
     from semrec.config import CtrConfig
     from semrec.io import atomic_path
 
-    lines = ["# SOLID's comparison on the CTR task (issue 19)", "",
-             f"Command: `python bench/solid.py --datasets {args.datasets} --backbones {args.backbones} --methods "
+    kept_text, kept_rows = previous_table(Path(args.out)) if args.merge else ([], {})
+    lines = ["# SOLID's comparison on the CTR task (issue 19)", "", *kept_text,
+             f"{'Then' if kept_text else 'Command'}: `python bench/solid.py --datasets {args.datasets} "
+             f"--backbones {args.backbones} --methods "
              f"{args.methods} --seeds {args.seeds} --semantics {args.semantics}"
              f"{''.join(' --set ' + s for s in args.set)}{''.join(' --solid-set ' + s for s in args.solid_set)}"
-             f"{' --report-only' if args.report_only else ''}`. "
+             f"{' --report-only' if args.report_only else ''}{' --merge' if args.merge else ''}`. "
              "Test metrics of the best validation-UAUC epoch on the "
              f"sampled candidates (1 positive + {args.eval_negatives} unseen negatives per user, L = {args.history}), "
              "mean ± std "
@@ -170,10 +175,20 @@ def main() -> None:
              + (f" {args.note}" if args.note else ""), ""]
     header = "| dataset | backbone | method | seeds | " + " | ".join(METRICS) + " | full NDCG@10 | epochs | s/epoch |"
     lines += [header, "|---" * (header.count("|") - 1) + "|"]
+    table_start = len(lines)
 
     def write() -> None:  # after every row: a stopped benchmark leaves the rows it finished
+        new = {row_key(line): line for line in lines[table_start:]}
+        rows = [new.pop(key, line) for key, line in kept_rows.items()] + list(new.values())
         with atomic_path(args.out) as tmp:
-            tmp.write_text("\n".join(lines + anchors(args.datasets.split(","))) + "\n")
+            tmp.write_text("\n".join(lines[:table_start] + rows + anchors(args.datasets.split(","))) + "\n")
+
+    def label(method: str) -> str:  # a SOLID row names the settings it was trained with
+        if not method.endswith(("+solid", "+fusion", "-semantic")):
+            return method
+        tags = [f"semantics {args.semantics}"] if args.semantics != "id+text" else []
+        tags += args.solid_set if not method.endswith("-semantic") else []
+        return f"{method} ({', '.join(tags)})" if tags else method
 
     for name in args.datasets.split(","):
         dataset = Path(args.data) / name
@@ -203,16 +218,39 @@ def main() -> None:
                                                          if results["test"].get(m) is not None}, flush=True)
                 if not rows:
                     cell = "not run" if unfinished else "not built"
-                    lines.append(f"| {name} | {backbone} | {method} | 0 | " + " | ".join([cell] * len(METRICS))
+                    lines.append(f"| {name} | {backbone} | {label(method)} | 0 | " + " | ".join([cell] * len(METRICS))
                                  + " | | | |")
                     continue
                 cells = [fmt([r.get(m) for r in rows]) for m in METRICS]
-                lines.append(f"| {name} | {backbone} | {method} | {len(rows)} | " + " | ".join(cells)
+                lines.append(f"| {name} | {backbone} | {label(method)} | {len(rows)} | " + " | ".join(cells)
                              + f" | {fmt([r['full'] for r in rows])} | {statistics.mean(r['epochs'] for r in rows):.0f}"
                              f" | {statistics.mean(r['s_epoch'] for r in rows):.0f} |")
                 write()
     write()
     print(f"wrote {args.out}")
+
+
+def row_key(line: str) -> str:
+    """A table row's identity: dataset, backbone and method (with its settings)."""
+    return "|".join(cell.strip() for cell in line.strip().strip("|").split("|")[:3])
+
+
+def previous_table(path: Path) -> tuple[list[str], dict[str, str]]:
+    """``--merge``: the command paragraphs and the table rows (by :func:`row_key`) of an earlier results file;
+    nothing when there is none."""
+    if not path.is_file():
+        return [], {}
+    text, rows, in_table = [], {}, False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("| dataset |"):
+            in_table = True
+        elif in_table and line.startswith("| ") and not line.startswith("|---"):
+            rows[row_key(line)] = line
+        elif in_table and not line.startswith("|"):
+            break  # the anchors below the table are written again
+        elif not in_table and line.startswith(("Command:", "Then:")):
+            text += [line, ""]
+    return text, rows
 
 
 def anchors(datasets: list[str]) -> list[str]:

@@ -33,16 +33,16 @@ def test_solid_bench_smoke(tmp_path):
     table = out.read_text()
     rows = {tuple(c.strip() for c in line.split("|")[1:4]): line for line in table.splitlines()
             if line.startswith("| tiny")}
+    fusion_row, solid_row = "duet+fusion (model_params.clip=0.1)", "duet+solid (model_params.clip=0.1)"  # settings
     assert set(rows) == {("tiny", b, m) for b in ("din", "sasrec")
-                         for m in ("base", "duet_vqvae", "duet+fusion", "duet+solid")} | {("tiny", "(none)",
-                                                                                          "popularity")}
+                         for m in ("base", "duet_vqvae", fusion_row, solid_row)} | {("tiny", "(none)", "popularity")}
     pop = [c.strip() for c in rows[("tiny", "(none)", "popularity")].split("|")[5:10]]
     assert all(0 <= float(c) <= 1 for i, c in enumerate(pop) if i != 2) and pop[2] == "n/a"  # no log-loss
     assert "Full-ranking anchors" not in table  # quality.md has no row of this dataset
     assert "not built" not in table
-    for method in ("base", "duet+solid", "duet+fusion"):  # DIN: no full ranking
+    for method in ("base", solid_row, fusion_row):  # DIN: no full ranking
         assert "| n/a |" in rows[("tiny", "din", method)]
-    assert "| n/a |" not in rows[("tiny", "sasrec", "duet+solid")]
+    assert "| n/a |" not in rows[("tiny", "sasrec", solid_row)]
     chain = "solid-tiny-sasrec-duet-id+text"
     tag = "@train.epochs=1@model_params.max_len=8@train.batch_size=256"  # --set values name the folders too
     solid = tmp_path / "runs" / f"tiny-sasrec-duet+solid{tag}-s2020" / chain  # one chain: its stages are shared
@@ -53,7 +53,7 @@ def test_solid_bench_smoke(tmp_path):
     assert "vq: false" in (fusion / "config.yaml").read_text() and "clip: 0.1" in (fusion / "config.yaml").read_text()
     item = tmp_path / "runs" / f"tiny-sasrec-duet{tag}-s2020"  # stage 1 is the DUET row of the seed, trained once
     assert (item / "results.json").is_file()
-    assert "| 0 |" not in rows[("tiny", "sasrec", "duet+solid")]
+    assert "| 0 |" not in rows[("tiny", "sasrec", solid_row)]
     assert "vqvae_size: 450" in (tmp_path / "runs" / f"tiny-sasrec-duet_vqvae{tag}-s2020" / "config.yaml").read_text()
     again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0 and out.read_text() == table  # reused, not retrained
@@ -71,6 +71,19 @@ def test_solid_bench_smoke(tmp_path):
     test_auc = json.loads((chain / "3-semantic" / "results.json").read_text())["test"]["auc"]
     assert f"| {test_auc:.4f} |" in semantic  # stage 3's own results
     assert "not run" in out.read_text() and not list((tmp_path / "runs").glob("*-s2021"))  # nothing trained
+    # --merge: a call with other SOLID settings adds its rows and keeps the others (an ablation table built by
+    # several calls); a row it tabulates again is replaced in place
+    before = out.read_text()
+    merge = [*args[:args.index("--solid-set")], "--report-only", "--merge", "--methods", "duet+solid,base",
+             "--semantics", "text", "--backbones", "sasrec"]
+    done = subprocess.run(merge, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    merged = out.read_text()
+    keys = [tuple(c.strip() for c in line.split("|")[1:5]) for line in merged.splitlines() if line.startswith("| tiny")]
+    assert keys[:len(keys) - 1] == [tuple(c.strip() for c in line.split("|")[1:5]) for line in before.splitlines()
+                                    if line.startswith("| tiny")]  # every earlier row kept, in its place
+    assert keys[-1] == ("tiny", "sasrec", "duet+solid (semantics text)", "0")  # never trained: "not run"
+    assert merged.count("Command:") == 1 and merged.count("Then:") == 1 and "--merge" in merged
 
 
 @pytest.mark.parametrize(("args", "message"), [
