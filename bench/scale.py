@@ -33,7 +33,12 @@ def cell(n_items: int, loss: str, args: argparse.Namespace) -> dict:
     import torch
 
     from semrec.models import ItemInputs, build_model
+    from semrec.train.memory import keep_freed_memory
 
+    # train.malloc_reuse, before any large allocation
+    if args.allocator == "reuse" and not keep_freed_memory():
+        raise SystemExit("--allocators reuse: not applied (not glibc, or MALLOC_MMAP_MAX_ / MALLOC_TRIM_THRESHOLD_ "
+                         "set)")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     popularity = torch.cat([torch.zeros(1, dtype=torch.long),
@@ -71,6 +76,10 @@ def main() -> None:
     parser.add_argument("--negatives", type=int, default=1024, help="shared negatives of the sampled losses")
     parser.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up)")
     parser.add_argument("--dense-limit-gb", type=float, default=8.0)
+    parser.add_argument("--allocators", default="glibc",
+                        help="comma-separated: glibc (its defaults) and/or reuse (train.malloc_reuse: every tensor "
+                             "from the heap, freed pages kept for the next step); one row per size and allocator")
+    parser.add_argument("--allocator", default="glibc", help=argparse.SUPPRESS)  # the cell's own
     parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # "N,loss": measure one cell, print JSON
     parser.add_argument("--note", default="", help="a line on the machine's conditions, written under the command")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale_losses.md"))
@@ -81,31 +90,38 @@ def main() -> None:
         return
     sizes = [int(x) for x in args.items.split(",")]
     losses = args.losses.split(",")
+    allocators = args.allocators.split(",")
+    if set(allocators) - {"glibc", "reuse"}:
+        parser.error(f"--allocators: glibc and/or reuse, got {args.allocators}")
     bad = [x for x in losses if x not in LOSSES]
     if bad or not sizes or min(sizes) < 2 or args.steps < 1 or args.windows < 1:
         parser.error(f"--losses: known {', '.join(LOSSES)} (got {', '.join(bad) or 'ok'}); --items >= 2, "
                      "--steps and --windows >= 1")
     positions = args.windows * args.max_len
-    results: dict[tuple[int, str], dict | str] = {}
+    results: dict[tuple[int, str, str], dict | str] = {}
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
+                                                            "MALLOC_MMAP_THRESHOLD_")}  # each row sets its own
     for n in sizes:
-        for loss in losses:
-            dense_gb = 3 * positions * n * 4 / 2**30
-            if loss == "full" and dense_gb > args.dense_limit_gb:
-                results[n, loss] = f"skipped: logits ~{dense_gb:.0f} GB"
-                print(n, loss, results[n, loss], flush=True)
-                continue
-            forwarded = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                         if k in ("windows", "max_len", "hidden", "chunk", "negatives", "steps")]
-            done = subprocess.run([sys.executable, __file__, "--cell", f"{n},{loss}", *forwarded],
-                                  capture_output=True, text=True, cwd=ROOT,
-                                  env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-            results[n, loss] = (json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0
-                                else f"failed: {done.stderr.strip().splitlines()[-1][:80]}")
-            print(n, loss, results[n, loss], flush=True)
-    write(args, sizes, losses, results, positions)
+        for allocator in allocators:
+            for loss in losses:
+                dense_gb = 3 * positions * n * 4 / 2**30
+                if loss == "full" and dense_gb > args.dense_limit_gb:
+                    results[n, loss, allocator] = f"skipped: logits ~{dense_gb:.0f} GB"
+                    print(n, loss, allocator, results[n, loss, allocator], flush=True)
+                    continue
+                forwarded = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                             if k in ("windows", "max_len", "hidden", "chunk", "negatives", "steps")]
+                done = subprocess.run([sys.executable, __file__, "--cell", f"{n},{loss}", f"--allocator={allocator}",
+                                       *forwarded], capture_output=True, text=True, cwd=ROOT,
+                                      env={**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+                results[n, loss, allocator] = (json.loads(done.stdout.strip().splitlines()[-1])
+                                               if done.returncode == 0
+                                               else f"failed: {done.stderr.strip().splitlines()[-1][:80]}")
+                print(n, loss, allocator, results[n, loss, allocator], flush=True)
+    write(args, sizes, losses, allocators, results, positions)
 
 
-def write(args, sizes, losses, results, positions) -> None:
+def write(args, sizes, losses, allocators, results, positions) -> None:
     from semrec.io import atomic_path
 
     def show(value, key, fmt):
@@ -114,15 +130,20 @@ def write(args, sizes, losses, results, positions) -> None:
     lines = ["# Training loss against catalogue size (issue 20)", "",
              f"Command: `python bench/scale.py --items {args.items} --losses {','.join(losses)} --windows "
              f"{args.windows} --max-len {args.max_len} --hidden {args.hidden} --chunk {args.chunk} --negatives "
-             f"{args.negatives} --steps {args.steps}`. SASRec ({args.hidden} dims, 2 layers), Adam, {positions:,} "
-             "target positions per step, one thread, each cell in its own process: median seconds per step "
+             f"{args.negatives} --steps {args.steps} --allocators {','.join(allocators)}`. SASRec ({args.hidden} "
+             f"dims, 2 layers), Adam, {positions:,} target positions per step, one thread, each cell in its own "
+             "process: median seconds per step "
              "(forward, backward, Adam) and the process's peak RSS (model, Adam state and the step)."
+             + " Allocator: `glibc`, glibc's defaults; `reuse`, `train.malloc_reuse` (every tensor from the heap, "
+             "freed pages kept for the next step: fewer page faults, more resident memory)."
              + (f" {args.note}" if args.note else ""), "",
-             "| items | " + " | ".join(f"{loss} s/step | {loss} peak GB" for loss in losses) + " |",
-             "|---" * (1 + 2 * len(losses)) + "|"]
+             "| items | allocator | " + " | ".join(f"{loss} s/step | {loss} peak GB" for loss in losses) + " |",
+             "|---" * (2 + 2 * len(losses)) + "|"]
     for n in sizes:
-        lines.append(f"| {n:,} | " + " | ".join(f"{show(results[n, loss], 'step_s', '.3f')} | "
-                                                f"{show(results[n, loss], 'rss_gb', '.2f')}" for loss in losses) + " |")
+        for a in allocators:
+            lines.append(f"| {n:,} | {a} | " + " | ".join(f"{show(results[n, loss, a], 'step_s', '.3f')} | "
+                                                         f"{show(results[n, loss, a], 'rss_gb', '.2f')}"
+                                                         for loss in losses) + " |")
     with atomic_path(args.out) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     plot = Path(args.out).with_suffix(".png")
@@ -133,9 +154,11 @@ def write(args, sizes, losses, results, positions) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for loss in losses:
-        xs = [n for n in sizes if isinstance(results[n, loss], dict)]
-        for ax, key in zip(axes, ("step_s", "rss_gb")):
-            ax.plot(xs, [results[n, loss][key] for n in xs], marker="o", label=loss)
+        for a, style in zip(allocators, ("-", "--")):
+            xs = [n for n in sizes if isinstance(results[n, loss, a], dict)]
+            for ax, key in zip(axes, ("step_s", "rss_gb")):
+                ax.plot(xs, [results[n, loss, a][key] for n in xs], marker="o", linestyle=style,
+                        label=loss if len(allocators) == 1 else f"{loss} ({a})")
     for ax, label in zip(axes, ("seconds per step", "peak RSS (GB)")):
         ax.set_xscale("log")
         ax.set_xlabel("items")

@@ -13,14 +13,16 @@ def test_scale_smoke_writes_the_table_and_plot(tmp_path):
     out = tmp_path / "scale.md"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--items", "300", "--losses",
                            "full,chunked,in_batch", "--steps", "1", "--windows", "2", "--max-len", "5", "--chunk", "64",
-                           "--dense-limit-gb", "1e-9", "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=600)
+                           "--dense-limit-gb", "1e-9", "--allocators", "glibc,reuse", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    row = [line for line in out.read_text().splitlines() if line.startswith("| 300 |")][0]
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1].startswith("skipped: logits") and cells[2].startswith("skipped")  # over the dense limit
-    times, rss = [float(c) for c in cells[3::2]], [float(c) for c in cells[4::2]]
-    assert len(times) == len(rss) == 2 and min(times) >= 0 and min(rss) > 0  # chunked and in_batch measured
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| 300 |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["glibc", "reuse"]  # one row per allocator
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2].startswith("skipped: logits") and cells[3].startswith("skipped")  # over the dense limit
+        times, rss = [float(c) for c in cells[4::2]], [float(c) for c in cells[5::2]]
+        assert len(times) == len(rss) == 2 and min(times) >= 0 and min(rss) > 0  # chunked and in_batch measured
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
@@ -28,4 +30,8 @@ def test_bad_scale_arguments_are_refused(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--losses", "full,softmax", "--out",
                            str(tmp_path / "x.md")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 2 and "--losses: known full, chunked" in done.stderr and "got softmax" in done.stderr
+    assert not (tmp_path / "x.md").exists()
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--allocators", "glibc,jemalloc", "--out",
+                           str(tmp_path / "x.md")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and "--allocators: glibc and/or reuse" in done.stderr
     assert not (tmp_path / "x.md").exists()
