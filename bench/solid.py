@@ -167,11 +167,10 @@ def main() -> None:
              f"--backbones {args.backbones} --methods "
              f"{args.methods} --seeds {args.seeds} --semantics {args.semantics}"
              f"{''.join(' --set ' + s for s in args.set)}{''.join(' --solid-set ' + s for s in args.solid_set)}"
-             f"{' --report-only' if args.report_only else ''}{' --merge' if args.merge else ''}`. "
-             "Test metrics of the best validation-UAUC epoch on the "
-             f"sampled candidates (1 positive + {args.eval_negatives} unseen negatives per user, L = {args.history}), "
-             "mean ± std "
-             "over seeds; `full NDCG@10`: the same checkpoint ranking all items (n/a for DIN)."
+             f"{' --report-only' if args.report_only else ''}{' --merge' if args.merge else ''}`."
+             + ("" if kept_text else " Test metrics of the best validation-UAUC epoch on the sampled candidates (1 "
+                f"positive + {args.eval_negatives} unseen negatives per user, L = {args.history}), mean ± std over "
+                "seeds; `full NDCG@10`: the same checkpoint ranking all items (n/a for DIN).")
              + (f" {args.note}" if args.note else ""), ""]
     header = "| dataset | backbone | method | seeds | " + " | ".join(METRICS) + " | full NDCG@10 | epochs | s/epoch |"
     lines += [header, "|---" * (header.count("|") - 1) + "|"]
