@@ -121,7 +121,7 @@ class TrainConfig:
     huge_pages: bool = True  # Linux: transparent huge pages for large CPU tensors (fewer page faults)
     malloc_trim: bool = True  # glibc: return freed heap pages after each CPU step (peak RSS flat over long runs)
     malloc_reuse: bool = False  # glibc: all tensors from the heap, freed pages kept for the next step (fewer faults)
-    malloc_trim_every: int = 1  # steps between two heap trims (malloc_trim); the pages stay for the steps between
+    malloc_trim_every: int = 1  # steps between heap trims; with malloc_reuse, trims only when this is above 1
 
 
 @dataclasses.dataclass

@@ -28,9 +28,9 @@ _WORKSPACE: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 def _chunk_logits(hidden: torch.Tensor, part: torch.Tensor, scale: float) -> torch.Tensor:
     """``scale * hidden @ part.T`` ``[P, c]``, written into a buffer kept from call to call (per device and dtype,
     grown to the largest ``P x c`` asked for): every chunk of every step reuses the same pages instead of
-    allocating, faulting in and freeing a fresh ``[P, c]`` block (on CPU the kernel zero-fills each fresh page; the
-    page faults were a third of a step's CPU time, bench/results/train_kernel.md). The result is overwritten by the
-    next call: use it before calling again."""
+    allocating, faulting in and freeing a fresh ``[P, c]`` block (on CPU the kernel zero-fills each fresh page:
+    20-60% of a SASRec step's CPU time, bench/results/train_kernel.md). The result is overwritten by the next call:
+    use it before calling again."""
     size = hidden.size(0) * part.size(0)
     key = (hidden.device, hidden.dtype)
     buffer = _WORKSPACE.get(key)

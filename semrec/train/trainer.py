@@ -190,8 +190,8 @@ class Trainer:
                    ) -> tuple[torch.Tensor, dict[str, Any]]:
         """One optimizer step on ``batch`` (from :func:`semrec.data.batching.train_batches`, on ``self.device``):
         forward, backward, gradient clipping (``train.grad_clip``), AdamW and learning-rate schedule steps,
-        glibc heap trim on CPU (``train.malloc_trim``, every ``train.malloc_trim_every`` steps); ``self.step``
-        counts it.
+        glibc heap trim on CPU (``train.malloc_trim``, every ``train.malloc_trim_every`` steps; with
+        ``train.malloc_reuse`` only when that interval is above 1); ``self.step`` counts it.
 
         ``module``: what runs the forward pass, the model by default (``fit`` passes its DDP wrapper). The model
         must be in training mode (``model.train()``; ``fit`` sets it per epoch). Returns the loss (a detached
@@ -205,7 +205,10 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        if tc.malloc_trim and self.device.type == "cpu" and self.step % tc.malloc_trim_every == 0:
+        # malloc_reuse keeps the freed pages for the next step: a trim every step would undo it, so with it the heap
+        # is trimmed only when malloc_trim_every asks for an interval
+        trims = tc.malloc_trim and (not tc.malloc_reuse or tc.malloc_trim_every > 1)
+        if trims and self.device.type == "cpu" and self.step % tc.malloc_trim_every == 0:
             release_free_heap()
         return loss.detach(), parts
 

@@ -82,6 +82,13 @@ def test_heap_is_released_after_every_cpu_step_unless_switched_off(tiny, tmp_pat
     trainer = Trainer(run_config(tiny, tmp_path / "every3", epochs=2, device="cpu", malloc_trim_every=3))
     trainer.fit()  # after steps 3, 6, ...: the pages stay resident for the steps between
     assert trainer.step >= 3 and len(calls) == trainer.step // 3
+    calls.clear()  # malloc_reuse keeps the freed pages: no trim after every step, only at an asked-for interval
+    Trainer(run_config(tiny, tmp_path / "reuse", epochs=2, device="cpu", malloc_reuse=True)).fit()
+    assert calls == []
+    trainer = Trainer(run_config(tiny, tmp_path / "reuse3", epochs=2, device="cpu", malloc_reuse=True,
+                                 malloc_trim_every=3))
+    trainer.fit()
+    assert len(calls) == trainer.step // 3
 
 
 def test_a_trim_interval_below_one_step_is_refused(tiny, tmp_path):
