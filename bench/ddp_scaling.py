@@ -1,9 +1,9 @@
 """Data-parallel scaling (issue 20, part 4): seconds per training epoch with 1 and more processes.
 
 Each process count trains the same config with ``torchrun --standalone --nproc_per_node=N -m semrec.cli train``
-(gloo on CPU, NCCL on GPUs), ``--threads`` intra-op threads per process, for ``--epochs`` epochs, at the same global
-batch (``train.batch_size`` per rank = the config's batch size / N, so every run makes the same number of updates
-of the same size). The table gives the median training seconds per epoch (the trainer's ``train_seconds``, without
+(gloo on CPU, NCCL on GPUs), ``--threads`` intra-op threads per process, for ``--epochs`` epochs, at the config's
+batch size: ``train.batch_size`` is global (each rank takes 1/N of every batch), so every run makes the same number
+of updates of the same size. The table gives the median training seconds per epoch (the trainer's ``train_seconds``, without
 validation), the speed-up over the first process count, and the last epoch's validation NDCG@10 (the runs differ
 only in how the batch is split and in the ranks' dropout streams, so it should stay close). Writes ``--out`` and a
 PNG beside it.
@@ -74,7 +74,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in procs:
-            records = train(config, n, base.train.batch_size // n, args.epochs, args.threads, args.set,
+            records = train(config, n, base.train.batch_size, args.epochs, args.threads, args.set,
                             Path(tmp) / f"p{n}")
             seconds = statistics.median(r["train_seconds"] for r in records)
             valid = next((r[k] for r in reversed(records) for k in ("valid_ndcg@10", "valid_uauc") if k in r), None)
