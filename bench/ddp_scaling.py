@@ -1,12 +1,12 @@
 """Data-parallel scaling (issue 20, part 4): seconds per training epoch with 1 and more processes.
 
-Each process count trains the same config with ``torchrun --standalone --nproc_per_node=N -m semrec.cli train``
-(gloo on CPU, NCCL on GPUs), ``--threads`` intra-op threads per process, for ``--epochs`` epochs, at the config's
-batch size: ``train.batch_size`` is global (each rank takes 1/N of every batch), so every run makes the same
-number of updates of the same size. The table gives the median training seconds per epoch (the trainer's
-``train_seconds``, without validation), the speed-up over the first process count, and the last epoch's validation NDCG@10 (the runs differ
-only in how the batch is split and in the ranks' dropout streams, so it should stay close). Writes ``--out`` and a
-PNG beside it.
+Each process count trains the same config with ``torchrun --standalone --nproc_per_node=N -m semrec.cli train`` (gloo
+on CPU, NCCL on GPUs), ``--threads`` intra-op threads per process, for ``--epochs`` epochs, at the config's batch
+size: ``train.batch_size`` is global (each rank takes 1/N of every batch), so every run makes the same number of
+updates of the same size. The table gives the median training seconds per epoch (the trainer's ``train_seconds``,
+without validation), the speed-up over the first process count, and the last epoch's validation NDCG@10 (the runs
+differ only in how the batch is split and in the ranks' dropout streams, so it should stay close). Writes ``--out``
+and a PNG beside it.
 
     python bench/ddp_scaling.py                                   # SASRec on Scientific, 1 and 2 processes
     python bench/ddp_scaling.py --config configs/ccfrec/Scientific.yaml --epochs 1 --set train.max_steps_per_epoch=20
