@@ -134,7 +134,9 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
         "peak_rss_half_gb": rss_half, "mmap_threshold_mb": applied["mmap_threshold_mb"],
         "huge_pages": applied["huge_pages"], "malloc_reuse": applied["malloc_reuse"],
         "free_heap_gb": None if free_after_steps is None else free_after_steps / 2**30,
-        "malloc_trim": cfg.train.malloc_trim and release_free_heap(),
+        # as the trainer: with malloc_reuse, trims only at an interval above 1 step
+        "malloc_trim": (cfg.train.malloc_trim and (not cfg.train.malloc_reuse or cfg.train.malloc_trim_every > 1)
+                        and release_free_heap()),
         "malloc_trim_every": cfg.train.malloc_trim_every,
         "grad_clip": cfg.train.grad_clip, "schedule": cfg.train.schedule, "warmup_steps": cfg.train.warmup_steps,
         "neg_num": getattr(net.config, "neg_num", None), "loss": getattr(net.config, "loss", None),
