@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Unpack what bench/gpu_queue.sh sent back (FOLDER = the device call's files_at) into runs/gpu here.
+# Unpack what bench/gpu_queue.sh or bench/gpu_solid.sh sent back (FOLDER = the device call's files_at) into runs/gpu here (gpu_solid.sh: also data/*/codes/solid-*).
 #   bash bench/gpu_unpack.sh /work/.device/<call>/
 set -euo pipefail
 from=${1:?folder holding runs.tgz.NN}

@@ -46,7 +46,8 @@ def cell(n_items: int, loss: str, args: argparse.Namespace) -> dict:
     params = {"hidden_size": args.hidden, "inner_size": 4 * args.hidden, "max_len": args.max_len,
               "loss": "full" if loss == "chunked" else loss, "num_negatives": args.negatives,
               "ce_chunk_size": args.chunk if loss == "chunked" else 0}
-    model = build_model("sasrec", params, ItemInputs(n_items=n_items, popularity=popularity))
+    device = torch.device(args.device)
+    model = build_model("sasrec", params, ItemInputs(n_items=n_items, popularity=popularity)).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     times = []
     for step in range(args.steps + 1):
@@ -54,15 +55,22 @@ def cell(n_items: int, loss: str, args: argparse.Namespace) -> dict:
         items = torch.randint(1, n_items + 1, (args.windows, args.max_len + 1), generator=g)
         batch = {"items": items[:, :-1], "targets": items[:, 1:],
                  "lengths": torch.full((args.windows,), args.max_len)}
+        batch = {key: value.to(device) for key, value in batch.items()}
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         value, _ = model.loss(batch)
         optimiser.zero_grad(set_to_none=True)
         value.backward()
         optimiser.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         if step:
             times.append(time.perf_counter() - start)
     times.sort()
-    return {"step_s": times[len(times) // 2], "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    return {"step_s": times[len(times) // 2], "rss_gb": peak}
 
 
 def main() -> None:
@@ -75,6 +83,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=8192, help="items per chunk of the chunked loss")
     parser.add_argument("--negatives", type=int, default=1024, help="shared negatives of the sampled losses")
     parser.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, or cuda: step times synchronised, peak = torch.cuda.max_memory_allocated (GPU "
+                             "memory, not RSS)")
     parser.add_argument("--dense-limit-gb", type=float, default=8.0)
     parser.add_argument("--allocators", default="glibc",
                         help="comma-separated: glibc (its defaults) and/or reuse (train.malloc_reuse: every tensor "
@@ -97,6 +108,12 @@ def main() -> None:
     if bad or not sizes or min(sizes) < 2 or args.steps < 1 or args.windows < 1:
         parser.error(f"--losses: known {', '.join(LOSSES)} (got {', '.join(bad) or 'ok'}); --items >= 2, "
                      "--steps and --windows >= 1")
+    if args.device != "cpu":
+        import torch
+
+        if not args.device.startswith("cuda") or not torch.cuda.is_available():
+            parser.error(f"--device: cpu, or cuda on a machine with a CUDA GPU (got {args.device!r}; CUDA available: "
+                         f"{torch.cuda.is_available()})")
     positions = args.windows * args.max_len
     results: dict[tuple[int, str, str], dict | str] = {}
     env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
@@ -110,7 +127,7 @@ def main() -> None:
                     print(n, loss, allocator, results[n, loss, allocator], flush=True)
                     continue
                 forwarded = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                             if k in ("windows", "max_len", "hidden", "chunk", "negatives", "steps")]
+                             if k in ("windows", "max_len", "hidden", "chunk", "negatives", "steps", "device")]
                 done = subprocess.run([sys.executable, __file__, "--cell", f"{n},{loss}", f"--allocator={allocator}",
                                        *forwarded], capture_output=True, text=True, cwd=ROOT,
                                       env={**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
@@ -130,10 +147,14 @@ def write(args, sizes, losses, allocators, results, positions) -> None:
     lines = ["# Training loss against catalogue size (issue 20)", "",
              f"Command: `python bench/scale.py --items {args.items} --losses {','.join(losses)} --windows "
              f"{args.windows} --max-len {args.max_len} --hidden {args.hidden} --chunk {args.chunk} --negatives "
-             f"{args.negatives} --steps {args.steps} --allocators {','.join(allocators)}`. SASRec ({args.hidden} "
+             f"{args.negatives} --steps {args.steps} --allocators {','.join(allocators)}"
+             f"{' --device ' + args.device if args.device != 'cpu' else ''}`. SASRec ({args.hidden} "
              f"dims, 2 layers), Adam, {positions:,} target positions per step, one thread, each cell in its own "
              "process: median seconds per step "
-             "(forward, backward, Adam) and the process's peak RSS (model, Adam state and the step)."
+             "(forward, backward, Adam) and "
+             + ("the process's peak RSS (model, Adam state and the step)." if args.device == "cpu" else
+                f"peak GPU memory on {args.device} (torch.cuda.max_memory_allocated: model, Adam state and the step; "
+                "the dense-logits skip rule reads this memory too).")
              + " Allocator: `glibc`, glibc's defaults; `reuse`, `train.malloc_reuse` (every tensor from the heap, "
              "freed pages kept for the next step: fewer page faults, more resident memory)."
              + (f" {args.note}" if args.note else ""), "",
@@ -159,7 +180,8 @@ def write(args, sizes, losses, allocators, results, positions) -> None:
             for ax, key in zip(axes, ("step_s", "rss_gb")):
                 ax.plot(xs, [results[n, loss, a][key] for n in xs], marker="o", linestyle=style,
                         label=loss if len(allocators) == 1 else f"{loss} ({a})")
-    for ax, label in zip(axes, ("seconds per step", "peak RSS (GB)")):
+    memory = "peak RSS (GB)" if args.device == "cpu" else "peak GPU memory (GB)"
+    for ax, label in zip(axes, ("seconds per step", memory)):
         ax.set_xscale("log")
         ax.set_xlabel("items")
         ax.set_ylabel(label)

@@ -180,7 +180,8 @@ def main() -> None:
         new = {row_key(line): line for line in lines[table_start:]}
         rows = [new.pop(key, line) for key, line in kept_rows.items()] + list(new.values())
         with atomic_path(args.out) as tmp:
-            tmp.write_text("\n".join(lines[:table_start] + rows + anchors(args.datasets.split(","))) + "\n")
+            datasets = list(dict.fromkeys(row_key(row).split("|")[0] for row in rows))  # merged rows' too
+            tmp.write_text("\n".join(lines[:table_start] + rows + anchors(datasets)) + "\n")
 
     def label(method: str) -> str:  # a SOLID row names the settings it was trained with
         if not method.endswith(("+solid", "+fusion", "-semantic")):

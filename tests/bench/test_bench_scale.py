@@ -35,3 +35,17 @@ def test_bad_scale_arguments_are_refused(tmp_path):
                            str(tmp_path / "x.md")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 2 and "--allocators: glibc and/or reuse" in done.stderr
     assert not (tmp_path / "x.md").exists()
+
+
+def test_a_device_this_machine_lacks_is_refused(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        import pytest
+
+        pytest.skip("this machine has a CUDA GPU: --device cuda is valid here")
+    for device in ("cuda", "tpu"):
+        done = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--device", device, "--out",
+                               str(tmp_path / "x.md")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert done.returncode == 2 and "--device: cpu, or cuda" in done.stderr and repr(device) in done.stderr
+        assert not (tmp_path / "x.md").exists()

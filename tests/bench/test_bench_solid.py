@@ -107,3 +107,24 @@ def test_the_full_ranking_anchors_come_from_quality_md():
     rows = [line.split("|")[1].strip() for line in lines if line.startswith("| ") and "config" not in line]
     assert "sasrec/ml-100k" in rows and "ccfrec/ml-100k-fast" in rows
     assert not [r for r in rows if "Scientific" in r or r.startswith(("gru4rec", "popularity"))]
+
+
+def test_merge_keeps_the_anchors_of_every_dataset_in_the_table(tmp_path):
+    """A --merge call on one dataset keeps the full-ranking anchors of the datasets whose rows it keeps (here a
+    Scientific row from an earlier call: bench/results/quality.md has Scientific anchors, not tiny ones)."""
+    make_tiny_dataset(tmp_path / "data" / "tiny")
+    out = tmp_path / "solid.md"
+    earlier = ("# SOLID\n\nCommand: `python bench/solid.py --datasets Scientific`.\n\n"
+               "| dataset | backbone | method | seeds | auc | uauc | logloss | ndcg@10 | hr@10 | full NDCG@10 | epochs "
+               "| s/epoch |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+               "| Scientific | sasrec | base | 1 | 0.7 | 0.7 | 0.2 | 0.2 | 0.3 | 0.01 | 10 | 9 |\n")
+    out.write_text(earlier)
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "solid.py"), "--datasets", "tiny", "--data",
+                           str(tmp_path / "data"), "--backbones", "sasrec", "--methods", "base", "--seeds", "1",
+                           "--runs", str(tmp_path / "runs"), "--eval-negatives", "19", "--history", "8",
+                           "--report-only", "--merge", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    merged = out.read_text()
+    assert "| Scientific | sasrec | base | 1 | 0.7 |" in merged and "| tiny | sasrec | base | 0 | not run" in merged
+    assert "Full-ranking anchors" in merged and "| sasrec/Scientific |" in merged  # the kept row's dataset
