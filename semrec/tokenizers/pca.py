@@ -1,7 +1,7 @@
 """PCA projections that give equal outputs for equal inputs, whatever the other rows of a call.
 
-Fitted with scikit-learn in float64, stored as arrays, applied with numpy one row at a time; directions in which
-the fit data does not vary project to exactly 0 (see :class:`PCAProjection`).
+Fitted with scikit-learn in float64 (on at most ``MAX_FIT_ROWS`` rows), stored as arrays, applied with numpy one row
+at a time; directions in which the fit data does not vary project to exactly 0 (see :class:`PCAProjection`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,13 @@ import numpy as np
 # 1e-14 (measured: <= 3e-15 for 10..20,000 rows of 64..1,024 dims); real directions of text embeddings above
 # 1e-7.
 DEAD_VARIANCE_RTOL = 1e-11
+# At most this many rows fit a PCA (a seeded random sample of larger inputs, like faiss's PCA training sample):
+# sklearn fits on a float64 copy and centres another, 16x the float32 input's bytes, which at 10^6 items x 384
+# dims was 6.9 GB of peak RSS (bench/results/growth.md); 2^17 rows estimate 384 x 384 covariances well.
+MAX_FIT_ROWS = 2**17
+# Rows projected per block in ``transform``: each row is still projected on its own, the float64 temporaries are
+# bounded by the block instead of the input.
+TRANSFORM_BLOCK = 16384
 
 
 class PCAProjection:
@@ -48,10 +55,14 @@ class PCAProjection:
 
     @classmethod
     def fit(cls, x: np.ndarray, n_components: int, whiten: bool, seed: int) -> PCAProjection:
-        """Fit ``sklearn.decomposition.PCA(n_components, whiten, random_state=seed)`` on ``x`` (in float64),
-        then zero the components without variance (see the class docstring)."""
+        """Fit ``sklearn.decomposition.PCA(n_components, whiten, random_state=seed)`` on ``x`` (in float64; on a
+        random sample of :data:`MAX_FIT_ROWS` rows, drawn with ``seed``, when ``x`` has more), then zero the
+        components without variance (see the class docstring)."""
         from sklearn.decomposition import PCA
 
+        if len(x) > MAX_FIT_ROWS:
+            pick = np.sort(np.random.default_rng(seed).choice(len(x), MAX_FIT_ROWS, replace=False))
+            x = x[pick]
         x64 = np.asarray(x, dtype=np.float64)
         pca = PCA(n_components=n_components, whiten=whiten, random_state=seed)
         with np.errstate(divide="ignore", invalid="ignore"):  # sklearn divides by a zero total variance
@@ -76,11 +87,15 @@ class PCAProjection:
         return np.matmul(x64[:, None, :], self._weights)[:, 0, :]
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """Project ``x [n, d_in]`` to ``float32 [n, dim]``; each row independently of the others."""
-        out = self._project(x) - self._offset
-        if self.whiten:
-            out /= self._scale
-        return np.ascontiguousarray(out, dtype=np.float32)
+        """Project ``x [n, d_in]`` to ``float32 [n, dim]``; each row independently of the others (in blocks of
+        :data:`TRANSFORM_BLOCK` rows, so the float64 temporaries do not grow with ``n``)."""
+        out = np.empty((len(x), self.dim), dtype=np.float32)
+        for first in range(0, len(x), TRANSFORM_BLOCK):
+            block = self._project(x[first:first + TRANSFORM_BLOCK]) - self._offset
+            if self.whiten:
+                block /= self._scale
+            out[first:first + TRANSFORM_BLOCK] = block
+        return out
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         return {

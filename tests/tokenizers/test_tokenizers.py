@@ -204,6 +204,41 @@ def test_pca_with_numpy_equals_sklearn(whiten: bool) -> None:
     np.testing.assert_array_equal(again.transform(new), ours.transform(new))
 
 
+def test_pca_transform_in_blocks_equals_one_row_at_a_time(monkeypatch) -> None:
+    """transform works TRANSFORM_BLOCK rows at a time (bounded float64 temporaries): the same float32 values as
+    projecting every row on its own, for a block size that does not divide n."""
+    from semrec.tokenizers import pca as pca_module
+
+    x = clustered(500, 30, seed=4)
+    fitted = PCAProjection.fit(x, 12, True, seed=0)
+    whole = fitted.transform(x)
+    monkeypatch.setattr(pca_module, "TRANSFORM_BLOCK", 7)
+    blocked = fitted.transform(x)
+    rows = np.concatenate([fitted.transform(x[i:i + 1]) for i in range(len(x))])
+    assert blocked.dtype == np.float32 and blocked.shape == (500, 12) and blocked.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(blocked, whole)
+    np.testing.assert_array_equal(blocked, rows)
+    assert fitted.transform(x[:0]).shape == (0, 12)
+
+
+def test_pca_fit_on_a_seeded_sample_of_large_inputs(monkeypatch) -> None:
+    """Above MAX_FIT_ROWS rows the PCA is fitted on a random sample drawn with the seed (the memory of sklearn's
+    float64 copies stops growing with the catalogue): the same seed gives the same projection, and the sample's
+    components span the full fit's subspace."""
+    from semrec.tokenizers import pca as pca_module
+
+    x = clustered(4000, 30, seed=4)
+    full = PCAProjection.fit(x, 8, False, seed=0)
+    monkeypatch.setattr(pca_module, "MAX_FIT_ROWS", 1000)
+    sampled = PCAProjection.fit(x, 8, False, seed=0)
+    np.testing.assert_array_equal(PCAProjection.fit(x, 8, False, seed=0).components, sampled.components)
+    assert not np.array_equal(PCAProjection.fit(x, 8, False, seed=1).components, sampled.components)
+    assert not np.array_equal(sampled.components, full.components)  # a sample, not all 4000 rows
+    # principal angles between the two 8-d subspaces: the sample's leading directions are the full fit's
+    cosines = np.linalg.svd(full.components @ sampled.components.T, compute_uv=False)
+    assert cosines.min() > 0.95
+
+
 def test_pq_pca_dim_clamped_to_small_views(views: dict[str, np.ndarray]) -> None:
     small = {v: views[v][:, :10].copy() for v in VIEWS5}
     tok = PQTokenizer(views=VIEWS5, pca_dim=128, codes_per_view=4, nbits=4)
@@ -701,3 +736,17 @@ def test_small_catalogue_refusals_name_the_parameter_and_the_fix() -> None:
         OPQTokenizer(view="all", M=8, nbits=2).fit(x)
     with pytest.raises(SemrecError, match=r"PQ: cannot keep 16 PCA dims per view \(12 fit items"):
         PQTokenizer(views=["title"], pca_dim=16, codes_per_view=16, nbits=2).fit(x)
+
+
+def test_relative_error_in_blocks_equals_the_whole_array_formula() -> None:
+    """The reconstruction error sums 16,384 rows at a time (bounded float64 temporaries); over more rows than one
+    block it is the whole-array formula up to float64 rounding, and 0 for an all-zero input."""
+    from semrec.tokenizers.report import relative_error
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40_000, 8)).astype(np.float32)
+    x_hat = (x + 0.1 * rng.standard_normal(x.shape)).astype(np.float32)
+    x64, h64 = x.astype(np.float64), x_hat.astype(np.float64)
+    expected = np.square(x64 - h64).sum() / np.square(x64).sum()
+    assert relative_error(x, x_hat) == pytest.approx(expected, rel=1e-12)
+    assert relative_error(np.zeros((3, 2), np.float32), np.ones((3, 2), np.float32)) == 0.0
