@@ -18,7 +18,9 @@ RSS, ``ru_maxrss``, is its own):
   (64 dims) over all N items for the validation rows of ``--eval-users`` random users: seconds per 1,000 users and
   peak RSS (the scores of a batch against one item chunk: bounded by the chunk, not N).
 
-Writes ``bench/results/growth.md`` and a PNG (seconds and peak RSS per stage against N).
+Each cell is kept in ``<work>/n<N>/cells/<stage>.json`` with the commit it was measured at, and reused by a later
+call unless named in ``--remeasure`` (after a change to one stage, measure that stage again). Writes
+``bench/results/growth.md`` and a PNG (seconds and peak RSS per stage against N).
 
     python bench/growth.py                                     # 10^4, 10^5, 10^6 items (an hour or more on 2 cores)
     python bench/growth.py --items 2000 --embed-sample 64 --eval-users 200 --out /tmp/growth.md   # a smoke run
@@ -119,6 +121,9 @@ def main() -> None:
     parser.add_argument("--eval-users", type=int, default=5000, help="validation rows ranked over all items")
     parser.add_argument("--work", default="/tmp/semrec-growth", help="generated files and datasets (kept: a rerun "
                                                                      "reuses the files)")
+    parser.add_argument("--remeasure", default="",
+                        help="stages to measure again (comma-separated, or all): every other cell measured before "
+                             "under --work (<work>/n<N>/cells/<stage>.json, with the commit it ran at) is reused")
     parser.add_argument("--note", default="", help="a line on the machine's conditions, written under the command")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "growth.md"))
     parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # "N,stage": one stage, print JSON
@@ -136,8 +141,17 @@ def main() -> None:
     if bad or min(sizes) < 100 or args.users_per_item <= 0 or args.embed_sample < 1 or args.eval_users < 1:
         parser.error(f"--stages: known {', '.join(STAGES)} (got {', '.join(bad) or 'ok'}); --items >= 100; "
                      "--users-per-item > 0; --embed-sample and --eval-users >= 1")
+    remeasure = set(stages) if args.remeasure == "all" else set(filter(None, args.remeasure.split(",")))
+    if remeasure - set(STAGES) - {"all"}:
+        parser.error(f"--remeasure: all or stages of {', '.join(STAGES)}, got {args.remeasure}")
     sys.path.insert(0, str(ROOT / "bench"))
     from synthetic import generate
+
+    from semrec.io import write_json
+
+    git = [subprocess.run(["git", *cmd], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+           for cmd in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])]
+    commit = (git[0] or "unknown") + ("+changes" if git[1] else "")
 
     results: dict[tuple[int, str], dict | str] = {}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
@@ -149,11 +163,20 @@ def main() -> None:
             made = generate(files, n, max(1, round(args.users_per_item * n)), topics=max(1, n // 50))
             print(f"{n}: generated {made} in {time.perf_counter() - start:.0f} s", flush=True)
         for stage in stages:
+            saved = Path(args.work) / f"n{n}" / "cells" / f"{stage}.json"
+            if saved.is_file() and stage not in remeasure:
+                results[n, stage] = json.loads(saved.read_text(encoding="utf-8"))
+                print(n, stage, "(measured earlier)", results[n, stage], flush=True)
+                continue
             done = subprocess.run([sys.executable, __file__, "--stage", f"{n},{stage}",
                                    f"--embed-sample={args.embed_sample}", f"--eval-users={args.eval_users}",
                                    f"--work={args.work}"], capture_output=True, text=True, cwd=ROOT, env=env)
-            results[n, stage] = (json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0
-                                 else f"failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:100]}")
+            if done.returncode == 0:
+                results[n, stage] = {**json.loads(done.stdout.strip().splitlines()[-1]), "commit": commit}
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                write_json(saved, results[n, stage])
+            else:
+                results[n, stage] = f"failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:100]}"
             print(n, stage, results[n, stage], flush=True)
     write(args, sizes, stages, results)
 
@@ -189,6 +212,9 @@ def write(args: argparse.Namespace, sizes: list[int], stages: list[str], results
                 seconds = f"{seconds} ({value['per_1000_users_s']:.2f})"
             row += [seconds, cell(n, stage, "rss_gb", ".2f")]
         lines.append("| " + " | ".join(row) + " |")
+    commits = sorted({v.get("commit", "?") for v in results.values() if isinstance(v, dict)})
+    lines += ["", f"Cells measured at commit{'s' if len(commits) > 1 else ''} {', '.join(commits)} (per cell: "
+              f"`{args.work}/n<N>/cells/<stage>.json`)."]
     with atomic_path(args.out) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     import matplotlib

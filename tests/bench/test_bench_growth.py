@@ -28,11 +28,23 @@ def test_growth_smoke_writes_the_table_and_plot(tmp_path):
     assert min(seconds) >= 0 and min(rss) > 0
     assert (tmp_path / "work" / "n300" / "data" / "Synthetic" / "codes" / "growth-kmeans").is_dir()
     assert out.with_suffix(".png").stat().st_size > 1000
+    assert "Cells measured at commit" in out.read_text()
+    # a second call reuses the cells kept under --work, but for the stages named in --remeasure
+    again = subprocess.run([sys.executable, str(ROOT / "bench" / "growth.py"), "--items", "300", "--stages",
+                            "prepare,embed,kmeans,eval", "--embed-sample", "8", "--eval-users", "40", "--work",
+                            str(tmp_path / "work"), "--remeasure", "kmeans", "--out", str(out)],
+                           capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    reused = {line.split()[1] for line in again.stdout.splitlines() if "(measured earlier)" in line}
+    assert reused == {"prepare", "embed", "eval"}
+    kept = [line for line in out.read_text().splitlines() if line.startswith("| 300 |")][0]
+    assert kept.split("|")[4:6] == row[0].split("|")[4:6]  # prepare's cell as measured the first time
 
 
 def test_bad_growth_arguments_are_refused(tmp_path):
     for args, message in ((["--stages", "prepare,train"], "--stages: known prepare"), (["--items", "ten"], "--items"),
-                          (["--items", "50"], "--items >= 100")):
+                          (["--items", "50"], "--items >= 100"),
+                          (["--remeasure", "train"], "--remeasure: all or stages")):
         done = subprocess.run([sys.executable, str(ROOT / "bench" / "growth.py"), *args, "--work",
                                str(tmp_path / "work"), "--out", str(tmp_path / "x.md")], capture_output=True,
                               text=True, cwd=ROOT, timeout=120)
