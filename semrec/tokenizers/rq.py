@@ -15,8 +15,10 @@ Fast enough, so the better quantiser is used; ``beam_size=1`` makes it cheaper.
 
 faiss trains each level with progressive-dimension k-means, which needs at least as many training items as
 the quantiser's input dims; with fewer (a small catalogue, no ``pca_dim``) the levels are trained with plain
-k-means instead, and a note says so. Items are encoded one at a time, so an item's code does not depend on
-the other items encoded with it; PCA directions without variance project to 0 (as for ``pq``).
+k-means instead, and a note says so. Above 256 fit items per centroid the quantisers train on a seeded sample of
+that many (the PCAs on at most 2^17 rows), so training memory stops growing with the catalogue. Items are encoded
+one at a time, so an item's code does not depend on the other items encoded with it; PCA directions without
+variance project to 0 (as for ``pq``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from semrec.tokenizers.pca import PCAProjection
 from semrec.tokenizers.report import relative_error
 
 MODES = ("per_view", "joint")
+# training rows per centroid of one level (faiss's k-means default max_points_per_centroid)
+MAX_POINTS_PER_CENTROID = 256
 
 
 class RQTokenizer(BaseTokenizer):
@@ -123,8 +127,16 @@ class RQTokenizer(BaseTokenizer):
                 self.pcas[v] = self._fit_pca(v, views[v], dim, self.whiten, seed)
         self.indexes = []
         plain: list[str] = []
+        # faiss's ResidualQuantizer trains on every row it is given, with beam_size residuals per row (10^5 items
+        # x 384 dims peaked at 2.8 GB, bench/results/growth.md): at most 256 rows per centroid, a seeded sample,
+        # as faiss's k-means does on its own
+        cap = MAX_POINTS_PER_CENTROID * 2**self.nbits
+        sample = (np.sort(np.random.default_rng(seed).choice(n_fit, cap, replace=False)) if n_fit > cap else None)
+        if sample is not None:
+            self._note(f"RQ: trained on a random sample of {cap} of the {n_fit} fit items "
+                       f"({MAX_POINTS_PER_CENTROID} per centroid), then every item encoded")
         for group in self._groups:
-            x = self._project(views, group)
+            x = self._project(views if sample is None else {v: views[v][sample] for v in group}, group)
             index = faiss.IndexResidualQuantizer(x.shape[1], self.levels, self.nbits)
             quiet_clustering(index.rq.cp, seed)
             index.rq.max_beam_size = self.beam_size

@@ -750,3 +750,24 @@ def test_relative_error_in_blocks_equals_the_whole_array_formula() -> None:
     expected = np.square(x64 - h64).sum() / np.square(x64).sum()
     assert relative_error(x, x_hat) == pytest.approx(expected, rel=1e-12)
     assert relative_error(np.zeros((3, 2), np.float32), np.ones((3, 2), np.float32)) == 0.0
+
+
+def test_rq_trains_on_a_seeded_sample_above_256_items_per_centroid(monkeypatch) -> None:
+    """Above MAX_POINTS_PER_CENTROID x 2^nbits fit items the residual quantiser trains on a seeded sample of that
+    many (its training memory is n x beam x dims), says so in a note, and still encodes every item; the same seed
+    gives the same quantiser, and below the cap nothing is sampled."""
+    from semrec.tokenizers import rq as rq_module
+
+    monkeypatch.setattr(rq_module, "MAX_POINTS_PER_CENTROID", 40)  # 8 centroids x 40 = 320 training rows
+    x = {"all": clustered(700, 16, seed=3)}
+    tok = RQTokenizer(views=["all"], levels=2, nbits=3)
+    tok.fit(x, seed=0)
+    assert any("random sample of 320 of the 700 fit items" in note for note in tok.notes)
+    codes = tok.encode(x)
+    assert codes.shape == (700, 2) and codes.min() >= 0 and codes.max() < 8
+    again = RQTokenizer(views=["all"], levels=2, nbits=3)
+    again.fit(x, seed=0)
+    np.testing.assert_array_equal(again.encode(x), codes)
+    small = RQTokenizer(views=["all"], levels=2, nbits=3)
+    small.fit({"all": x["all"][:300]}, seed=0)
+    assert not any("random sample" in note for note in small.notes)
