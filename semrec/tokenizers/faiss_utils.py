@@ -39,6 +39,16 @@ except ImportError:  # e.g. a GPU machine that only trains from saved codes
 
 # faiss warns (on stderr, once per k-means run) below this many training points per centroid.
 FAISS_MIN_POINTS_PER_CENTROID = 39
+# faiss's k-means trains on at most this many points per centroid (a sample of larger inputs); the quantisers that
+# would otherwise hold all fit rows in their training (RQ's beams, OPQ's rotated copy) are given such a sample.
+MAX_POINTS_PER_CENTROID = 256
+
+
+def fit_sample(n: int, centroids: int, seed: int) -> np.ndarray | None:
+    """Sorted row indices of a seeded random sample of ``MAX_POINTS_PER_CENTROID * centroids`` of ``n`` fit rows, or
+    None when ``n`` is not above that (train on all rows)."""
+    cap = MAX_POINTS_PER_CENTROID * centroids
+    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False)) if n > cap else None
 
 
 @contextlib.contextmanager

@@ -29,11 +29,13 @@ from typing import Any
 import numpy as np
 
 from semrec.errors import SemrecError
+from semrec.tokenizers import faiss_utils
 from semrec.tokenizers.base import BaseTokenizer
 from semrec.tokenizers.checks import as_view_list, check_int
 from semrec.tokenizers.faiss_utils import (
     check_train_size,
     faiss,
+    fit_sample,
     quiet_clustering,
     rowwise,
     smaller_nbits_hint,
@@ -43,8 +45,6 @@ from semrec.tokenizers.pca import PCAProjection
 from semrec.tokenizers.report import relative_error
 
 MODES = ("per_view", "joint")
-# training rows per centroid of one level (faiss's k-means default max_points_per_centroid)
-MAX_POINTS_PER_CENTROID = 256
 
 
 class RQTokenizer(BaseTokenizer):
@@ -130,11 +130,10 @@ class RQTokenizer(BaseTokenizer):
         # faiss's ResidualQuantizer trains on every row it is given, with beam_size residuals per row (10^5 items
         # x 384 dims peaked at 2.8 GB, bench/results/growth.md): at most 256 rows per centroid, a seeded sample,
         # as faiss's k-means does on its own
-        cap = MAX_POINTS_PER_CENTROID * 2**self.nbits
-        sample = (np.sort(np.random.default_rng(seed).choice(n_fit, cap, replace=False)) if n_fit > cap else None)
+        sample = fit_sample(n_fit, 2**self.nbits, seed)
         if sample is not None:
-            self._note(f"RQ: trained on a random sample of {cap} of the {n_fit} fit items "
-                       f"({MAX_POINTS_PER_CENTROID} per centroid), then every item encoded")
+            self._note(f"RQ: trained on a random sample of {len(sample)} of the {n_fit} fit items "
+                       f"({faiss_utils.MAX_POINTS_PER_CENTROID} per centroid), then every item encoded")
         for group in self._groups:
             x = self._project(views if sample is None else {v: views[v][sample] for v in group}, group)
             index = faiss.IndexResidualQuantizer(x.shape[1], self.levels, self.nbits)

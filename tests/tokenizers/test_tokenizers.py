@@ -756,9 +756,9 @@ def test_rq_trains_on_a_seeded_sample_above_256_items_per_centroid(monkeypatch) 
     """Above MAX_POINTS_PER_CENTROID x 2^nbits fit items the residual quantiser trains on a seeded sample of that
     many (its training memory is n x beam x dims), says so in a note, and still encodes every item; the same seed
     gives the same quantiser, and below the cap nothing is sampled."""
-    from semrec.tokenizers import rq as rq_module
+    from semrec.tokenizers import faiss_utils
 
-    monkeypatch.setattr(rq_module, "MAX_POINTS_PER_CENTROID", 40)  # 8 centroids x 40 = 320 training rows
+    monkeypatch.setattr(faiss_utils, "MAX_POINTS_PER_CENTROID", 40)  # 8 centroids x 40 = 320 training rows
     x = {"all": clustered(700, 16, seed=3)}
     tok = RQTokenizer(views=["all"], levels=2, nbits=3)
     tok.fit(x, seed=0)
@@ -771,3 +771,20 @@ def test_rq_trains_on_a_seeded_sample_above_256_items_per_centroid(monkeypatch) 
     small = RQTokenizer(views=["all"], levels=2, nbits=3)
     small.fit({"all": x["all"][:300]}, seed=0)
     assert not any("random sample" in note for note in small.notes)
+
+
+def test_opq_trains_on_a_seeded_sample_above_256_items_per_centroid(monkeypatch) -> None:
+    """OPQ likewise: above the cap a seeded sample trains the index (a note says so), every item is encoded, and the
+    same seed gives the same codes."""
+    from semrec.tokenizers import faiss_utils
+
+    monkeypatch.setattr(faiss_utils, "MAX_POINTS_PER_CENTROID", 20)  # 16 centroids x 20 = 320 training rows
+    x = {"all": clustered(700, 32, seed=3)}
+    tok = OPQTokenizer(M=4, nbits=4, niter=2, polysemous=False)
+    tok.fit(x, seed=0)
+    assert any("random sample of 320 of the 700 fit items" in note for note in tok.notes)
+    codes = tok.encode(x)
+    assert codes.shape == (700, 4) and codes.min() >= 0 and codes.max() < 16
+    again = OPQTokenizer(M=4, nbits=4, niter=2, polysemous=False)
+    again.fit(x, seed=0)
+    np.testing.assert_array_equal(again.encode(x), codes)
