@@ -29,6 +29,8 @@ Deviations from the reference implementation:
   identical codes for that view; each such view is noted (``pca_live_dims`` in ``tokenizer.json``).
 * Codes are computed one item at a time (the reference encodes the catalogue in one batch, whose float
   rounding depends on the batch), so an item has the same code whether encoded alone or with others.
+* Above 256 fit items per centroid the codebooks train on a seeded sample of that many (faiss's k-means would
+  sample as many itself) and the PCAs on at most 2^17 rows: the fit's memory stops growing with the catalogue.
 * ``seed`` seeds the PQ k-means (``pq.cp.seed``; faiss's default is 1234) and the PCA's
   ``random_state`` (only used by sklearn's randomized solver).
 * The index is trained but no vectors are added to it (the codes are computed directly).
@@ -42,11 +44,13 @@ from typing import Any
 import numpy as np
 
 from semrec.errors import SemrecError
+from semrec.tokenizers import faiss_utils
 from semrec.tokenizers.base import BaseTokenizer
 from semrec.tokenizers.checks import as_view_list, check_int
 from semrec.tokenizers.faiss_utils import (
     check_train_size,
     faiss,
+    fit_sample,
     quiet_clustering,
     rowwise,
     smaller_nbits_hint,
@@ -157,7 +161,11 @@ class PQTokenizer(BaseTokenizer):
                        f"{min_dim}; at most fit items - 1, a multiple of codes_per_view={self.codes_per_view})")
         self.pca_dim_used = dim
         self.pcas = {name: self._fit_pca(name, views[name], dim, self.whiten, seed) for name in self.views}
-        x = self._concat(views)
+        sample = fit_sample(n_fit, 2**self.nbits, seed)  # faiss's k-means would sample as many on its own
+        if sample is not None:
+            self._note(f"PQ: codebooks trained on a random sample of {len(sample)} of the {n_fit} fit items "
+                       f"({faiss_utils.MAX_POINTS_PER_CENTROID} per centroid), then every item encoded")
+        x = self._concat(views if sample is None else {name: views[name][sample] for name in self.views})
         index = faiss.IndexPQ(x.shape[1], self.n_codes, self.nbits, faiss.METRIC_INNER_PRODUCT)
         quiet_clustering(index.pq.cp, seed)
         index.train(x)

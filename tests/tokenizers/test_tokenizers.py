@@ -788,3 +788,20 @@ def test_opq_trains_on_a_seeded_sample_above_256_items_per_centroid(monkeypatch)
     again = OPQTokenizer(M=4, nbits=4, niter=2, polysemous=False)
     again.fit(x, seed=0)
     np.testing.assert_array_equal(again.encode(x), codes)
+
+
+def test_pq_trains_its_codebooks_on_a_seeded_sample_above_256_items_per_centroid(monkeypatch) -> None:
+    """PQ likewise: above the cap the codebooks train on a seeded sample (a note says so), every item is encoded,
+    and the same seed gives the same codes."""
+    from semrec.tokenizers import faiss_utils
+
+    monkeypatch.setattr(faiss_utils, "MAX_POINTS_PER_CENTROID", 20)  # 16 centroids x 20 = 320 training rows
+    x = {"all": clustered(700, 32, seed=3)}
+    tok = PQTokenizer(views=["all"], pca_dim=16, codes_per_view=4, nbits=4)
+    tok.fit(x, seed=0)
+    assert any("random sample of 320 of the 700 fit items" in note for note in tok.notes)
+    codes = tok.encode(x)  # 4 PQ codes (+ the dedup digit when too many items collide)
+    assert codes.shape[0] == 700 and codes[:, :4].min() >= 0 and codes[:, :4].max() < 16
+    again = PQTokenizer(views=["all"], pca_dim=16, codes_per_view=4, nbits=4)
+    again.fit(x, seed=0)
+    np.testing.assert_array_equal(again.encode(x), codes)
