@@ -33,9 +33,12 @@ def as_codes(codes: np.ndarray, what: str = "codes") -> np.ndarray:
 def row_keys(views: Mapping[str, np.ndarray], names: list[str]) -> list[bytes]:
     """A 128-bit hash of each row's input vectors (views in ``names`` order; -0.0 counts as 0.0)."""
     per_view = []
-    for name in names:  # one view at a time, to avoid a copy of all views together
-        x = np.ascontiguousarray(views[name], dtype=np.float32) + np.float32(0.0)
-        per_view.append([hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x])
+    for name in names:  # one view, and 16,384 of its rows, at a time: no copy of a whole view
+        x, keys = views[name], []
+        for first in range(0, len(x), 16384):
+            block = np.ascontiguousarray(x[first:first + 16384], dtype=np.float32) + np.float32(0.0)
+            keys += [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in block]
+        per_view.append(keys)
     if len(per_view) == 1:
         return per_view[0]
     return [hashlib.blake2b(b"".join(parts), digest_size=16).digest() for parts in zip(*per_view)]

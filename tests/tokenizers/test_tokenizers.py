@@ -805,3 +805,21 @@ def test_pq_trains_its_codebooks_on_a_seeded_sample_above_256_items_per_centroid
     again = PQTokenizer(views=["all"], pca_dim=16, codes_per_view=4, nbits=4)
     again.fit(x, seed=0)
     np.testing.assert_array_equal(again.encode(x), codes)
+
+
+def test_row_keys_in_blocks_hash_every_row_as_one_at_a_time() -> None:
+    """row_keys hashes 16,384 rows at a time (no float32 copy of a whole view): over more rows than one block each
+    key is the row's own hash, -0.0 counts as 0.0, and a row repeated across blocks gets the same key."""
+    import hashlib
+
+    from semrec.tokenizers.dedup import row_keys
+
+    x = np.random.default_rng(0).standard_normal((20_000, 4)).astype(np.float32)
+    x[19_999] = x[3]
+    x[17_000] = -0.0
+    x[5] = 0.0
+    keys = row_keys({"v": x}, ["v"])
+    assert len(keys) == 20_000
+    assert keys[19_999] == keys[3] and keys[17_000] == keys[5]
+    assert keys[12_345] == hashlib.blake2b((x[12_345] + np.float32(0.0)).tobytes(), digest_size=16).digest()
+    assert len(set(keys)) == 20_000 - 2
