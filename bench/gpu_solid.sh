@@ -53,6 +53,14 @@ solid() {  # solid() LOG DATASET BACKBONE SEED METHODS: one bench/solid.py call,
 }
 EXTRA=("$@")
 IFS=, read -ra list <<<"$jobs"
+for job in "${list[@]}"; do  # every row checked before anything trains
+  IFS=: read -r dataset backbone seed <<<"$job"
+  [[ -n $dataset && $backbone =~ ^(sasrec|gru4rec|bert4rec|din)$ && $seed =~ ^[0-9]+$ && -d data/$dataset ]] || {
+    echo "bad row '$job': want DATASET:BACKBONE:SEED, BACKBONE one of sasrec gru4rec bert4rec din, data/DATASET" \
+      "present (staged by bench/gpu_stage.sh)" >&2
+    exit 2
+  }
+done
 pids=()
 for job in "${list[@]}"; do
   IFS=: read -r dataset backbone seed <<<"$job"

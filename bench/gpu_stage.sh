@@ -7,10 +7,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo /.gpu/ >>.git/info/exclude
+(($#)) || { echo "usage: bash bench/gpu_stage.sh DATASET [DATASET...]  (folders under data/)" >&2; exit 2; }
+for name in "$@"; do  # every dataset checked before the old staging is removed
+  [[ -f data/$name/ctr/ctr/samples.parquet && -f data/$name/embeddings/all-MiniLM-L6-v2/all.npy ]] || {
+    echo "data/$name: needs CTR samples and MiniLM vectors (semrec ctr-data data/$name; semrec embed data/$name)" >&2
+    exit 1
+  }
+done
 rm -rf .gpu
 for name in "$@"; do
   src=data/$name dst=.gpu/data/$name
-  [[ -f $src/ctr/ctr/samples.parquet ]] || { echo "$src: no CTR samples (semrec ctr-data $src)" >&2; exit 1; }
   mkdir -p "$dst/embeddings/all-MiniLM-L6-v2"
   cp -r "$src"/{items.parquet,sequences.parquet,manifest.json,prepare_config.yaml,ctr} "$dst/"
   cp "$src"/embeddings/all-MiniLM-L6-v2/{all.npy,embeddings.json,embed_config.yaml} "$dst/embeddings/all-MiniLM-L6-v2/"
