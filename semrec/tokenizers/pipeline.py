@@ -17,7 +17,7 @@ import numpy as np
 
 from semrec.artifacts import CODES_FIX, CodesFolder, DatasetFolder
 from semrec.config import CodesConfig, save_config
-from semrec.data.dataset import CanonicalDataset
+from semrec.data.dataset import CanonicalDataset, peek_dataset
 from semrec.errors import SemrecError
 from semrec.io import require_artifact, write_json, write_npy
 from semrec.text.encode import load_view_embeddings
@@ -25,33 +25,33 @@ from semrec.tokenizers import build_tokenizer, load_tokenizer, tokenizer_class
 from semrec.tokenizers.report import CodeReport, code_report
 
 
-def _default_params(kind: str, params: dict[str, Any], dataset: CanonicalDataset) -> dict[str, Any]:
+def _default_params(kind: str, params: dict[str, Any], dataset_views: list[str]) -> dict[str, Any]:
     """``params`` completed with the dataset's views where the tokenizer class takes them from the dataset."""
     params = dict(params)
     if tokenizer_class(kind).views_from_dataset and "views" not in params:
-        params["views"] = dataset.views
+        params["views"] = list(dataset_views)
     return params
 
 
 def fit_codes(dataset_dir: str | Path, config: CodesConfig, progress: bool = True) -> tuple[CodeReport, Path]:
     """Fit ``config.tokenizer`` on the dataset's embeddings, encode all items, write the codes folder."""
     dataset_dir = Path(dataset_dir)
-    dataset = CanonicalDataset.load(dataset_dir)
+    dataset_views, n_items = peek_dataset(dataset_dir)  # the sequences are read only for fit_on: train
     kind = config.tokenizer
-    tokenizer = build_tokenizer(kind, dedup=config.dedup, **_default_params(kind, config.params, dataset))
+    tokenizer = build_tokenizer(kind, dedup=config.dedup, **_default_params(kind, config.params, dataset_views))
     folder = DatasetFolder(dataset_dir)
     emb = folder.embeddings(config.model)
     emb_dir = emb.path
     matrices = load_view_embeddings(emb_dir, list(tokenizer.input_views))
     views = {name: matrix[1:] for name, matrix in matrices.items()}  # drop the padding row
     for name, matrix in views.items():
-        if matrix.shape[0] != dataset.n_items:
+        if matrix.shape[0] != n_items:
             raise SemrecError(f"{emb_dir}: view '{name}' has {matrix.shape[0]} rows but the dataset has "
-                              f"{dataset.n_items} items; re-run 'semrec embed'")
+                              f"{n_items} items; re-run 'semrec embed'")
     fit_on = config.fit_on or tokenizer.default_fit_on
     if fit_on not in ("all", "train"):
         raise SemrecError(f"fit_on must be 'all' or 'train', got {fit_on!r}")
-    fit_rows = dataset.train_items() - 1 if fit_on == "train" else None
+    fit_rows = CanonicalDataset.load(dataset_dir).train_items() - 1 if fit_on == "train" else None
     tokenizer.fit(views, fit_rows, seed=config.seed)
     codes = tokenizer.encode(views)
     report = code_report(tokenizer, codes, views)
@@ -65,12 +65,12 @@ def fit_codes(dataset_dir: str | Path, config: CodesConfig, progress: bool = Tru
     emb_manifest = emb.read_manifest()
     write_json(target.manifest, {
         "tokenizer": kind,
-        "n_items": dataset.n_items,
+        "n_items": n_items,
         "n_levels": int(codes.shape[1]),
         "codebook_sizes": [int(s) for s in tokenizer.codebook_sizes],
         "padding_row": 0,
         "fit_on": fit_on,
-        "n_fit_items": int(dataset.n_items if fit_rows is None else len(fit_rows)),
+        "n_fit_items": int(n_items if fit_rows is None else len(fit_rows)),
         "dataset_manifest_sha256": folder.manifest_sha256(),
         "embeddings": {"model": config.model,
                        "keys": {v: emb_manifest["views"][v]["key"] for v in tokenizer.input_views}},
