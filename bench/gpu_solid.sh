@@ -26,6 +26,16 @@ set -uo pipefail
 budget=${1:?budget seconds}
 jobs=${2:?comma-separated DATASET:BACKBONE:SEED}
 shift 2
+[[ $budget =~ ^[1-9][0-9]*$ ]] || { echo "BUDGET must be a positive number of seconds, got '$budget'" >&2; exit 2; }
+IFS=, read -ra list <<<"$jobs"
+for job in "${list[@]}"; do  # every row checked before anything is written or trained
+  IFS=: read -r dataset backbone seed <<<"$job"
+  [[ -n $dataset && $backbone =~ ^(sasrec|gru4rec|bert4rec|din)$ && $seed =~ ^[0-9]+$ && ( -d data/$dataset || -d .gpu/data/$dataset ) ]] || {
+    echo "bad row '$job': want DATASET:BACKBONE:SEED, BACKBONE one of sasrec gru4rec bert4rec din, data/DATASET" \
+      "present (staged by bench/gpu_stage.sh)" >&2
+    exit 2
+  }
+done
 out=${OUT:-/tmp/gpu_out}
 runs=runs/gpu/solid
 logs=$runs/logs
@@ -52,15 +62,6 @@ solid() {  # solid() LOG DATASET BACKBONE SEED METHODS: one bench/solid.py call,
   echo "solid.py $methods exit $? at $((SECONDS - start)) s" >>"$log"
 }
 EXTRA=("$@")
-IFS=, read -ra list <<<"$jobs"
-for job in "${list[@]}"; do  # every row checked before anything trains
-  IFS=: read -r dataset backbone seed <<<"$job"
-  [[ -n $dataset && $backbone =~ ^(sasrec|gru4rec|bert4rec|din)$ && $seed =~ ^[0-9]+$ && -d data/$dataset ]] || {
-    echo "bad row '$job': want DATASET:BACKBONE:SEED, BACKBONE one of sasrec gru4rec bert4rec din, data/DATASET" \
-      "present (staged by bench/gpu_stage.sh)" >&2
-    exit 2
-  }
-done
 pids=()
 for job in "${list[@]}"; do
   IFS=: read -r dataset backbone seed <<<"$job"

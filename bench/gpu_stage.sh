@@ -6,7 +6,6 @@
 #   bash bench/gpu_stage.sh Scientific ml-100k
 set -euo pipefail
 cd "$(dirname "$0")/.."
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo /.gpu/ >>.git/info/exclude
 (($#)) || { echo "usage: bash bench/gpu_stage.sh DATASET [DATASET...]  (folders under data/)" >&2; exit 2; }
 for name in "$@"; do  # every dataset checked before the old staging is removed
   [[ -f data/$name/ctr/ctr/samples.parquet && -f data/$name/embeddings/all-MiniLM-L6-v2/all.npy ]] || {
@@ -14,6 +13,7 @@ for name in "$@"; do  # every dataset checked before the old staging is removed
     exit 1
   }
 done
+grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo /.gpu/ >>.git/info/exclude
 rm -rf .gpu
 for name in "$@"; do
   src=data/$name dst=.gpu/data/$name

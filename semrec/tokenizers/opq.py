@@ -16,8 +16,9 @@ Deviations / choices:
   rotation is trained with a PQ of the tokenizer's ``nbits`` (identical for the default nbits=8,
   and needed so that nbits < 8 works with fewer than 256 items).
 * Above 256 fit items per centroid (65,536 at 8 bits) the index trains on a seeded sample of that many, as
-  faiss's OPQ and k-means sample on their own: the training memory stops growing with the catalogue (10^6 items x
-  384 dims peaked at 6.2 GB before); every item is still encoded.
+  faiss's OPQ and k-means sample on their own, so training no longer holds copies of every fit row; every item is
+  still encoded. (The peak of `semrec codes` at 10^6 items x 384 dims stayed 6.2 GB: it comes from the
+  whole-catalogue arrays, bench/results/growth.md.)
 * ``niter`` is the number of OPQ alternations (faiss default 50, what VQ-Rec used); fewer is faster.
 * Items are encoded one at a time (``sa_encode`` of a batch of one), so an item's code does not depend on
   the other items encoded with it (faiss's batched products round differently by batch size).

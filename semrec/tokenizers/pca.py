@@ -17,8 +17,8 @@ import numpy as np
 # 1e-7.
 DEAD_VARIANCE_RTOL = 1e-11
 # At most this many rows fit a PCA (a seeded random sample of larger inputs, like faiss's PCA training sample):
-# sklearn fits on a float64 copy and centres another, 16x the float32 input's bytes, which at 10^6 items x 384
-# dims was 6.9 GB of peak RSS (bench/results/growth.md); 2^17 rows estimate 384 x 384 covariances well.
+# sklearn fits on a float64 copy and centres another, 4x the float32 input's bytes (5.6 GB at 10^6 items x 384
+# dims, most of PQ's 6.9 GB peak there, bench/results/growth.md); 2^17 rows estimate 384 x 384 covariances well.
 MAX_FIT_ROWS = 2**17
 # Rows projected per block in ``transform``: each row is still projected on its own, the float64 temporaries are
 # bounded by the block instead of the input.
