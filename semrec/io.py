@@ -100,3 +100,89 @@ def sha256_text(*parts: str) -> str:
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
     return digest.hexdigest()
+
+
+class NpyRows:
+    """The rows of a 2-d ``.npy`` matrix on disk, read when indexed and never held whole (issue 20: a tokenizer's
+    input of 10^6 items x 384 dims is 1.5 GB; read through a memory map, every row once touched would stay in the
+    process's resident set, so reads go through ``os.pread`` into fresh arrays instead).
+
+    ``x[a:b]`` (step 1) and ``x[index_array]`` return ``ndarray`` copies in the file's dtype; ``np.asarray(x)``
+    reads everything (for small inputs). ``skip`` leading rows are hidden (``semrec embed``'s padding row).
+    Raises :class:`SemrecError` naming the file when it is not a readable 2-d C-order numeric ``.npy`` or is shorter
+    than its header says.
+    """
+
+    ndim = 2
+
+    def __init__(self, path: str | Path, skip: int = 0):
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(f)
+                offset = f.tell()
+        except (OSError, ValueError) as exc:
+            raise SemrecError(f"{self.path}: cannot read ({type(exc).__name__}: {exc})") from None
+        if len(shape) != 2 or fortran or not np.issubdtype(dtype, np.number):
+            raise SemrecError(f"{self.path}: expected a 2-d C-order numeric matrix, got shape {shape}, dtype {dtype}"
+                              f"{' (Fortran order)' if fortran else ''}")
+        if not 0 <= skip <= shape[0]:
+            raise SemrecError(f"{self.path}: cannot skip {skip} of its {shape[0]} rows")
+        self.dtype = np.dtype(dtype)
+        self._row_bytes = int(shape[1]) * self.dtype.itemsize
+        size = self.path.stat().st_size
+        if size < offset + shape[0] * self._row_bytes:
+            raise SemrecError(f"{self.path}: truncated ({size} bytes, its header says {shape[0]} x {shape[1]} "
+                              f"{self.dtype})")
+        self._start = offset + skip * self._row_bytes
+        self.shape = (int(shape[0]) - skip, int(shape[1]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"NpyRows({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def _read(self, fd: int, first: int, count: int, out: np.ndarray) -> None:
+        want = count * self._row_bytes
+        data = os.pread(fd, want, self._start + first * self._row_bytes)
+        if len(data) != want:
+            raise SemrecError(f"{self.path}: truncated while reading rows {first}..{first + count - 1}")
+        out[:] = np.frombuffer(data, dtype=self.dtype).reshape(count, self.shape[1])
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, slice):
+            first, stop, step = key.indices(len(self))
+            if step != 1:
+                raise TypeError("NpyRows: only slices of step 1")
+            out = np.empty((max(0, stop - first), self.shape[1]), dtype=self.dtype)
+            if len(out):
+                with open(self.path, "rb") as f:
+                    self._read(f.fileno(), first, len(out), out)
+            return out
+        rows = np.asarray(key)
+        if rows.dtype == bool or rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+            raise TypeError(f"NpyRows: index with a slice or a 1-d integer array, got {type(key).__name__}")
+        rows = np.where(rows < 0, rows + len(self), rows)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"NpyRows: row index out of range for {len(self)} rows")
+        out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
+        order = np.argsort(rows, kind="stable")
+        with open(self.path, "rb") as f:
+            i = 0
+            while i < len(order):  # one read per run of consecutive rows
+                j = i + 1
+                while j < len(order) and rows[order[j]] == rows[order[j - 1]] + 1:
+                    j += 1
+                block = np.empty((j - i, self.shape[1]), dtype=self.dtype)
+                self._read(f.fileno(), int(rows[order[i]]), j - i, block)
+                out[order[i:j]] = block
+                i = j
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype, copy=False)

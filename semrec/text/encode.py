@@ -237,10 +237,11 @@ def embeddings_dir(dataset_dir: str | Path, model: str = DEFAULT_MODEL) -> Path:
 
 
 def load_view_embeddings(folder: str | Path, views: list[str] | None = None,
-                         mmap: bool = False) -> dict[str, np.ndarray]:
+                         mmap: bool = False, lazy: bool = False) -> dict[str, Any]:
     """Load ``{view: float32 [N+1, dim]}`` (row 0 = padding zeros) written by ``semrec embed`` (``mmap``: read-only
-    memory maps, rows read on access)."""
-    from semrec.io import read_json, require_artifact
+    memory maps, rows read on access; ``lazy``: :class:`~semrec.io.NpyRows` of the items ``[N, dim]``, the padding
+    row dropped, read in blocks when indexed and never held whole -- what `semrec codes` fits on)."""
+    from semrec.io import NpyRows, read_json, require_artifact
 
     folder = Path(folder)
     manifest_path = EmbeddingsFolder(folder).manifest
@@ -256,6 +257,12 @@ def load_view_embeddings(folder: str | Path, views: list[str] | None = None,
     for view in wanted:
         path = require_artifact(folder / manifest["views"][view]["file"], "embeddings",
                                 "re-run 'semrec embed' to rebuild it")
+        if lazy:
+            try:
+                out[view] = NpyRows(path, skip=1)
+            except SemrecError as exc:  # truncated or foreign file
+                raise SemrecError(f"{exc}; re-run 'semrec embed' to rebuild it") from None
+            continue
         try:
             out[view] = np.load(path, mmap_mode="r" if mmap else None)
         except (OSError, ValueError) as exc:  # truncated or foreign file

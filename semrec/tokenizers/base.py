@@ -60,7 +60,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from semrec.errors import SemrecError
-from semrec.tokenizers.checks import check_fit_rows, check_int, check_views
+from semrec.io import NpyRows
+from semrec.tokenizers.checks import BLOCK_ROWS, check_fit_rows, check_int, check_views
 from semrec.tokenizers.dedup import (
     COLLISION_THRESHOLD,
     DedupDigits,
@@ -118,7 +119,7 @@ class BaseTokenizer(ItemTokenizer):
     """Shared machinery; subclasses implement the hooks below and call ``super().__init__``.
 
     Hooks: ``input_views``, ``base_codebook_sizes``, ``params``, ``_fit(views, seed)``,
-    ``_encode(views)``, ``_reconstruction_error(views)``, ``_state()``, ``_from_state(...)`` and
+    ``_encode(views)``, ``_reconstruction_terms(views)``, ``_state()``, ``_from_state(...)`` and
     optionally ``layout``. ``views`` given to the hooks are already checked float32 matrices.
     ``_encode`` must compute each row's codes from that row alone (``faiss_utils.rowwise``, row-independent
     projections); ``_fit`` reports what it adapts to the data with ``_note`` and fits PCAs with ``_fit_pca``.
@@ -214,7 +215,9 @@ class BaseTokenizer(ItemTokenizer):
         """Base codes ``[n, base levels]``; a row's codes must depend on that row only."""
 
     @abstractmethod
-    def _reconstruction_error(self, views: dict[str, np.ndarray]) -> float: ...
+    def _reconstruction_terms(self, views: dict[str, np.ndarray]) -> tuple[float, float]:
+        """``(sum ||x - x_hat||^2, sum ||x||^2)`` over in-memory rows
+        (:func:`~semrec.tokenizers.report.squared_error`)."""
 
     @abstractmethod
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
@@ -242,8 +245,21 @@ class BaseTokenizer(ItemTokenizer):
             )
         return pca
 
-    def _base_codes(self, views: dict[str, np.ndarray]) -> np.ndarray:
-        """Base codes ``int64 [n, base levels]``: each distinct row encoded once, identical rows share its code."""
+    def _base_codes(self, views: Mapping[str, np.ndarray | NpyRows]) -> np.ndarray:
+        """Base codes ``int64 [n, base levels]``, :data:`BLOCK_ROWS` rows at a time (``_encode`` is row-independent,
+        so the blocks change nothing but the memory: no copy of a whole view, whether the views are arrays or
+        :class:`~semrec.io.NpyRows` on disk). Within a block each distinct row is encoded once."""
+        n = next(iter(views.values())).shape[0]
+        if n <= BLOCK_ROWS:
+            return self._block_codes({name: np.asarray(x) for name, x in views.items()})
+        out = np.empty((n, len(self.base_codebook_sizes)), dtype=np.int64)
+        for first in range(0, n, BLOCK_ROWS):
+            block = {name: np.ascontiguousarray(x[first:first + BLOCK_ROWS]) for name, x in views.items()}
+            out[first:first + BLOCK_ROWS] = self._block_codes(block)
+        return out
+
+    def _block_codes(self, views: dict[str, np.ndarray]) -> np.ndarray:
+        """Base codes of in-memory rows: each distinct row encoded once, identical rows share its code."""
         n = next(iter(views.values())).shape[0]
         if n == 0:
             return np.zeros((0, len(self.base_codebook_sizes)), dtype=np.int64)
@@ -315,13 +331,18 @@ class BaseTokenizer(ItemTokenizer):
         return np.concatenate([base, digits[:, None]], axis=1)
 
     def reconstruction_error(self, views: dict[str, np.ndarray]) -> float:
-        """``sum ||x - x_hat||^2 / sum ||x||^2`` over these items, in the tokenizer's quantised space."""
+        """``sum ||x - x_hat||^2 / sum ||x||^2`` over these items, in the tokenizer's quantised space (summed over
+        blocks of :data:`BLOCK_ROWS` rows; ``views`` may be :class:`~semrec.io.NpyRows`)."""
         self._require_fitted()
         checked = self._check_views(views, at_fit=False)
-        if next(iter(checked.values())).shape[0] == 0:
-            return 0.0
+        n = next(iter(checked.values())).shape[0]
+        error = denom = 0.0
         with faiss_threads(self.threads):
-            return float(self._reconstruction_error(checked))
+            for first in range(0, n, BLOCK_ROWS):
+                block = {name: np.ascontiguousarray(x[first:first + BLOCK_ROWS]) for name, x in checked.items()}
+                e, d = self._reconstruction_terms(block)
+                error, denom = error + e, denom + d
+        return 0.0 if denom == 0.0 else error / denom
 
     # -- dedup --------------------------------------------------------------------------------------
 

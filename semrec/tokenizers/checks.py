@@ -11,6 +11,10 @@ from typing import Any
 import numpy as np
 
 from semrec.errors import SemrecError
+from semrec.io import NpyRows
+
+# Rows per block where a check or an encoding pass walks a whole view: bounded temporaries at any catalogue size.
+BLOCK_ROWS = 65536
 
 
 def as_view_list(views: Any, what: str = "views") -> list[str]:
@@ -38,10 +42,14 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
     return int(value)
 
 
-def check_views(views: Mapping[str, np.ndarray], names: list[str], kind: str,
-                dims: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+def check_views(views: Mapping[str, np.ndarray | NpyRows], names: list[str], kind: str,
+                dims: Mapping[str, int] | None = None) -> dict[str, np.ndarray | NpyRows]:
     """The views ``names`` of ``views`` as C-contiguous float32 matrices ``[n, dim]`` with equal row counts
-    (and, given ``dims``, the fitted dims); SemrecError naming the view otherwise (``kind``: the tokenizer's)."""
+    (and, given ``dims``, the fitted dims); SemrecError naming the view otherwise (``kind``: the tokenizer's).
+
+    A view may also be an :class:`~semrec.io.NpyRows` (a float32 matrix on disk, read in blocks: what `semrec codes`
+    passes, so that no whole view is held in memory); it is returned as it is, after a blockwise finiteness check.
+    """
     if not isinstance(views, Mapping):
         raise SemrecError(f"views must be a dict of view name -> matrix, got {type(views).__name__}")
     missing = [v for v in names if v not in views]
@@ -49,10 +57,13 @@ def check_views(views: Mapping[str, np.ndarray], names: list[str], kind: str,
         raise SemrecError(
             f"{kind} tokenizer: missing view(s) {missing}; given views: {sorted(views)}"
         )
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray | NpyRows] = {}
     n_rows: int | None = None
     for name in names:
-        x = np.asarray(views[name])
+        x = views[name]
+        lazy = isinstance(x, NpyRows)
+        if not lazy:
+            x = np.asarray(x)
         if x.ndim != 2:
             raise SemrecError(f"view '{name}' must be a 2-d matrix [n_items, dim], got shape {x.shape}")
         if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
@@ -67,9 +78,14 @@ def check_views(views: Mapping[str, np.ndarray], names: list[str], kind: str,
             raise SemrecError(
                 f"view '{name}' has dim {x.shape[1]}, but the tokenizer was fitted on dim {dims[name]}"
             )
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():
-            raise SemrecError(f"view '{name}' contains NaN or infinite values")
+        if lazy:
+            if x.dtype != np.float32:
+                raise SemrecError(f"view '{name}' ({x.path}) must be a float32 matrix, got {x.dtype}")
+        else:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        for first in range(0, x.shape[0], BLOCK_ROWS):  # blockwise: no [n, dim] boolean temporary
+            if not np.isfinite(x[first:first + BLOCK_ROWS]).all():
+                raise SemrecError(f"view '{name}' contains NaN or infinite values")
         out[name] = x
     return out
 

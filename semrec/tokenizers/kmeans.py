@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from semrec.tokenizers import faiss_utils
 from semrec.tokenizers.base import BaseTokenizer
 from semrec.tokenizers.checks import as_view_list, check_int
-from semrec.tokenizers.faiss_utils import check_train_size, faiss, quiet_clustering, rowwise
-from semrec.tokenizers.report import relative_error
+from semrec.tokenizers.faiss_utils import check_train_size, faiss, fit_sample, quiet_clustering, rowwise
+from semrec.tokenizers.report import squared_error
 
 
 class KMeansTokenizer(BaseTokenizer):
@@ -68,8 +69,15 @@ class KMeansTokenizer(BaseTokenizer):
         return np.ascontiguousarray(np.concatenate(mats, axis=1) if len(mats) > 1 else mats[0], dtype=np.float32)
 
     def _fit(self, views: dict[str, np.ndarray], seed: int) -> None:
-        x = self.vectors(views)
-        check_train_size(x.shape[0], self.k, f"k-means with k={self.k}", f"use a smaller k (at most {x.shape[0]})")
+        n = next(iter(views.values())).shape[0]
+        check_train_size(n, self.k, f"k-means with k={self.k}", f"use a smaller k (at most {n})")
+        # faiss's k-means keeps 256 points per centroid of what it is given: draw that sample here, so that the
+        # whole catalogue's vectors (which may be NpyRows on disk) are never built at once
+        sample = fit_sample(n, self.k, seed)
+        if sample is not None:
+            self._note(f"k-means: trained on a random sample of {len(sample)} of the {n} fit items "
+                       f"({faiss_utils.MAX_POINTS_PER_CENTROID} per centroid), then every item assigned")
+        x = self.vectors(views if sample is None else {v: views[v][sample] for v in self.views})
         km = faiss.Kmeans(x.shape[1], self.k, niter=self.niter)
         quiet_clustering(km.cp, seed)
         km.train(x)
@@ -88,10 +96,10 @@ class KMeansTokenizer(BaseTokenizer):
     def _encode(self, views: dict[str, np.ndarray]) -> np.ndarray:
         return self._assign(self.vectors(views))[:, None]
 
-    def _reconstruction_error(self, views: dict[str, np.ndarray]) -> float:
+    def _reconstruction_terms(self, views: dict[str, np.ndarray]) -> tuple[float, float]:
         assert self.centroids is not None
         x = self.vectors(views)
-        return relative_error(x, self.centroids[self._assign(x)])
+        return squared_error(x, self.centroids[self._assign(x)])
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
         assert self.centroids is not None

@@ -48,7 +48,7 @@ from semrec.tokenizers.faiss_utils import (
     smaller_nbits_hint,
     unpack_codes,
 )
-from semrec.tokenizers.report import relative_error
+from semrec.tokenizers.report import squared_error
 
 
 class OPQTokenizer(BaseTokenizer):
@@ -120,7 +120,7 @@ class OPQTokenizer(BaseTokenizer):
             self._note(f"OPQ: trained on a random sample of {len(sample)} of the {n} fit items "
                        f"({faiss_utils.MAX_POINTS_PER_CENTROID} per centroid), then every item encoded")
         try:
-            index.train(x if sample is None else np.ascontiguousarray(x[sample]))
+            index.train(np.ascontiguousarray(x if sample is None else x[sample]))  # x may be NpyRows
         finally:
             opq.pq = None  # the Python-owned PQ must not outlive this call inside the index
         self.index = index
@@ -132,9 +132,9 @@ class OPQTokenizer(BaseTokenizer):
         packed = rowwise(self.index.sa_encode, views[self.view])
         return unpack_codes(packed, self.M, self.nbits)
 
-    def _reconstruction_error(self, views: dict[str, np.ndarray]) -> float:
+    def _reconstruction_terms(self, views: dict[str, np.ndarray]) -> tuple[float, float]:
         x = views[self.view]
-        return relative_error(x, self.index.sa_decode(rowwise(self.index.sa_encode, x)))
+        return squared_error(x, self.index.sa_decode(rowwise(self.index.sa_encode, x)))
 
     def quantiser_arrays(self) -> dict[str, np.ndarray]:
         """The numbers VQ-Rec reads from the index: rotation ``A [d, d]``, coarse centroid ``[d]``,

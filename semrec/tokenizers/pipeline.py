@@ -42,8 +42,8 @@ def fit_codes(dataset_dir: str | Path, config: CodesConfig, progress: bool = Tru
     folder = DatasetFolder(dataset_dir)
     emb = folder.embeddings(config.model)
     emb_dir = emb.path
-    matrices = load_view_embeddings(emb_dir, list(tokenizer.input_views))
-    views = {name: matrix[1:] for name, matrix in matrices.items()}  # drop the padding row
+    # read from disk in blocks (semrec.io.NpyRows), never whole: the fit sees samples, encoding goes block by block
+    views = load_view_embeddings(emb_dir, list(tokenizer.input_views), lazy=True)
     for name, matrix in views.items():
         if matrix.shape[0] != n_items:
             raise SemrecError(f"{emb_dir}: view '{name}' has {matrix.shape[0]} rows but the dataset has "

@@ -57,7 +57,7 @@ from semrec.tokenizers.faiss_utils import (
     unpack_codes,
 )
 from semrec.tokenizers.pca import PCAProjection
-from semrec.tokenizers.report import relative_error
+from semrec.tokenizers.report import squared_error
 
 CCFREC_VIEWS = ["title", "brand", "features", "categories", "description"]
 
@@ -186,10 +186,10 @@ class PQTokenizer(BaseTokenizer):
         packed = rowwise(self.index.pq.compute_codes, self._concat(views))
         return unpack_codes(packed, self.n_codes, self.nbits)
 
-    def _reconstruction_error(self, views: dict[str, np.ndarray]) -> float:
+    def _reconstruction_terms(self, views: dict[str, np.ndarray]) -> tuple[float, float]:
         x = self._concat(views)
         x_hat = self.index.pq.decode(rowwise(self.index.pq.compute_codes, x))
-        return relative_error(x, x_hat)
+        return squared_error(x, x_hat)
 
     # -- persistence --------------------------------------------------------------------------------
 

@@ -37,15 +37,21 @@ class CodeReport:
         return asdict(self)
 
 
-def relative_error(x: np.ndarray, x_hat: np.ndarray) -> float:
-    """``sum ||x - x_hat||^2 / sum ||x||^2`` (= ratio of the means), computed in float64, 16,384 rows at a time
-    (the float64 temporaries stay bounded for a catalogue of any size)."""
+def squared_error(x: np.ndarray, x_hat: np.ndarray) -> tuple[float, float]:
+    """``(sum ||x - x_hat||^2, sum ||x||^2)`` in float64, 16,384 rows at a time (the float64 temporaries stay
+    bounded for a block of any size); the relative error is their ratio."""
     block = 16384
     error = denom = 0.0
     for first in range(0, len(x), block):
         part = np.asarray(x[first:first + block], dtype=np.float64)
         denom += float(np.square(part).sum())
         error += float(np.square(part - np.asarray(x_hat[first:first + block], dtype=np.float64)).sum())
+    return error, denom
+
+
+def relative_error(x: np.ndarray, x_hat: np.ndarray) -> float:
+    """``sum ||x - x_hat||^2 / sum ||x||^2`` (= ratio of the means), computed in float64 (:func:`squared_error`)."""
+    error, denom = squared_error(x, x_hat)
     return 0.0 if denom == 0.0 else error / denom
 
 

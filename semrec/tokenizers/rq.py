@@ -42,7 +42,7 @@ from semrec.tokenizers.faiss_utils import (
     unpack_codes,
 )
 from semrec.tokenizers.pca import PCAProjection
-from semrec.tokenizers.report import relative_error
+from semrec.tokenizers.report import squared_error
 
 MODES = ("per_view", "joint")
 
@@ -163,13 +163,13 @@ class RQTokenizer(BaseTokenizer):
         ]
         return np.concatenate(parts, axis=1)
 
-    def _reconstruction_error(self, views: dict[str, np.ndarray]) -> float:
+    def _reconstruction_terms(self, views: dict[str, np.ndarray]) -> tuple[float, float]:
         xs, hats = [], []
         for index, group in zip(self.indexes, self._groups):
             x = self._project(views, group)
             xs.append(x)
             hats.append(index.rq.decode(rowwise(index.rq.compute_codes, x)))
-        return relative_error(np.concatenate(xs, axis=1), np.concatenate(hats, axis=1))
+        return squared_error(np.concatenate(xs, axis=1), np.concatenate(hats, axis=1))
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
         arrays: dict[str, np.ndarray] = {}

@@ -48,3 +48,110 @@ def test_peek_dataset_refuses_what_load_refuses(tiny, tmp_path):
     (tiny / "items.parquet").write_bytes(b"not parquet")
     with pytest.raises(SemrecError, match="items.parquet: cannot read"):
         peek_dataset(tiny)
+
+
+# --- views read from disk in blocks (NpyRows) and encoded block by block --------------------------------------------
+
+
+def _npy(tmp_path, array, name="m.npy"):
+    path = tmp_path / name
+    np.save(path, array)
+    return path
+
+
+def test_npy_rows_reads_slices_and_rows_like_the_array(tmp_path):
+    from semrec.io import NpyRows
+
+    full = np.random.default_rng(1).standard_normal((23, 5)).astype(np.float32)
+    rows = NpyRows(_npy(tmp_path, full), skip=1)
+    x = full[1:]
+    assert rows.shape == x.shape and len(rows) == 22 and rows.dtype == np.float32 and rows.ndim == 2
+    np.testing.assert_array_equal(rows[:], x)
+    np.testing.assert_array_equal(rows[3:9], x[3:9])
+    np.testing.assert_array_equal(rows[20:40], x[20:40])  # clipped like numpy
+    assert rows[9:3].shape == (0, 5)
+    pick = np.array([7, 2, 3, 4, 2, 21, -1])  # unsorted, repeated, consecutive runs, negative
+    np.testing.assert_array_equal(rows[pick], x[pick])
+    np.testing.assert_array_equal(np.asarray(rows, dtype=np.float64), x.astype(np.float64))
+    with pytest.raises(IndexError):
+        rows[np.array([22])]
+    with pytest.raises(TypeError):
+        rows[::2]
+    with pytest.raises(TypeError):
+        rows[np.ones(22, dtype=bool)]
+
+
+def test_npy_rows_refuses_bad_files_naming_them(tmp_path):
+    from semrec.io import NpyRows
+
+    (tmp_path / "bad.npy").write_bytes(b"junk")
+    with pytest.raises(SemrecError, match="bad.npy: cannot read"):
+        NpyRows(tmp_path / "bad.npy")
+    with pytest.raises(SemrecError, match="absent.npy: cannot read"):
+        NpyRows(tmp_path / "absent.npy")
+    with pytest.raises(SemrecError, match="3d.npy: expected a 2-d C-order numeric matrix"):
+        NpyRows(_npy(tmp_path, np.zeros((2, 2, 2)), "3d.npy"))
+    with pytest.raises(SemrecError, match="f.npy: expected a 2-d C-order.*Fortran"):
+        NpyRows(_npy(tmp_path, np.asfortranarray(np.zeros((3, 2))), "f.npy"))
+    path = _npy(tmp_path, np.zeros((100, 8), np.float32), "short.npy")
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(SemrecError, match=r"short.npy: truncated \(.* 100 x 8 float32\)"):
+        NpyRows(path)
+    with pytest.raises(SemrecError, match="cannot skip 3 of its 2 rows"):
+        NpyRows(_npy(tmp_path, np.zeros((2, 2)), "two.npy"), skip=3)
+
+
+@pytest.mark.parametrize("kind, params", [
+    ("pq", {"views": ["a", "b"], "pca_dim": 8, "nbits": 4, "dedup": True}),
+    ("opq", {"view": "a", "M": 4, "nbits": 4}),
+    ("rq", {"views": ["a", "b"], "levels": 2, "nbits": 4, "pca_dim": 6}),
+    ("kmeans", {"views": ["a", "b"], "k": 6}),
+])
+def test_blocks_and_on_disk_views_change_no_code(kind, params, tmp_path, monkeypatch):
+    """Encoding block by block (BLOCK_ROWS rows) from NpyRows gives the codes and report of whole in-memory arrays:
+    every tokenizer's _encode is row-independent. Duplicate rows across blocks share codes; dedup digits count on."""
+    import semrec.tokenizers.base as base
+    import semrec.tokenizers.checks as checks
+    from semrec.io import NpyRows
+    from semrec.tokenizers import build_tokenizer
+
+    rng = np.random.default_rng(3)
+    views = {"a": rng.standard_normal((400, 16)).astype(np.float32),
+             "b": rng.standard_normal((400, 12)).astype(np.float32)}
+    for x in views.values():
+        x[350:360] = x[5:15]  # identical items in different blocks
+    on_disk = {name: NpyRows(_npy(tmp_path, np.vstack([np.zeros((1, x.shape[1]), np.float32), x]), f"{name}.npy"),
+                             skip=1) for name, x in views.items()}
+    whole = build_tokenizer(kind, **params)
+    whole.fit(views, seed=0)
+    expected = whole.encode(views)
+    monkeypatch.setattr(base, "BLOCK_ROWS", 64)
+    monkeypatch.setattr(checks, "BLOCK_ROWS", 64)
+    blocked = build_tokenizer(kind, **params)
+    blocked.fit(on_disk, seed=0)
+    np.testing.assert_array_equal(blocked.fit_codes, whole.fit_codes)
+    np.testing.assert_array_equal(blocked.encode(on_disk), expected)
+    np.testing.assert_array_equal(blocked.encode(views), expected)
+    base_levels = len(whole.base_codebook_sizes)  # identical items: one base code (pq's dedup digit tells them apart)
+    np.testing.assert_array_equal(expected[350:360, :base_levels], expected[5:15, :base_levels])
+    assert blocked.reconstruction_error(on_disk) == pytest.approx(whole.reconstruction_error(views), rel=1e-9)
+    bad = np.vstack([np.zeros((1, 16), np.float32), views["a"]])
+    bad[300, 2] = np.nan
+    with pytest.raises(SemrecError, match="view 'a' contains NaN"):
+        blocked.encode({**on_disk, "a": NpyRows(_npy(tmp_path, bad, "nan.npy"), skip=1)})
+
+
+def test_codes_read_views_from_disk_and_refuse_a_truncated_file(tiny, monkeypatch):
+    import semrec.text.encode as encode
+
+    calls = []
+    real = encode.load_view_embeddings
+    monkeypatch.setattr("semrec.tokenizers.pipeline.load_view_embeddings",
+                        lambda *a, **k: calls.append(k) or real(*a, **k))
+    config = CodesConfig(tokenizer="kmeans", name="lazy", params={"views": ["all"], "k": 8})
+    fit_codes(tiny, config, progress=False)
+    assert calls == [{"lazy": True}]
+    path = next((tiny / "embeddings").glob("*/all.npy"))
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(SemrecError, match=r"truncated .*re-run 'semrec embed'"):
+        fit_codes(tiny, config, progress=False)
