@@ -69,6 +69,33 @@ def test_save_load_round_trip_and_determinism(tmp_path):
     assert loaded.stats() == a.stats()
 
 
+def test_sequences_round_trip_through_flat_arrow_lists(tmp_path):
+    """save writes the list columns from one flat buffer and its offsets, load splits them back (issue 20: no Python
+    int per interaction); rows of any length, timestamps or none, and a null row is refused naming the field."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    a = build_dataset(load_source(lcrec(tmp_path / "src")))
+    a.sequences[0] = a.sequences[0][:1]  # rows of different lengths
+    for timestamps in ([np.arange(len(s), dtype=np.int64) * 10**12 for s in a.sequences], None):
+        a.timestamps = timestamps
+        a.save(tmp_path / "out")
+        loaded = CanonicalDataset.load(tmp_path / "out")
+        assert [s.tolist() for s in loaded.sequences] == [s.tolist() for s in a.sequences]
+        assert all(s.dtype == np.int64 for s in loaded.sequences)
+        if timestamps is None:
+            assert loaded.timestamps is None
+        else:
+            assert [t.tolist() for t in loaded.timestamps] == [t.tolist() for t in timestamps]
+    path = tmp_path / "out" / "sequences.parquet"
+    table = pq.read_table(path)
+    items = table.column("item_ids").to_pylist()
+    items[1] = None
+    pq.write_table(table.set_column(2, "item_ids", pa.array(items, pa.list_(pa.int32()))), path)
+    with pytest.raises(SemrecError, match=r"sequences.parquet: 1 row\(s\) of 'item_ids' are empty \(null\); re-run"):
+        CanonicalDataset.load(tmp_path / "out")
+
+
 def test_other_schema_version_is_refused(tmp_path):
     build_dataset(load_source(lcrec(tmp_path / "src"))).save(tmp_path / "out")
     manifest = read_json(tmp_path / "out" / "manifest.json")

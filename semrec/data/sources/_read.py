@@ -274,3 +274,44 @@ def header_index(path: str | Path, header: list[str], required: list[str], line:
             path, f"missing column(s) {', '.join(missing)} in header {header!r}", line=line, field=missing[0]
         )
     return index
+
+
+class TextColumns:
+    """Item text records collected column by column and packed into Arrow string arrays every :attr:`BLOCK` rows.
+
+    A reader appends one dict per item (``raw_id`` and its views, strings); :meth:`frame` returns the DataFrame with
+    those columns (pyarrow-backed strings). A list of dicts of Python strings took ~1 KB per item (1.4 GB peak while
+    reading the metadata of 10^6 synthetic items); packed, an item costs about its text's bytes (issue 20).
+    """
+
+    BLOCK = 65536
+
+    def __init__(self, columns: list[str]):
+        self.columns = list(columns)
+        self._pending: dict[str, list[Any]] = {c: [] for c in self.columns}
+        self._chunks: dict[str, list[Any]] = {c: [] for c in self.columns}
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, record: dict[str, Any]) -> None:
+        for column in self.columns:
+            self._pending[column].append(record.get(column))
+        self._n += 1
+        if len(self._pending[self.columns[0]]) >= self.BLOCK:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        for column in self.columns:
+            self._chunks[column].append(pa.array(self._pending[column], pa.string()))
+            self._pending[column] = []
+
+    def frame(self) -> Any:
+        """A ``pandas.DataFrame`` of the collected rows, one string column per name given to the constructor."""
+        import pyarrow as pa
+
+        self._flush()
+        return pa.table({c: pa.chunked_array(self._chunks[c], pa.string()) for c in self.columns}).to_pandas()

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from semrec.data.dataset import SourceData
-from semrec.data.sources._read import header_index, iter_csv, iter_jsonl, parse_number, require_file
+from semrec.data.sources._read import TextColumns, header_index, iter_csv, iter_jsonl, parse_number, require_file
 from semrec.errors import DataFormatError, SemrecError
 from semrec.text.clean import clean_text, clean_title
 
@@ -222,7 +222,7 @@ def read_meta(path: Path, keep: set[str]) -> tuple[pd.DataFrame, list[str], int]
     Returns the texts (``raw_id`` + one column per view), the available views, and how many distinct items
     of the file were left out because they are not in ``keep`` (items without interactions).
     """
-    records = []
+    records = TextColumns(["raw_id", *VIEWS])
     left_out: set[str] = set()
     if _CSV.search(path.name):
         it = iter_csv(path)
@@ -256,7 +256,7 @@ def read_meta(path: Path, keep: set[str]) -> tuple[pd.DataFrame, list[str], int]
             if "details" in obj and obj["details"] is not None and not isinstance(obj["details"], dict):
                 raise DataFormatError(path, "expected an object", line=line, field="details")
             records.append({"raw_id": asin, **_meta_record(obj.get, True)})
-    frame = pd.DataFrame(records, columns=["raw_id", *VIEWS])
+    frame = records.frame()
     return frame[["raw_id", *views]], views, len(left_out)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from semrec.data.dataset import SourceData
-from semrec.data.sources._read import read_json, require_file
+from semrec.data.sources._read import TextColumns, read_json, require_file
 from semrec.errors import DataFormatError, SemrecError
 from semrec.text.clean import clean_text, clean_title
 
@@ -55,7 +55,7 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
     meta = read_json(item_path)
     if not isinstance(meta, dict):
         raise DataFormatError(item_path, "expected a JSON object {item: {title, ...}}", line=1)
-    records = []
+    records = TextColumns(["raw_id", *VIEWS])
     for item, fields in meta.items():
         if not isinstance(fields, dict):
             raise DataFormatError(item_path, f"item {item!r}: expected an object of text fields", field=str(item))
@@ -69,6 +69,6 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
     interactions = pd.DataFrame({"user": users, "item": items, "timestamp": np.nan})
     return SourceData(
         name=name or inter_path.name.replace(".inter.json", ""), format="lcrec", interactions=interactions,
-        items=pd.DataFrame(records, columns=["raw_id", *VIEWS]), views=list(VIEWS), files=[inter_path, item_path],
+        items=records.frame(), views=list(VIEWS), files=[inter_path, item_path],
         skips={"users_with_empty_sequences": empty_users},
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from semrec.data.dataset import SourceData
-from semrec.data.sources._read import iter_lines, parse_number, require_file
+from semrec.data.sources._read import TextColumns, iter_lines, parse_number, require_file
 from semrec.errors import DataFormatError, SemrecError
 from semrec.text.clean import clean_text, clean_title
 
@@ -59,7 +59,7 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
         users.append(parts[0].strip())
         items.append(parts[1].strip())
         stamps.append(parse_number(data_path, line, "timestamp", parts[3], integer=True, timestamp=True))
-    records = []
+    records = TextColumns(["raw_id", *VIEWS])
     for line, text in iter_lines(item_path):
         if not text.strip():
             continue
@@ -82,6 +82,6 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
     return SourceData(
         name=name or folder.name, format="movielens",
         interactions=pd.DataFrame({"user": users, "item": items, "timestamp": stamps}),
-        items=pd.DataFrame(records, columns=["raw_id", *VIEWS]), views=list(VIEWS),
+        items=records.frame(), views=list(VIEWS),
         files=[data_path, item_path, genre_path],
     )

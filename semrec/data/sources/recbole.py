@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from semrec.data.dataset import SourceData
-from semrec.data.sources._read import iter_lines, parse_number, require_file
+from semrec.data.sources._read import TextColumns, iter_lines, parse_number, require_file
 from semrec.errors import DataFormatError, SemrecError
 from semrec.io import atomic_path, cache_root
 from semrec.text.clean import clean_text, clean_title
@@ -120,7 +120,7 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
     if len(set(views)) != len(views):
         raise DataFormatError(item_path, f"two columns map to the same view name: {views}", line=1)
     id_col = item_names.index("item_id")
-    records = []
+    records = TextColumns(["raw_id", *views])
     for _, fields in item_rows:
         record = {"raw_id": fields[id_col].strip()}
         for (k, _), view in zip(text_columns, views):
@@ -128,6 +128,6 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
         records.append(record)
     return SourceData(
         name=name or stem, format="recbole", interactions=interactions,
-        items=pd.DataFrame(records, columns=["raw_id", *views]), views=views, files=[inter_path, item_path],
+        items=records.frame(), views=views, files=[inter_path, item_path],
         options={"example": str(path)} if str(path).startswith("recbole:") else {},
     )
