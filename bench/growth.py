@@ -7,6 +7,7 @@ Amazon-2023-style files are generated once, then every stage runs in a process o
 RSS, ``ru_maxrss``, is its own):
 
 * ``prepare``: ``semrec prepare`` of the files (streaming readers), seconds and peak RSS;
+* ``load``: ``CanonicalDataset.load`` of the prepared folder (what training, evaluation and serving start with);
 * ``embed``: MiniLM (``all-MiniLM-L6-v2``) throughput on the first ``--embed-sample`` item texts of view ``all``
   (texts/s after a warm-up batch; a full encoding of N items takes N / throughput, shown as "projected"); then the
   view ``all`` of every item is written as random 384-d vectors (model ``random-384``), standing in for MiniLM's
@@ -38,7 +39,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["prepare", "embed", "pq", "opq", "rq", "kmeans", "eval"]
+STAGES = ["prepare", "load", "embed", "pq", "opq", "rq", "kmeans", "eval"]
 # OPQ: 10 alternations without the polysemous renumbering (defaults 50 and on: a fit of 50 on faiss's capped sample
 # of 65,536 points would take about an hour on this machine; the cost per alternation is what grows, if anything)
 TOKENIZERS = {"pq": {"views": ["all"]}, "opq": {"niter": 10, "polysemous": False}, "rq": {"views": ["all"]},
@@ -69,6 +70,8 @@ def run_stage(stage: str, n: int, args: argparse.Namespace) -> dict:
     from semrec.data.dataset import CanonicalDataset
 
     ds = CanonicalDataset.load(dataset)
+    if stage == "load":  # what training, evaluation and serving start with
+        return {"seconds": time.perf_counter() - start, "rss_gb": rss_gb()}
     if stage == "embed":
         from semrec.config import EmbedConfig
         from semrec.text.encode import FunctionEncoder, TextEncoder, embed_dataset

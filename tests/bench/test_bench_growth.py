@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_growth_smoke_writes_the_table_and_plot(tmp_path):
     out = tmp_path / "growth.md"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "growth.py"), "--items", "300", "--stages",
-                           "prepare,embed,kmeans,eval", "--embed-sample", "8", "--eval-users", "40", "--work",
+                           "prepare,load,embed,kmeans,eval", "--embed-sample", "8", "--eval-users", "40", "--work",
                            str(tmp_path / "work"), "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
                           timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -22,21 +22,21 @@ def test_growth_smoke_writes_the_table_and_plot(tmp_path):
     cells = [c.strip() for c in row[0].strip("|").split("|")]
     users, interactions = int(cells[1].replace(",", "")), int(cells[2].replace(",", ""))
     assert users == 300 and interactions >= 5 * 300  # one user per item, 5-core sequences
-    assert "texts/s)" in cells[5] and "failed" not in row[0]
-    seconds = [float(cells[i].split()[0]) for i in (3, 5, 7, 9)]
-    rss = [float(cells[i]) for i in (4, 6, 8, 10)]
+    assert "texts/s)" in cells[7] and "failed" not in row[0]
+    seconds = [float(cells[i].split()[0]) for i in (3, 5, 7, 9, 11)]
+    rss = [float(cells[i]) for i in (4, 6, 8, 10, 12)]
     assert min(seconds) >= 0 and min(rss) > 0
     assert (tmp_path / "work" / "n300" / "data" / "Synthetic" / "codes" / "growth-kmeans").is_dir()
     assert out.with_suffix(".png").stat().st_size > 1000
     assert "Cells measured at commit" in out.read_text()
     # a second call reuses the cells kept under --work, but for the stages named in --remeasure
     again = subprocess.run([sys.executable, str(ROOT / "bench" / "growth.py"), "--items", "300", "--stages",
-                            "prepare,embed,kmeans,eval", "--embed-sample", "8", "--eval-users", "40", "--work",
+                            "prepare,load,embed,kmeans,eval", "--embed-sample", "8", "--eval-users", "40", "--work",
                             str(tmp_path / "work"), "--remeasure", "kmeans", "--out", str(out)],
                            capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert again.returncode == 0, again.stderr[-2000:]
     reused = {line.split()[1] for line in again.stdout.splitlines() if "(measured earlier)" in line}
-    assert reused == {"prepare", "embed", "eval"}
+    assert reused == {"prepare", "load", "embed", "eval"}
     kept = [line for line in out.read_text().splitlines() if line.startswith("| 300 |")][0]
     assert kept.split("|")[4:6] == row[0].split("|")[4:6]  # prepare's cell as measured the first time
 
