@@ -83,11 +83,23 @@ def run_stage(stage: str, n: int, args: argparse.Namespace) -> dict:
         encoder.encode(texts, progress=False)
         rate = len(texts) / (time.perf_counter() - start)
         measured = rss_gb()
+        import shutil
+        import tempfile
+
+        from semrec.artifacts import DatasetFolder
+
+        # written afresh each time (no reuse of an earlier folder or of the content-hash cache), so that the stage's
+        # peak includes making and writing the N vectors
+        shutil.rmtree(DatasetFolder(dataset).embeddings(STAND_IN).path, ignore_errors=True)
+        os.environ["SEMREC_CACHE"] = tempfile.mkdtemp(prefix="growth-cache-")
         rng = np.random.default_rng(0)
         embed_dataset(dataset, EmbedConfig(model=STAND_IN, views=["all"]), progress=False,
                       encoder=FunctionEncoder(lambda t: rng.standard_normal((len(t), 384), dtype=np.float32),
                                               f"{STAND_IN}-seed0"))
-        return {"seconds": ds.n_items / rate, "rss_gb": measured, "texts_per_s": rate, "sample": len(texts)}
+        write_gb = rss_gb()  # peak of the whole stage: the N vectors made (by the stand-in) and written
+        shutil.rmtree(os.environ["SEMREC_CACHE"], ignore_errors=True)
+        return {"seconds": ds.n_items / rate, "rss_gb": measured, "texts_per_s": rate, "sample": len(texts),
+                "write_gb": write_gb}
     if stage in TOKENIZERS:
         from semrec import api
         from semrec.config import CodesConfig
@@ -195,7 +207,8 @@ def write(args: argparse.Namespace, sizes: list[int], stages: list[str], results
              f"Command: `python bench/growth.py --items {args.items} --stages {','.join(stages)} --users-per-item "
              f"{args.users_per_item} --embed-sample {args.embed_sample} --eval-users {args.eval_users}`. Synthetic "
              "catalogues (`bench/synthetic.py`), one process of one thread per cell: seconds and peak RSS (GB). "
-             "`embed` seconds are projected (N / the texts/s measured on the sample) and its RSS is the model's; "
+             "`embed` seconds are projected (N / the texts/s measured on the sample) and its GB are the model's "
+             "/ the whole stage's (N vectors made by the stand-in and written); `load`: CanonicalDataset.load; "
              "tokenizers fit and encode view `all` (random 384-d stand-in vectors; OPQ with niter 10, no polysemous "
              "training); `eval` ranks all N items for "
              f"{args.eval_users} validation rows (exclude-history), its seconds per 1,000 users in parentheses."
@@ -209,11 +222,13 @@ def write(args: argparse.Namespace, sizes: list[int], stages: list[str], results
         for stage in stages:
             seconds = cell(n, stage, "seconds", ".1f")
             value = results[n, stage]
+            rss = cell(n, stage, "rss_gb", ".2f")
             if isinstance(value, dict) and stage == "embed":
                 seconds = f"{seconds} ({value['texts_per_s']:.0f} texts/s)"
+                rss += f" / {value['write_gb']:.2f}" if "write_gb" in value else ""
             elif isinstance(value, dict) and stage == "eval":
                 seconds = f"{seconds} ({value['per_1000_users_s']:.2f})"
-            row += [seconds, cell(n, stage, "rss_gb", ".2f")]
+            row += [seconds, rss]
         lines.append("| " + " | ".join(row) + " |")
     commits = sorted({v.get("commit", "?") for v in results.values() if isinstance(v, dict)})
     lines += ["", f"Cells measured at commit{'s' if len(commits) > 1 else ''} {', '.join(commits)} (per cell: "

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from semrec.artifacts import DatasetFolder, EmbeddingsFolder
 from semrec.errors import SemrecError
-from semrec.io import cache_root, sha256_text, write_npy
+from semrec.io import cache_root, sha256_text, write_npy, write_padded_npy
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
@@ -182,18 +182,25 @@ class TextEncoder(_CachedEncoding):
     def encode(self, texts: list[str], desc: str = "encoding", progress: bool = True) -> np.ndarray:
         """L2-normalised float32 embeddings ``[len(texts), dim]``; each distinct text is encoded once."""
         unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+        inverse = inverse.reshape(-1)
         order = sorted(range(len(unique)), key=lambda i: -len(unique[i]))
-        out = np.empty((len(unique), self.dim), dtype=np.float32)
+        # each distinct text's vector goes straight to the rows that hold it: one [n, dim] matrix, not a [distinct,
+        # dim] one and its gathered copy (2 x 1.5 GB at 10^6 items)
+        rows = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[rows], np.arange(len(unique) + 1))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
         chunk = self.batch_size * 16
         with tqdm(total=len(unique), desc=desc, unit="text", disable=not progress) as bar:
             for start in range(0, len(order), chunk):
-                idx = order[start:start + chunk]
+                idx = np.asarray(order[start:start + chunk])
                 vectors = self.model.encode([unique[i] for i in idx], batch_size=self.batch_size,
                                             normalize_embeddings=True, convert_to_numpy=True,
                                             show_progress_bar=False)
-                out[idx] = vectors.astype(np.float32)
+                counts = bounds[idx + 1] - bounds[idx]
+                targets = np.concatenate([rows[bounds[i]:bounds[i + 1]] for i in idx]) if len(idx) else rows[:0]
+                out[targets] = np.repeat(vectors.astype(np.float32), counts, axis=0)
                 bar.update(len(idx))
-        return out[inverse.reshape(-1)]
+        return out
 
 
 
@@ -272,10 +279,10 @@ def load_view_embeddings(folder: str | Path, views: list[str] | None = None,
 
 
 def write_view_matrix(folder: Path, view: str, matrix: np.ndarray) -> str:
-    """Write one view as ``{view}.npy`` with a zero padding row prepended; return the file name."""
-    padded = np.vstack([np.zeros((1, matrix.shape[1]), dtype=np.float32), matrix.astype(np.float32)])
+    """Write one view as ``{view}.npy`` with a zero padding row prepended (streamed: no stacked copy); return the file
+    name."""
     name = EmbeddingsFolder.view_file_name(view)
-    write_npy(folder / name, padded)
+    write_padded_npy(folder / name, np.asarray(matrix, dtype=np.float32))
     return name
 
 

@@ -24,7 +24,8 @@ def test_growth_smoke_writes_the_table_and_plot(tmp_path):
     assert users == 300 and interactions >= 5 * 300  # one user per item, 5-core sequences
     assert "texts/s)" in cells[7] and "failed" not in row[0]
     seconds = [float(cells[i].split()[0]) for i in (3, 5, 7, 9, 11)]
-    rss = [float(cells[i]) for i in (4, 6, 8, 10, 12)]
+    rss = [float(cells[i].split(" / ")[0]) for i in (4, 6, 8, 10, 12)]
+    assert float(cells[8].split(" / ")[1]) >= rss[2]  # embed: the model's peak, then the whole stage's
     assert min(seconds) >= 0 and min(rss) > 0
     assert (tmp_path / "work" / "n300" / "data" / "Synthetic" / "codes" / "growth-kmeans").is_dir()
     assert out.with_suffix(".png").stat().st_size > 1000
