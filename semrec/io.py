@@ -79,10 +79,11 @@ def write_npy(path: str | Path, array: np.ndarray) -> None:
             np.save(fh, array)
 
 
-def write_padded_npy(path: str | Path, matrix: np.ndarray, pad_rows: int = 1, block: int = 65536) -> None:
-    """Save ``[pad_rows zero rows; matrix]`` as one ``.npy`` atomically, writing the header, the zero rows and then
-    ``matrix`` in blocks of rows: no stacked copy (``np.vstack`` held a second [N, dim] matrix, 1.5 GB at 10^6 items x
-    384 dims). The file equals ``np.save`` of the stacked array."""
+def write_padded_npy(path: str | Path, matrix: np.ndarray, pad_rows: int = 1, block: int = 65536,
+                     pad_value: float = 0) -> None:
+    """Save ``[pad_rows rows of pad_value; matrix]`` as one ``.npy`` atomically, writing the header, the padding rows
+    and then ``matrix`` in blocks of rows: no stacked copy (``np.vstack`` held a second [N, dim] matrix, 1.5 GB at 10^6
+    items x 384 dims). The file equals ``np.save`` of the stacked array."""
     matrix = np.asarray(matrix)
     if matrix.ndim != 2:
         raise SemrecError(f"write_padded_npy: a 2-d matrix is needed, got shape {matrix.shape}")
@@ -91,7 +92,7 @@ def write_padded_npy(path: str | Path, matrix: np.ndarray, pad_rows: int = 1, bl
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.lib.format.write_array_header_1_0(fh, header)  # what np.save writes for such a header
-            fh.write(np.zeros((pad_rows, shape[1]), dtype=matrix.dtype).tobytes())
+            fh.write(np.full((pad_rows, shape[1]), pad_value, dtype=matrix.dtype).tobytes())
             for first in range(0, matrix.shape[0], block):
                 fh.write(np.ascontiguousarray(matrix[first:first + block]).tobytes())
 

@@ -58,6 +58,8 @@ def _group_sizes(codes: np.ndarray) -> np.ndarray:
     """How many rows of ``codes [n >= 1, L]`` hold each distinct full code."""
     if codes.shape[1] == 0:
         return np.array([codes.shape[0]], dtype=np.int64)
+    if codes.size and codes.min() >= 0:  # the smallest dtype that holds them: np.unique's sorted copies shrink 8x
+        codes = codes.astype(np.min_scalar_type(int(codes.max())), copy=False)
     _, counts = np.unique(codes, axis=0, return_counts=True)
     return counts.astype(np.int64)
 

@@ -19,7 +19,7 @@ from semrec.artifacts import CODES_FIX, CodesFolder, DatasetFolder
 from semrec.config import CodesConfig, save_config
 from semrec.data.dataset import CanonicalDataset, peek_dataset
 from semrec.errors import SemrecError
-from semrec.io import require_artifact, write_json, write_npy
+from semrec.io import require_artifact, write_json, write_padded_npy
 from semrec.text.encode import load_view_embeddings
 from semrec.tokenizers import build_tokenizer, load_tokenizer, tokenizer_class
 from semrec.tokenizers.report import CodeReport, code_report
@@ -53,14 +53,14 @@ def fit_codes(dataset_dir: str | Path, config: CodesConfig, progress: bool = Tru
         raise SemrecError(f"fit_on must be 'all' or 'train', got {fit_on!r}")
     fit_rows = CanonicalDataset.load(dataset_dir).train_items() - 1 if fit_on == "train" else None
     tokenizer.fit(views, fit_rows, seed=config.seed)
-    codes = tokenizer.encode(views)
+    # fitted on every item, the fit codes are the catalogue's codes (encode reproduces them): no second pass
+    codes = tokenizer.fit_codes if fit_rows is None else tokenizer.encode(views)
     report = code_report(tokenizer, codes, views)
 
     target = folder.codes(config.name or kind)
     out = target.path
-    padded = np.vstack([np.full((1, codes.shape[1]), -1, dtype=np.int64), codes.astype(np.int64)])
     tokenizer.save(target.tokenizer)
-    write_npy(target.codes, padded)
+    write_padded_npy(target.codes, codes.astype(np.int64, copy=False), pad_value=-1)  # row 0: -1 padding
     write_json(target.report, report.to_dict())
     emb_manifest = emb.read_manifest()
     write_json(target.manifest, {

@@ -51,3 +51,6 @@ def test_write_padded_npy_equals_np_save_of_the_stacked_matrix(tmp_path, rows, d
     with pytest.raises(SemrecError, match="a 2-d matrix"):
         write_padded_npy(tmp_path / "bad.npy", np.zeros(3))
     assert not (tmp_path / "bad.npy").exists()
+    codes = np.arange(6, dtype=np.int64).reshape(3, 2)
+    write_padded_npy(tmp_path / "codes.npy", codes, pad_value=-1)
+    np.testing.assert_array_equal(np.load(tmp_path / "codes.npy"), np.vstack([[-1, -1], codes]))

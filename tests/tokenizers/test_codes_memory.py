@@ -130,6 +130,7 @@ def test_blocks_and_on_disk_views_change_no_code(kind, params, tmp_path, monkeyp
     blocked = build_tokenizer(kind, **params)
     blocked.fit(on_disk, seed=0)
     np.testing.assert_array_equal(blocked.fit_codes, whole.fit_codes)
+    np.testing.assert_array_equal(whole.fit_codes, expected)  # semrec codes (fit_on: all) writes fit_codes
     np.testing.assert_array_equal(blocked.encode(on_disk), expected)
     np.testing.assert_array_equal(blocked.encode(views), expected)
     base_levels = len(whole.base_codebook_sizes)  # identical items: one base code (pq's dedup digit tells them apart)
