@@ -1,7 +1,9 @@
 """The item-tokenizer interface: ``fit`` on item vectors, ``encode`` any item (also unseen ones), ``save``/``load``.
 
 Input to every tokenizer is a mapping ``view name -> float32 matrix [n_items, dim]`` (rows aligned
-across views, no padding row). Output codes are ``int64 [n_items, n_levels]`` with level ``l`` in
+across views, no padding row); a matrix may also be a :class:`~semrec.io.NpyRows` (a ``.npy`` file read in blocks, what
+`semrec codes` passes: fits read their samples, encoding goes :data:`~semrec.tokenizers.checks.BLOCK_ROWS` rows at a
+time, so no whole view is held in memory). Output codes are ``int64 [n_items, n_levels]`` with level ``l`` in
 ``0 .. codebook_sizes[l]-1``. Models turn them into global embedding ids themselves.
 
 ``BaseTokenizer`` holds what every concrete tokenizer shares: input checks (:mod:`~semrec.tokenizers.checks`),
