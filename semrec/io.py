@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -126,7 +127,8 @@ class NpyRows:
     process's resident set, so reads go through ``os.pread`` into fresh arrays instead).
 
     ``x[a:b]`` (step 1) and ``x[index_array]`` return ``ndarray`` copies in the file's dtype; ``np.asarray(x)``
-    reads everything (for small inputs). ``skip`` leading rows are hidden (``semrec embed``'s padding row).
+    reads everything (for small inputs). ``skip`` leading rows are hidden (``semrec embed``'s padding row);
+    :meth:`subset` gives some of the rows as an NpyRows of their own.
     Raises :class:`SemrecError` naming the file when it is not a readable 2-d C-order numeric ``.npy`` or is shorter
     than its header says.
     """
@@ -157,6 +159,7 @@ class NpyRows:
                               f"{self.dtype})")
         self._start = offset + skip * self._row_bytes
         self.shape = (int(shape[0]) - skip, int(shape[1]))
+        self._rows: np.ndarray | None = None  # with subset(): the file rows these rows are
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -171,27 +174,47 @@ class NpyRows:
             raise SemrecError(f"{self.path}: truncated while reading rows {first}..{first + count - 1}")
         out[:] = np.frombuffer(data, dtype=self.dtype).reshape(count, self.shape[1])
 
+    def subset(self, rows: np.ndarray) -> NpyRows:
+        """The rows ``rows`` (indices into these rows) as an NpyRows of their own, still read on demand (a
+        tokenizer fitted on some items reads them like the whole catalogue: in blocks, never all at once)."""
+        picked = self._file_rows(self._checked_index(rows))
+        out = copy.copy(self)
+        out._rows, out.shape = picked, (len(picked), self.shape[1])
+        return out
+
+    def _file_rows(self, local: np.ndarray) -> np.ndarray:
+        return local if self._rows is None else self._rows[local]
+
+    def _checked_index(self, key: Any) -> np.ndarray:
+        rows = np.asarray(key)
+        if rows.dtype == bool or rows.ndim != 1 or (len(rows) and not np.issubdtype(rows.dtype, np.integer)):
+            raise TypeError(f"NpyRows: index with a slice or a 1-d integer array, got {type(key).__name__}")
+        rows = np.where(rows < 0, rows + len(self), rows).astype(np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"NpyRows: row index out of range for {len(self)} rows")
+        return rows
+
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, slice):
             first, stop, step = key.indices(len(self))
             if step != 1:
                 raise TypeError("NpyRows: only slices of step 1")
+            if self._rows is not None:
+                return self._read_rows(self._rows[first:stop])
             out = np.empty((max(0, stop - first), self.shape[1]), dtype=self.dtype)
             if len(out):
                 with open(self.path, "rb") as f:
                     self._read(f.fileno(), first, len(out), out)
             return out
-        rows = np.asarray(key)
-        if rows.dtype == bool or rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
-            raise TypeError(f"NpyRows: index with a slice or a 1-d integer array, got {type(key).__name__}")
-        rows = np.where(rows < 0, rows + len(self), rows)
-        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
-            raise IndexError(f"NpyRows: row index out of range for {len(self)} rows")
+        return self._read_rows(self._file_rows(self._checked_index(key)))
+
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """File rows ``rows`` (any order, repeats allowed), one read per run of consecutive rows."""
         out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
         order = np.argsort(rows, kind="stable")
         with open(self.path, "rb") as f:
             i = 0
-            while i < len(order):  # one read per run of consecutive rows
+            while i < len(order):
                 j = i + 1
                 while j < len(order) and rows[order[j]] == rows[order[j - 1]] + 1:
                     j += 1

@@ -135,8 +135,7 @@ class CanonicalDataset:
 
     def train_items(self) -> np.ndarray:
         """Sorted ids of the items that occur in training sequences (the fit set of VQ-Rec's tokenizer)."""
-        train = self.split().train
-        return np.unique(np.concatenate(train)) if train else np.zeros(0, dtype=np.int64)
+        return train_items(self.sequences)
 
     # ----- statistics --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -241,6 +240,26 @@ def _checked_manifest(folder: Path) -> tuple[dict, str]:
     for name in (DatasetFolder.ITEMS, DatasetFolder.SEQUENCES):
         require_artifact(folder / name, "dataset", fix)
     return manifest, fix
+
+
+def train_items(sequences: list[np.ndarray]) -> np.ndarray:
+    """Sorted ids of the items that occur in the training part of ``sequences`` (leave-last-out)."""
+    train = leave_last_out(sequences).train
+    return np.unique(np.concatenate(train)) if train else np.zeros(0, dtype=np.int64)
+
+
+def load_sequences(path: str | Path) -> list[np.ndarray]:
+    """The users' item sequences of a prepared dataset (``int64`` arrays, user id order) without its texts, users and
+    timestamps: what `semrec codes` reads for ``fit_on: train`` (10^6 items: the texts alone are ~0.5 GB). Raises
+    SemrecError as :meth:`CanonicalDataset.load` does."""
+    folder = Path(path)
+    _, fix = _checked_manifest(folder)
+    reading = folder / DatasetFolder.SEQUENCES
+    try:
+        column = pq.read_table(reading, columns=["item_ids"]).column("item_ids")
+    except (OSError, KeyError, pa.ArrowException) as exc:  # truncated, foreign or hand-edited file
+        raise SemrecError(f"{reading}: cannot read ({type(exc).__name__}: {exc}); {fix}") from None
+    return _split_list_column(column, reading, "item_ids", fix)
 
 
 def peek_dataset(path: str | Path) -> tuple[list[str], int]:

@@ -294,7 +294,8 @@ class BaseTokenizer(ItemTokenizer):
         rows = np.arange(n_items) if fit_rows is None else check_fit_rows(fit_rows, n_items)
         if rows.size == 0:
             raise SemrecError("no items to fit on")
-        train = checked if rows.size == n_items else {k: np.ascontiguousarray(v[rows]) for k, v in checked.items()}
+        train = checked if rows.size == n_items else {  # on disk, the fit rows stay there (read in blocks)
+            k: v.subset(rows) if isinstance(v, NpyRows) else np.ascontiguousarray(v[rows]) for k, v in checked.items()}
         self.view_dims = {}
         self.notes = []
         try:

@@ -17,7 +17,7 @@ import numpy as np
 
 from semrec.artifacts import CODES_FIX, CodesFolder, DatasetFolder
 from semrec.config import CodesConfig, save_config
-from semrec.data.dataset import CanonicalDataset, peek_dataset
+from semrec.data.dataset import load_sequences, peek_dataset, train_items
 from semrec.errors import SemrecError
 from semrec.io import require_artifact, write_json, write_padded_npy
 from semrec.text.encode import load_view_embeddings
@@ -51,7 +51,7 @@ def fit_codes(dataset_dir: str | Path, config: CodesConfig, progress: bool = Tru
     fit_on = config.fit_on or tokenizer.default_fit_on
     if fit_on not in ("all", "train"):
         raise SemrecError(f"fit_on must be 'all' or 'train', got {fit_on!r}")
-    fit_rows = CanonicalDataset.load(dataset_dir).train_items() - 1 if fit_on == "train" else None
+    fit_rows = train_items(load_sequences(dataset_dir)) - 1 if fit_on == "train" else None
     tokenizer.fit(views, fit_rows, seed=config.seed)
     # fitted on every item, the fit codes are the catalogue's codes (encode reproduces them): no second pass
     codes = tokenizer.fit_codes if fit_rows is None else tokenizer.encode(views)

@@ -26,6 +26,21 @@ def test_peek_dataset_reads_views_and_item_count_without_loading(tiny):
     assert peek_dataset(tiny) == (loaded.views, loaded.n_items)
 
 
+def test_fit_on_train_reads_only_the_sequences(tiny, monkeypatch):
+    config = CodesConfig(tokenizer="opq", name="train", fit_on="train", params={"view": "all", "M": 4, "nbits": 4})
+    _, before = fit_codes(tiny, config, progress=False)
+    report = (before / "codes.json").read_text()
+    dataset = CanonicalDataset.load(tiny)
+    assert f'"n_fit_items": {len(dataset.train_items())}' in report and len(dataset.train_items()) < dataset.n_items
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("CanonicalDataset.load called")
+
+    monkeypatch.setattr(CanonicalDataset, "load", classmethod(refuse))
+    _, after = fit_codes(tiny, config, progress=False)
+    np.testing.assert_array_equal(np.load(after / "codes.npy"), np.load(before / "codes.npy"))
+
+
 def test_fit_on_all_never_loads_the_dataset(tiny, monkeypatch):
     before = fit_codes(tiny, CodesConfig(tokenizer="kmeans", name="before", params={"views": ["all"], "k": 8}),
                        progress=False)[1]
@@ -37,9 +52,6 @@ def test_fit_on_all_never_loads_the_dataset(tiny, monkeypatch):
     _, after = fit_codes(tiny, CodesConfig(tokenizer="kmeans", name="after", params={"views": ["all"], "k": 8}),
                          progress=False)
     np.testing.assert_array_equal(np.load(after / "codes.npy"), np.load(before / "codes.npy"))
-    with pytest.raises(AssertionError, match="fit_on: all"):  # fit_on: train needs the sequences
-        fit_codes(tiny, CodesConfig(tokenizer="kmeans", name="train", fit_on="train",
-                                    params={"views": ["all"], "k": 8}), progress=False)
 
 
 def test_peek_dataset_refuses_what_load_refuses(tiny, tmp_path):
@@ -79,6 +91,15 @@ def test_npy_rows_reads_slices_and_rows_like_the_array(tmp_path):
         rows[::2]
     with pytest.raises(TypeError):
         rows[np.ones(22, dtype=bool)]
+    some = np.array([0, 2, 3, 4, 9, 10, 21])
+    part = rows.subset(some)  # still on disk: slices and indices of the subset map to the file's rows
+    assert part.shape == (7, 5) and len(part) == 7
+    np.testing.assert_array_equal(part[:], x[some])
+    np.testing.assert_array_equal(part[2:5], x[some][2:5])
+    np.testing.assert_array_equal(part[np.array([6, 0, 0, -2])], x[some][[6, 0, 0, -2]])
+    np.testing.assert_array_equal(part.subset(np.array([1, 5]))[:], x[some][[1, 5]])
+    with pytest.raises(IndexError):
+        rows.subset(np.array([22]))
 
 
 def test_npy_rows_refuses_bad_files_naming_them(tmp_path):
@@ -125,8 +146,15 @@ def test_blocks_and_on_disk_views_change_no_code(kind, params, tmp_path, monkeyp
     whole = build_tokenizer(kind, **params)
     whole.fit(views, seed=0)
     expected = whole.encode(views)
+    some = np.flatnonzero(np.arange(400) % 3 != 1)  # fitted on some rows: the same fit from disk, block by block
+    on_some = build_tokenizer(kind, **params)
+    on_some.fit(views, some, seed=0)
     monkeypatch.setattr(base, "BLOCK_ROWS", 64)
     monkeypatch.setattr(checks, "BLOCK_ROWS", 64)
+    blocked = build_tokenizer(kind, **params)
+    blocked.fit(on_disk, some, seed=0)
+    np.testing.assert_array_equal(blocked.fit_codes, on_some.fit_codes)
+    np.testing.assert_array_equal(blocked.encode(on_disk), on_some.encode(views))
     blocked = build_tokenizer(kind, **params)
     blocked.fit(on_disk, seed=0)
     np.testing.assert_array_equal(blocked.fit_codes, whole.fit_codes)
