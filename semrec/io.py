@@ -168,11 +168,15 @@ class NpyRows:
         return f"NpyRows({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
 
     def _read(self, fd: int, first: int, count: int, out: np.ndarray) -> None:
-        want = count * self._row_bytes
-        data = os.pread(fd, want, self._start + first * self._row_bytes)
-        if len(data) != want:
-            raise SemrecError(f"{self.path}: truncated while reading rows {first}..{first + count - 1}")
-        out[:] = np.frombuffer(data, dtype=self.dtype).reshape(count, self.shape[1])
+        """Rows ``first .. first + count - 1`` of the file into ``out`` (C-contiguous), in reads of at most 1 GiB (one
+        pread returns at most ~2 GiB on Linux)."""
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        done, position = 0, self._start + first * self._row_bytes
+        while done < len(view):
+            got = os.preadv(fd, [view[done:done + (1 << 30)]], position + done)
+            if got == 0:
+                raise SemrecError(f"{self.path}: truncated while reading rows {first}..{first + count - 1}")
+            done += got
 
     def subset(self, rows: np.ndarray) -> NpyRows:
         """The rows ``rows`` (indices into these rows) as an NpyRows of their own, still read on demand (a

@@ -118,6 +118,11 @@ def test_npy_rows_refuses_bad_files_naming_them(tmp_path):
     path.write_bytes(path.read_bytes()[:-40])
     with pytest.raises(SemrecError, match=r"short.npy: truncated \(.* 100 x 8 float32\)"):
         NpyRows(path)
+    rows = NpyRows(_npy(tmp_path, np.ones((50, 8), np.float32), "shrinks.npy"))
+    (tmp_path / "shrinks.npy").write_bytes((tmp_path / "shrinks.npy").read_bytes()[:-64])  # cut after opening
+    np.testing.assert_array_equal(rows[:40], np.ones((40, 8), np.float32))
+    with pytest.raises(SemrecError, match=r"shrinks.npy: truncated while reading rows 0..49"):
+        rows[:]
     with pytest.raises(SemrecError, match="cannot skip 3 of its 2 rows"):
         NpyRows(_npy(tmp_path, np.zeros((2, 2)), "two.npy"), skip=3)
 
