@@ -49,8 +49,9 @@ def _log(message: str) -> None:
 
 
 def prepare(config: PrepareConfig) -> tuple[Any, Path]:
-    """Read raw data into a canonical dataset folder; returns ``(CanonicalDataset, folder)``.
-    See :func:`semrec.data.prepare.prepare_dataset` for the formats and the errors raised."""
+    """Read raw data into a canonical dataset folder; returns ``(PreparedDataset, folder)`` (the manifest with its
+    statistics; ``.load()`` gives the :class:`~semrec.data.dataset.CanonicalDataset`). See
+    :func:`semrec.data.prepare.prepare_dataset` for the formats and the errors raised."""
     from semrec.data.prepare import prepare_dataset
 
     return prepare_dataset(config)
@@ -561,8 +562,9 @@ def quickstart(settings: QuickstartSettings, say: Say = _log) -> QuickstartResul
     source = settings.source
     name = source.split(":", 1)[1] if source.startswith("recbole:") else Path(source).name
     say(f"== 1/5 prepare {source}")
-    dataset, folder = prepare(PrepareConfig(source=source, out=str(settings.data_dir / name)))
-    say(format_stats(dataset))
+    prepared, folder = prepare(PrepareConfig(source=source, out=str(settings.data_dir / name)))
+    say(format_stats(prepared))
+    dataset = prepared.load()
     say(f"== 2/5 embed text views (all-MiniLM-L6-v2) {elapsed()}")
     manifest, _ = embed(folder, EmbedConfig())
     say(", ".join(f"{v}: {e['dim']}-d{' (cached)' if e.get('cache_hit') else ''}"

@@ -63,23 +63,30 @@ def _param_overrides(param: list[str] | None) -> list[str]:
 def prepare(
     source: str = typer.Argument(..., help="Input folder/file, or 'recbole:NAME' for a RecBole example "
                                           "dataset (e.g. recbole:ml-100k, fetched from the recbole wheel)."),
-    format: str = typer.Option("auto", "--format", "-f",
-                               help="amazon2023 | lcrec | recbole | movielens | auto (detect)."),
+    format: str | None = typer.Option(None, "--format", "-f",
+                                      help="amazon2023 | lcrec | recbole | movielens | auto (detect; the default)."),
     name: str | None = typer.Option(None, help="Dataset name (default: from the input files)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: data/<name>)."),
     meta: Path | None = typer.Option(None, help="amazon2023: item metadata file (jsonl[.gz] or CSV)."),
-    missing_meta: str = typer.Option("drop", help="Interactions on items without metadata: drop | keep."),
+    missing_meta: str | None = typer.Option(None, help="Interactions on items without metadata: drop (the default) "
+                                                       "| keep."),
+    memory_limit: str | None = typer.Option(None, help="Working memory of the sort that builds the sequences "
+                                                       "(default 1GB; e.g. 512MB, 4GB); beyond it, it spills to a "
+                                                       "temporary folder under TMPDIR."),
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,
 ):
-    """Read raw data into a canonical dataset (parquet + manifest) and print its statistics."""
+    """Read raw data into a canonical dataset (parquet + manifest) and print its statistics.
+
+    Input files are streamed and the interactions sorted out of core, so files larger than memory work: the peak
+    grows with the number of items and users, not with the interaction file."""
     from semrec import api
     from semrec.config import PrepareConfig, load_config
     from semrec.data.prepare import format_stats
 
     cfg = load_config(PrepareConfig, config, _overrides(
         {"source": source, "format": format, "name": name, "out": out, "meta": meta,
-         "missing_meta": missing_meta}, set_))
+         "missing_meta": missing_meta, "memory_limit": memory_limit}, set_))
     dataset, folder = api.prepare(cfg)
     typer.echo(format_stats(dataset))
     typer.echo(f"written to  {folder}")
@@ -89,10 +96,9 @@ def prepare(
 @friendly_errors
 def info(dataset_dir: Path = typer.Argument(..., help="A folder written by 'semrec prepare'.")):
     """Print the statistics of a prepared dataset."""
-    from semrec import api
-    from semrec.data.prepare import format_stats
+    from semrec.data.prepare import describe_dataset, format_stats
 
-    typer.echo(format_stats(api.load_dataset(dataset_dir)))
+    typer.echo(format_stats(describe_dataset(dataset_dir)))
 
 
 @app.command()

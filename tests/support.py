@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semrec.data.dataset import SourceData, build_dataset
+from semrec.data.build import build_dataset
+from semrec.data.dataset import SourceData
 
 REPO = Path(__file__).resolve().parents[1]
 

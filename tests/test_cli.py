@@ -147,7 +147,8 @@ def comma_run(tmp_path_factory):
     import pandas as pd
 
     from semrec.config import RunConfig, TrainConfig
-    from semrec.data.dataset import SourceData, build_dataset
+    from semrec.data.build import build_dataset
+    from semrec.data.dataset import SourceData
     from semrec.train.trainer import Trainer
 
     folder = tmp_path_factory.mktemp("comma")

@@ -10,7 +10,6 @@ command line). Item ids run 1..N in natural order of the raw ids
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -22,29 +21,29 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from semrec import __version__
 from semrec.artifacts import DatasetFolder
 from semrec.data.splits import LeaveLastOutSplit, leave_last_out
-from semrec.errors import DataFormatError, SemrecError
-from semrec.io import atomic_path, read_json, require_artifact, sha256_file, sha256_text, write_json
+from semrec.errors import SemrecError
+from semrec.io import atomic_path, read_json, require_artifact, sha256_text, write_json
 
 SCHEMA_VERSION = 1
 ALL_VIEW = "all"  # derived view: the non-empty views of an item joined with a space
-_INT = re.compile(r"^-?\d+$")
+_INT = re.compile(r"-?[0-9]+")
 
 
 @dataclass
 class SourceData:
     """What a source module hands to :func:`build_dataset` (raw ids, cleaned texts).
 
-    ``interactions`` has columns ``user``, ``item`` (raw ids as str) and ``timestamp`` (float, NaN when
-    the source has none); its row order is the tie-breaker for equal timestamps. ``items`` has a
-    ``raw_id`` column plus one column per view.
+    ``interactions`` is an :class:`~semrec.data.spool.InteractionSpool` (what the readers stream to disk) or a
+    DataFrame with columns ``user``, ``item`` (raw ids as str) and ``timestamp`` (float, NaN when the source has
+    none); its row order is the tie-breaker for equal timestamps. ``items`` has a ``raw_id`` column plus one column
+    per view.
     """
 
     name: str
     format: str
-    interactions: pd.DataFrame
+    interactions: Any
     items: pd.DataFrame
     views: list[str]
     files: list[Path]
@@ -54,9 +53,10 @@ class SourceData:
 
 
 def natural_order(raw_ids: list[str]) -> list[str]:
-    """Sort raw ids numerically when all are integers, else as strings (deterministic, never hash order)."""
+    """Sort raw ids numerically when all are integers (ASCII digits, optional minus; ties by the string), else as
+    strings by code point (deterministic, never hash order). :func:`semrec.data.build.natural_key` is the SQL form."""
     unique = sorted(set(raw_ids))
-    if unique and all(_INT.match(r) for r in unique):
+    if unique and all(_INT.fullmatch(r) for r in unique):
         return sorted(unique, key=int)
     return unique
 
@@ -166,7 +166,7 @@ class CanonicalDataset:
             "item_ids": _list_array(self.sequences, pa.int32()),
             "timestamps": (_list_array(self.timestamps, pa.int64()) if self.timestamps is not None
                            else pa.nulls(self.n_users, pa.list_(pa.int64()))),
-        })
+        }, schema=sequences_schema())
         with atomic_path(out / DatasetFolder.SEQUENCES) as tmp:
             pq.write_table(table, tmp)
         write_json(DatasetFolder(out).manifest, self.manifest)
@@ -196,6 +196,13 @@ class CanonicalDataset:
         except (OSError, KeyError, pa.ArrowException) as exc:  # truncated, foreign or hand-edited file
             raise SemrecError(f"{reading}: cannot read ({type(exc).__name__}: {exc}); {fix}") from None
         return cls(items, users, sequences, timestamps, manifest)
+
+
+def sequences_schema() -> pa.Schema:
+    """Columns of ``sequences.parquet``: ``user_id`` int32, ``raw_user_id`` string, ``item_ids`` list<int32> (time
+    order), ``timestamps`` list<int64> (a null row per user when the source has no timestamps)."""
+    return pa.schema([("user_id", pa.int32()), ("raw_user_id", pa.string()), ("item_ids", pa.list_(pa.int32())),
+                      ("timestamps", pa.list_(pa.int64()))])
 
 
 def _list_array(rows: list[np.ndarray], value_type: pa.DataType) -> pa.ListArray:
@@ -276,25 +283,6 @@ def peek_dataset(path: str | Path) -> tuple[list[str], int]:
     return list(manifest["views"]), int(n_items)
 
 
-def _check_timestamps(source: SourceData, stamps: pd.Series) -> None:
-    """Timestamps are all absent (NaN) or all finite and within int64; anything else would silently reorder
-    sequences or drop every timestamp, so it is refused naming the first bad interaction."""
-    where = source.files[0] if source.files else source.name
-    try:
-        values = stamps.to_numpy(dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DataFormatError(where, f"timestamps must be numbers ({exc})", field="timestamp") from None
-    missing = np.isnan(values)
-    if missing.all():
-        return
-    bad = np.flatnonzero(missing | ~np.isfinite(values) | (np.abs(values) >= 2.0**63))
-    if bad.size:
-        row = source.interactions.iloc[int(bad[0])]
-        raise DataFormatError(where, f"{bad.size} of {len(values)} interaction(s) have no usable timestamp "
-                              f"(first: user {row['user']!r}, item {row['item']!r}: {values[bad[0]]}); "
-                              "timestamps must be all finite or all absent", field="timestamp")
-
-
 ID_CHECKS = {
     "comma": lambda raw: "," in raw,
     "outer_whitespace": lambda raw: raw != raw.strip(),
@@ -317,80 +305,3 @@ def id_warnings(raw_ids: list[str], examples: int = 3) -> dict[str, dict[str, An
         if hits:
             out[kind] = {"count": len(hits), "examples": hits[:examples]}
     return out
-
-
-def build_dataset(source: SourceData, missing_meta: str = "drop") -> CanonicalDataset:
-    """Turn raw interactions and item texts into a :class:`CanonicalDataset`.
-
-    Per user, interactions are sorted by timestamp (stable: input order breaks ties) and repeated
-    items are dropped (first kept). Interactions on items with no metadata are dropped and counted
-    (``missing_meta='drop'``) or kept with empty texts (``'keep'``).
-    """
-    if missing_meta not in ("drop", "keep"):
-        raise SemrecError(f"missing_meta must be 'drop' or 'keep', got {missing_meta!r}")
-    skips = dict(source.skips)
-    inter = source.interactions[["user", "item", "timestamp"]]  # pandas 3 copies these rows only when written
-    _check_timestamps(source, inter["timestamp"])
-    n_source_users = inter["user"].nunique()
-    inter["order"] = np.arange(len(inter))
-    meta = source.items.drop_duplicates("raw_id", keep="first")
-    skips["duplicate_metadata_rows"] = skips.get("duplicate_metadata_rows", 0) + len(source.items) - len(meta)
-
-    known = inter["item"].isin(set(meta["raw_id"]))
-    n_unknown = int((~known).sum())
-    if missing_meta == "drop":
-        skips["interactions_on_items_without_metadata"] = n_unknown
-        inter = inter[known]
-    else:
-        skips["items_without_metadata_kept_with_empty_text"] = int(inter.loc[~known, "item"].nunique())
-    if inter.empty:
-        raise DataFormatError(source.files[0], "no interactions left (does the metadata cover the interaction items?)")
-
-    user_order = natural_order(inter["user"].unique().tolist())
-    # as plain integers: mapping a categorical column (a streaming reader's) keeps it categorical, ordered by category
-    inter["uid"] = inter["user"].map({raw: i for i, raw in enumerate(user_order)}).astype(np.int64)
-    inter = inter.sort_values(["uid", "timestamp", "order"], kind="stable", na_position="last")
-    before = len(inter)
-    inter = inter.drop_duplicates(["uid", "item"], keep="first")
-    skips["duplicate_interactions"] = skips.get("duplicate_interactions", 0) + before - len(inter)
-
-    item_order = natural_order(inter["item"].unique().tolist())
-    item_ids = {raw: i + 1 for i, raw in enumerate(item_order)}
-    # a reader may have left such items out already (and counted them in source.skips)
-    skips["metadata_items_without_interactions"] = (skips.get("metadata_items_without_interactions", 0)
-                                                    + int((~meta["raw_id"].isin(item_ids)).sum()))
-    skips["users_without_interactions_left"] = int(n_source_users - len(user_order))
-    meta = meta.set_index("raw_id").reindex(item_order).fillna("")
-    items = pd.DataFrame({"item_id": np.arange(1, len(item_order) + 1, dtype=np.int64), "raw_id": item_order})
-    for view in source.views:  # kept as pandas' (pyarrow-backed) strings: no Python str per text
-        items[view] = meta[view].astype(str).reset_index(drop=True)
-    if source.views and all((items[v] == "").all() for v in source.views):
-        raise DataFormatError(source.files[-1], "every text field of every item is empty; check the metadata file")
-
-    bounds = np.flatnonzero(np.diff(inter["uid"].to_numpy())) + 1
-    sequences = np.split(inter["item"].map(item_ids).to_numpy(np.int64), bounds)
-    has_time = inter["timestamp"].notna().all()
-    timestamps = np.split(inter["timestamp"].to_numpy().astype(np.int64), bounds) if has_time else None
-    users = pd.DataFrame({"user_id": np.arange(len(user_order), dtype=np.int64), "raw_id": user_order})
-
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "semrec_version": __version__,
-        "name": source.name,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": {
-            "format": source.format,
-            "options": source.options,
-            "files": [{"name": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in source.files],
-            "encodings": dict(source.encodings),
-        },
-        "views": list(source.views),
-        "id_rule": "items 1..N and users 0..U-1 in natural order of raw ids; 0 = padding item",
-        "sequence_rule": "per user: stable sort by timestamp (input order breaks ties), repeats dropped (first kept)",
-        "missing_meta": missing_meta,
-        "skips": {k: int(v) for k, v in skips.items()},
-        "id_warnings": {"item": id_warnings(items["raw_id"].tolist()), "user": id_warnings(user_order)},
-    }
-    dataset = CanonicalDataset(items, users, sequences, timestamps, manifest)
-    manifest["counts"] = {k: v for k, v in dataset.stats().items() if k in ("users", "items", "interactions")}
-    return dataset

@@ -83,19 +83,30 @@ class _CachedEncoding:
     def encode(self, texts: list[str], desc: str = "encoding", progress: bool = True) -> np.ndarray:
         raise NotImplementedError
 
+    def encode_to_file(self, texts: list[str], path: Path, desc: str = "encoding", progress: bool = True) -> None:
+        """Encode ``texts`` into the ``.npy`` file ``path`` (atomically). This default encodes in memory and saves;
+        :class:`TextEncoder` writes rows as they come instead."""
+        write_npy(path, self.encode(texts, desc=desc, progress=progress))
+
     def encode_cached(self, texts: list[str], desc: str = "encoding",
-                      progress: bool = True) -> tuple[np.ndarray, str, bool]:
-        """Like :meth:`encode`, through the content-hash cache. Returns (matrix, key, cache_hit)."""
+                      progress: bool = True) -> tuple[Any, str, bool]:
+        """Like :meth:`encode`, through the content-hash cache. Returns ``(rows, key, cache_hit)`` where ``rows`` is
+        the cache file as :class:`~semrec.io.NpyRows` ``[len(texts), dim]`` (read when indexed, never held whole;
+        ``np.asarray`` reads it all). A damaged or foreign cache entry is recomputed."""
+        from semrec.io import NpyRows
+
         key = sha256_text(self.identity, *texts)
         path = cache_root() / "embeddings" / f"{key}.npy"
         if path.is_file():
             try:
-                return np.load(path), key, True
-            except (OSError, ValueError):
-                path.unlink(missing_ok=True)  # a damaged cache entry is recomputed
-        matrix = self.encode(texts, desc=desc, progress=progress)
-        write_npy(path, matrix)
-        return matrix, key, False
+                rows = NpyRows(path)
+                if rows.shape[0] == len(texts):
+                    return rows, key, True
+            except SemrecError:
+                pass
+            path.unlink(missing_ok=True)
+        self.encode_to_file(texts, path, desc=desc, progress=progress)
+        return NpyRows(path), key, False
 
 
 class TextEncoder(_CachedEncoding):
@@ -181,14 +192,31 @@ class TextEncoder(_CachedEncoding):
 
     def encode(self, texts: list[str], desc: str = "encoding", progress: bool = True) -> np.ndarray:
         """L2-normalised float32 embeddings ``[len(texts), dim]``; each distinct text is encoded once."""
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+
+        def put(rows: np.ndarray, vectors: np.ndarray) -> None:
+            out[rows] = vectors
+
+        self._encode_rows(texts, put, desc, progress)
+        return out
+
+    def encode_to_file(self, texts: list[str], path: Path, desc: str = "encoding", progress: bool = True) -> None:
+        """As :meth:`encode`, each batch's rows written straight into the ``.npy`` file ``path`` (atomically): no
+        ``[len(texts), dim]`` matrix in memory (1.5 GB at 10^6 items x 384 dims)."""
+        from semrec.io import NpyRowWriter
+
+        with NpyRowWriter(path, len(texts), self.dim) as writer:
+            self._encode_rows(texts, writer.put, desc, progress)
+
+    def _encode_rows(self, texts: list[str], put: Callable[[np.ndarray, np.ndarray], None], desc: str,
+                     progress: bool) -> None:
+        """Encode each distinct text once (longest first, in chunks of 16 batches) and hand each chunk's vectors to
+        ``put(rows, vectors)``, one vector per row that holds the text."""
         unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
         inverse = inverse.reshape(-1)
         order = sorted(range(len(unique)), key=lambda i: -len(unique[i]))
-        # each distinct text's vector goes straight to the rows that hold it: one [n, dim] matrix, not a [distinct,
-        # dim] one and its gathered copy (2 x 1.5 GB at 10^6 items)
         rows = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[rows], np.arange(len(unique) + 1))
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
         chunk = self.batch_size * 16
         with tqdm(total=len(unique), desc=desc, unit="text", disable=not progress) as bar:
             for start in range(0, len(order), chunk):
@@ -198,10 +226,8 @@ class TextEncoder(_CachedEncoding):
                                             show_progress_bar=False)
                 counts = bounds[idx + 1] - bounds[idx]
                 targets = np.concatenate([rows[bounds[i]:bounds[i + 1]] for i in idx]) if len(idx) else rows[:0]
-                out[targets] = np.repeat(vectors.astype(np.float32), counts, axis=0)
+                put(targets, np.repeat(vectors.astype(np.float32), counts, axis=0))
                 bar.update(len(idx))
-        return out
-
 
 
 class FunctionEncoder(_CachedEncoding):
@@ -278,11 +304,15 @@ def load_view_embeddings(folder: str | Path, views: list[str] | None = None,
     return out
 
 
-def write_view_matrix(folder: Path, view: str, matrix: np.ndarray) -> str:
-    """Write one view as ``{view}.npy`` with a zero padding row prepended (streamed: no stacked copy); return the file
-    name."""
+def write_view_matrix(folder: Path, view: str, matrix: Any) -> str:
+    """Write one view (float32 ``[N, dim]`` array or :class:`~semrec.io.NpyRows`) as ``{view}.npy`` with a zero
+    padding row prepended (streamed in blocks: no stacked copy, an NpyRows never read whole); return the file name."""
+    from semrec.io import NpyRows
+
     name = EmbeddingsFolder.view_file_name(view)
-    write_padded_npy(folder / name, np.asarray(matrix, dtype=np.float32))
+    if isinstance(matrix, NpyRows) and matrix.dtype != np.float32:
+        matrix = np.asarray(matrix)  # a foreign cache entry: read and cast
+    write_padded_npy(folder / name, matrix if isinstance(matrix, NpyRows) else np.asarray(matrix, dtype=np.float32))
     return name
 
 

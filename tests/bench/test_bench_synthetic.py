@@ -24,7 +24,8 @@ def test_the_files_prepare_and_users_walk_topics(tmp_path):
     with gzip.open(tmp_path / "raw" / "meta_Synthetic.jsonl.gz", "rt") as f:
         meta = {row["parent_asin"]: row for row in map(json.loads, f)}
     assert len(meta) == 500 and all(row["title"] and row["details"]["Brand"] for row in meta.values())
-    ds, _ = api.prepare(PrepareConfig(source=str(tmp_path / "raw"), out=str(tmp_path / "ds")))
+    prepared, _ = api.prepare(PrepareConfig(source=str(tmp_path / "raw"), out=str(tmp_path / "ds")))
+    ds = prepared.load()
     assert ds.n_users == 400 and 0 < ds.n_items <= 500
     topic = {i + 1: meta[raw]["categories"][2] for i, raw in enumerate(ds.items["raw_id"])}
     pairs = [(a, b) for seq in ds.sequences for a, b in zip(seq[:-1], seq[1:])]

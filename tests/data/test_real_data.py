@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semrec.data.dataset import SourceData, build_dataset
+from semrec.data.build import build_dataset
+from semrec.data.dataset import SourceData
 from semrec.data.sources import amazon2023, load_source
 from semrec.data.splits import last_out_w_his, leave_last_out
 from semrec.errors import SemrecError
@@ -90,7 +91,7 @@ def test_all_beauty_embed_and_codes(shared_data, tmp_path):
     from semrec.tokenizers.pipeline import fit_codes, load_codes
 
     source = real_dataset(shared_data, "amazon2023_All_Beauty_5core")
-    ds, folder = prepare_dataset(PrepareConfig(source=str(source), out=str(tmp_path / "beauty")))
+    _, folder = prepare_dataset(PrepareConfig(source=str(source), out=str(tmp_path / "beauty")))
     manifest = embed_dataset(folder, EmbedConfig(), progress=False)
     assert set(manifest["views"]) == {"title", "brand", "description", "all"}
     report, codes_dir = fit_codes(folder, CodesConfig(tokenizer="pq"), progress=False)

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from semrec.data.dataset import SCHEMA_VERSION, CanonicalDataset, build_dataset
+from semrec.data.build import build_dataset
+from semrec.data.dataset import SCHEMA_VERSION, CanonicalDataset
 from semrec.data.sources import detect_format, load_source
 from semrec.errors import DataFormatError, SemrecError
 from semrec.io import read_json, write_json

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from semrec.cli import app
 from semrec.config import TrainConfig, load_config
-from semrec.data.dataset import SourceData, build_dataset
+from semrec.data.build import build_dataset
+from semrec.data.dataset import SourceData
 from semrec.data.sources import load_source
 from semrec.errors import DataFormatError, SemrecError
 from semrec.io import read_json

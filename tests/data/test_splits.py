@@ -5,7 +5,8 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from semrec.data.dataset import SourceData, build_dataset
+from semrec.data.build import build_dataset
+from semrec.data.dataset import SourceData
 from semrec.data.sources import amazon2023
 from semrec.data.splits import last_out_w_his, leave_last_out
 
@@ -79,7 +80,7 @@ def test_rating_file_and_rebuilt_split_files_give_the_same_dataset(triples, tmp_
     frame.to_csv(folder / "ratings.csv", index=False)
     items = sorted({i for _, i, _ in triples})
     meta = pd.DataFrame({"raw_id": items, "title": [f"item {i}" for i in items]})
-    direct = build_dataset(SourceData("d", "t", amazon2023.read_ratings(folder / "ratings.csv")[0],
+    direct = build_dataset(SourceData("d", "t", amazon2023.read_ratings(folder / "ratings.csv"),
                                       meta, ["title"], [folder / "ratings.csv"]))
     for split, rows in last_out_w_his(frame).items():
         rows.to_csv(folder / f"D.{split}.csv", index=False)

@@ -7,7 +7,8 @@ import pytest
 
 from semrec.artifacts import EmbeddingsFolder
 from semrec.config import EmbedConfig
-from semrec.data.dataset import CanonicalDataset, build_dataset
+from semrec.data.build import build_dataset
+from semrec.data.dataset import CanonicalDataset
 from semrec.data.sources import load_source
 from semrec.errors import SemrecError
 from semrec.io import sha256_text

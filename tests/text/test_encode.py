@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from semrec.config import EmbedConfig
-from semrec.data.dataset import build_dataset
+from semrec.data.build import build_dataset
 from semrec.data.sources import load_source
 from semrec.errors import SemrecError
 from semrec.text.encode import TextEncoder, embed_dataset, embeddings_dir, load_view_embeddings

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from semrec.cli import app
-from semrec.data.dataset import build_dataset
+from semrec.data.build import build_dataset
 from semrec.data.sources import load_source
 from semrec.errors import SemrecError
 from semrec.text.encode import TextEncoder, check_device

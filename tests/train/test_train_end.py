@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from semrec.cli import app, format_metrics
 from semrec.config import RunConfig, TrainConfig
-from semrec.data.dataset import CanonicalDataset, SourceData, build_dataset
+from semrec.data.build import build_dataset
+from semrec.data.dataset import CanonicalDataset, SourceData
 from semrec.errors import SemrecError
 from semrec.eval.evaluator import evaluate
 from semrec.eval.metrics import head_items, metrics_from_ranks

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import re
-from array import array
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import pandas as pd
 
 from semrec.data.dataset import SourceData
 from semrec.data.sources._read import TextColumns, header_index, iter_csv, iter_jsonl, parse_number, require_file
+from semrec.data.spool import InteractionSpool
 from semrec.errors import DataFormatError, SemrecError
 from semrec.text.clean import clean_text, clean_title
 
@@ -90,29 +90,11 @@ def _timestamp(path: Path, line: int, value: str) -> float:
     return float(int(parse_number(path, line, "timestamp", value, timestamp=True)))
 
 
-class _Codes:
-    """Dictionary encoding of raw ids while a file streams: each distinct id is kept once, each row as an int32."""
-
-    def __init__(self) -> None:
-        self.index: dict[str, int] = {}
-        self.codes = array("i")
-
-    def add(self, raw: str) -> None:
-        code = self.index.get(raw)
-        if code is None:
-            code = self.index[raw] = len(self.index)
-        self.codes.append(code)
-
-    def column(self) -> pd.Categorical:
-        return pd.Categorical.from_codes(np.frombuffer(self.codes, dtype=np.int32),
-                                         categories=pd.Index(list(self.index), dtype=object))
-
-
-def read_ratings(path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Read a rating-only CSV into ``user, item, timestamp`` rows (+ rating), validating every line. The file is
-    streamed and ids are dictionary-encoded (categorical columns), so memory grows with the rows by about 24 bytes
-    each rather than with the file's text."""
-    users, items, stamps, ratings = _Codes(), _Codes(), array("d"), array("d")
+def read_ratings(path: Path) -> InteractionSpool:
+    """Read a rating-only CSV into ``user, item, timestamp`` interactions, validating every line (ratings are checked
+    and not kept). The file is streamed and the rows go to an :class:`InteractionSpool` on disk: memory does not grow
+    with the file."""
+    spool = InteractionSpool(path)
     rows = iter_csv(path)
     _, header = next(rows, (1, []))
     col = header_index(path, header, RATING_HEADER)
@@ -124,14 +106,10 @@ def read_ratings(path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
         user, item = row[col["user_id"]].strip(), row[col["parent_asin"]].strip()
         if not user or not item:
             raise DataFormatError(path, "empty id", line=line, field="user_id" if not user else "parent_asin")
-        users.add(user)
-        items.add(item)
-        stamps.append(_timestamp(path, line, row[col["timestamp"]]))
-        ratings.append(parse_number(path, line, "rating", row[col["rating"]]))
-    frame = pd.DataFrame({"user": users.column(), "item": items.column(),
-                          "timestamp": np.frombuffer(stamps, dtype=np.float64),
-                          "rating": np.frombuffer(ratings, dtype=np.float64)})
-    return frame, {}
+        stamp = _timestamp(path, line, row[col["timestamp"]])
+        parse_number(path, line, "rating", row[col["rating"]])
+        spool.add(user, item, stamp)
+    return spool.finish()
 
 
 def read_splits(files: dict[str, Path]) -> pd.DataFrame:
@@ -277,11 +255,12 @@ def load(path: str | Path, name: str | None = None, meta: str | Path | None = No
             raise SemrecError(f"{path}: no Amazon 2023 files found ({{D}}.train/valid/test.csv[.gz] or a CSV "
                               f"with header {','.join(RATING_HEADER)})")
         prefix = re.sub(r"\(\d+\)$", "", _CSV.sub("", ratings.name))
-        interactions, _ = read_ratings(ratings)
+        interactions = read_ratings(ratings)
         files = [ratings]
         layout = "rating_only"
     meta_path = require_file(meta, "metadata file") if meta else _find_meta(path, prefix)
-    items, views, without_interactions = read_meta(meta_path, set(interactions["item"]))
+    keep = interactions.items if isinstance(interactions, InteractionSpool) else set(interactions["item"])
+    items, views, without_interactions = read_meta(meta_path, keep)
     return SourceData(
         name=name or prefix, format="amazon2023", interactions=interactions, items=items, views=views,
         files=[*files, meta_path], options={"layout": layout},

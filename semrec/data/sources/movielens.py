@@ -8,10 +8,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pandas as pd
-
 from semrec.data.dataset import SourceData
 from semrec.data.sources._read import TextColumns, iter_lines, parse_number, require_file
+from semrec.data.spool import InteractionSpool
 from semrec.errors import DataFormatError, SemrecError
 from semrec.text.clean import clean_text, clean_title
 
@@ -48,7 +47,7 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
     if sorted(genres) != list(range(len(genres))):
         raise DataFormatError(genre_path, f"genre indices must run 0..{len(genres) - 1} (one per u.item flag column), "
                                           f"got {sorted(genres)}")
-    users, items, stamps = [], [], []
+    interactions = InteractionSpool(data_path)  # streamed to disk: memory does not grow with u.data
     for line, text in iter_lines(data_path):
         if not text.strip():
             continue
@@ -56,9 +55,8 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
         if len(parts) != 4:
             raise DataFormatError(data_path, f"expected 4 tab-separated fields, got {len(parts)}", line=line)
         parse_number(data_path, line, "rating", parts[2])
-        users.append(parts[0].strip())
-        items.append(parts[1].strip())
-        stamps.append(parse_number(data_path, line, "timestamp", parts[3], integer=True, timestamp=True))
+        interactions.add(parts[0].strip(), parts[1].strip(),
+                         parse_number(data_path, line, "timestamp", parts[3], integer=True, timestamp=True))
     records = TextColumns(["raw_id", *VIEWS])
     for line, text in iter_lines(item_path):
         if not text.strip():
@@ -81,7 +79,7 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
         })
     return SourceData(
         name=name or folder.name, format="movielens",
-        interactions=pd.DataFrame({"user": users, "item": items, "timestamp": stamps}),
+        interactions=interactions.finish(),
         items=records.frame(), views=list(VIEWS),
         files=[data_path, item_path, genre_path],
     )

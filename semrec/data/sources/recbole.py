@@ -13,12 +13,12 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-
-import pandas as pd
 
 from semrec.data.dataset import SourceData
 from semrec.data.sources._read import TextColumns, iter_lines, parse_number, require_file
+from semrec.data.spool import InteractionSpool
 from semrec.errors import DataFormatError, SemrecError
 from semrec.io import atomic_path, cache_root
 from semrec.text.clean import clean_text, clean_title
@@ -60,7 +60,9 @@ def detect(path: Path) -> bool:
     return (path.is_dir() and any(path.glob("*.inter"))) or path.suffix == ".inter"
 
 
-def _read_atomic(path: Path) -> tuple[list[tuple[str, str]], list[tuple[int, list[str]]]]:
+def _read_atomic(path: Path) -> tuple[list[tuple[str, str]], Iterator[tuple[int, list[str]]]]:
+    """The ``(name, type)`` header of an atomic file and an iterator over its ``(line, fields)`` rows (streamed; blank
+    lines skipped, a row with the wrong field count is a DataFormatError naming its line)."""
     lines = iter_lines(path)
     first = next(lines, None)
     if first is None:
@@ -71,15 +73,18 @@ def _read_atomic(path: Path) -> tuple[list[tuple[str, str]], list[tuple[int, lis
         if not sep or kind not in ("token", "token_seq", "float", "float_seq"):
             raise DataFormatError(path, f"bad header column {column!r} (expected name:type)", line=1)
         header.append((name, kind))
-    rows = []
-    for line, text in lines:
-        if not text.strip():
-            continue
-        fields = text.split("\t")
-        if len(fields) != len(header):
-            raise DataFormatError(path, f"expected {len(header)} tab-separated fields, got {len(fields)}", line=line)
-        rows.append((line, fields))
-    return header, rows
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        for line, text in lines:
+            if not text.strip():
+                continue
+            fields = text.split("\t")
+            if len(fields) != len(header):
+                raise DataFormatError(path, f"expected {len(header)} tab-separated fields, got {len(fields)}",
+                                      line=line)
+            yield line, fields
+
+    return header, rows()
 
 
 def load(path: str | Path, name: str | None = None) -> SourceData:
@@ -105,11 +110,12 @@ def load(path: str | Path, name: str | None = None) -> SourceData:
             raise DataFormatError(inter_path, f"header has no '{needed}' column", line=1, field=needed)
     u, i = names.index("user_id"), names.index("item_id")
     t = names.index("timestamp") if "timestamp" in names else None
-    stamps = [float("nan") if t is None else parse_number(inter_path, line, "timestamp", fields[t], timestamp=True)
-              for line, fields in rows]
-    interactions = pd.DataFrame({
-        "user": [f[u].strip() for _, f in rows], "item": [f[i].strip() for _, f in rows], "timestamp": stamps,
-    })
+    interactions = InteractionSpool(inter_path)  # streamed to disk: memory does not grow with the file
+    for line, fields in rows:
+        interactions.add(fields[u].strip(), fields[i].strip(),
+                         float("nan") if t is None else parse_number(inter_path, line, "timestamp", fields[t],
+                                                                     timestamp=True))
+    interactions.finish()
 
     item_header, item_rows = _read_atomic(item_path)
     item_names = [n for n, _ in item_header]
