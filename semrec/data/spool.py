@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from semrec.errors import DataFormatError
@@ -84,26 +85,36 @@ class InteractionSpool:
         spool.extend(frame["user"].astype(str).tolist(), frame["item"].astype(str).tolist(), stamps)
         return spool.finish()
 
+    def add_arrays(self, users: pa.Array, items: pa.Array, timestamps: np.ndarray) -> None:
+        """Many interactions as Arrow string arrays (raw user and item ids) and float64 timestamps, written as they
+        are (after the rows pending from :meth:`add`)."""
+        self._flush()
+        self._write(users, items, np.asarray(timestamps, dtype=np.float64))
+
     def _flush(self) -> None:
-        if not self._users:
+        if self._users:
+            self._write(pa.array(self._users, pa.string()), pa.array(self._items, pa.string()),
+                        np.frombuffer(self._stamps, dtype=np.float64))
+            self._users, self._items, self._stamps = [], [], array("d")
+
+    def _write(self, users: pa.Array, items: pa.Array, stamps: np.ndarray) -> None:
+        if not len(users):
             return
-        stamps = np.frombuffer(self._stamps, dtype=np.float64)
         missing = np.isnan(stamps)
         self.n_missing_time += int(missing.sum())
         if self._first_bad is None:
             bad = np.flatnonzero(missing | ~np.isfinite(stamps) | (np.abs(stamps) >= 2.0**63))
             if bad.size:
                 k = int(bad[0])
-                self._first_bad = (self.n_rows + k, self._users[k], self._items[k], float(stamps[k]))
-        self.items.update(self._items)
-        order = np.arange(self.n_rows, self.n_rows + len(self._users), dtype=np.int64)
-        batch = pa.record_batch([pa.array(self._users, pa.string()), pa.array(self._items, pa.string()),
-                                 pa.array(stamps), pa.array(order)], schema=SCHEMA)
+                self._first_bad = (self.n_rows + k, users[k].as_py(), items[k].as_py(), float(stamps[k]))
+        self.items.update(pc.unique(items).to_pylist())
+        order = np.arange(self.n_rows, self.n_rows + len(users), dtype=np.int64)
+        batch = pa.record_batch([users.cast(pa.string()), items.cast(pa.string()), pa.array(stamps),
+                                 pa.array(order)], schema=SCHEMA)
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.path, SCHEMA)
         self._writer.write_batch(batch)
-        self.n_rows += len(self._users)
-        self._users, self._items, self._stamps = [], [], array("d")
+        self.n_rows += len(users)
 
     def finish(self) -> InteractionSpool:
         """Write the last rows and close the file; DataFormatError when timestamps are neither all absent nor all

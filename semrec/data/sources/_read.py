@@ -315,3 +315,91 @@ class TextColumns:
 
         self._flush()
         return pa.table({c: pa.chunked_array(self._chunks[c], pa.string()) for c in self.columns}).to_pandas()
+
+
+# ----- vectorised reading of large, clean delimited files ------------------------------------------------------------
+_ARROW_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"  # _NUMBER, anchored, for Arrow's RE2
+_ARROW_PLAIN_ID = r"(?s)^[!-~](?:.*[!-~])?$"  # printable non-space ASCII at both ends: str.strip() changes nothing
+
+
+class NotFastPath(Exception):
+    """The file is not one the vectorised reader vouches for; read it with the line-by-line reader (which accepts it
+    or names the bad line)."""
+
+
+def fast_csv_batches(path: str | Path, header: list[str], delimiter: str = ",") -> Iterator[Any]:
+    """The rows of a UTF-8 delimited file whose header is exactly ``header`` (after stripping), as Arrow record
+    batches of string columns, parsed by pyarrow's CSV reader (quoted multi-line fields supported): ~50x faster than
+    the line-by-line readers on 10^7 rows. Raises :class:`NotFastPath` before the first batch when the file is not
+    UTF-8 or has another header, and at any batch pyarrow cannot parse (the caller then reads the file line by line,
+    which reports the line at fault). The encoding is recorded as :func:`stream_text` records it."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from semrec.text.decode import bom_codec, detect_encoding
+
+    path = require_file(path)
+    with _open_raw(path) as fh:
+        try:
+            head = fh.read(4)
+        except (OSError, EOFError):
+            raise NotFastPath from None
+    if bom_codec(head) is not None:
+        raise NotFastPath
+    try:
+        used = detect_encoding(_raw_chunks(path))
+    except (TextDecodeError, DataFormatError):
+        raise NotFastPath from None
+    if used != "utf-8":
+        raise NotFastPath
+    try:
+        stream = pa.input_stream(str(path), compression="gzip" if path.name.endswith(".gz") else None)
+        reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=1 << 23, use_threads=False),
+                                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                                convert_options=pacsv.ConvertOptions(
+                                    column_types={name: pa.string() for name in header}, strings_can_be_null=False,
+                                    quoted_strings_can_be_null=False))
+    except (pa.ArrowException, OSError):
+        raise NotFastPath from None
+    if [name.lstrip("\ufeff").strip() for name in reader.schema.names] != header:
+        raise NotFastPath
+    record = _ENCODINGS.get()
+    if record is not None:
+        record[str(path)] = used
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError):
+            raise NotFastPath from None
+        yield batch
+
+
+def plain_ids(column: Any) -> Any:
+    """``column`` (Arrow strings) when every value is an id that needs no stripping and is not empty; else
+    :class:`NotFastPath`."""
+    import pyarrow.compute as pc
+
+    if column.null_count or not pc.all(pc.match_substring_regex(column, _ARROW_PLAIN_ID)).as_py():
+        raise NotFastPath
+    return column
+
+
+def plain_numbers(column: Any, integer: bool = False, timestamp: bool = False) -> Any:
+    """``column`` (Arrow strings) as float64 numpy values when every value is what :func:`parse_number` accepts with
+    the same flags and without surrounding whitespace; else :class:`NotFastPath`."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column.null_count or not pc.all(pc.match_substring_regex(column, _ARROW_NUMBER)).as_py():
+        raise NotFastPath
+    try:
+        values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowException:
+        raise NotFastPath from None
+    if not np.isfinite(values).all() or (timestamp and (np.abs(values) >= _INT64).any()) or (
+            integer and (values != np.trunc(values)).any()):
+        raise NotFastPath
+    return values
