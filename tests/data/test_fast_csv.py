@@ -75,3 +75,38 @@ def test_a_bad_line_is_still_named(tmp_path, monkeypatch):
     path = _write(tmp_path, rows, gz=False, crlf=False, bom=False, latin1=False)
     with pytest.raises(DataFormatError, match=r"r\.csv:5 \(field 'timestamp'\): not a number: 'later'"):
         amazon2023.read_ratings(path)
+
+
+RB_IDS = ["7", "8", ' "q" ', "x y", "", "é", " 9"]
+RB_STAMPS = ["10", "9.5", "1e3", "+4", "nan", "x", " 3", ""]
+
+
+def _load_recbole(folder, fast: bool, monkeypatch):
+    from semrec.data.sources import recbole
+
+    with monkeypatch.context() as patch:
+        if not fast:
+            patch.setattr(recbole, "_read_inter_fast", lambda *a: (_ for _ in ()).throw(_read.NotFastPath()))
+        with _read.recording_encodings() as encodings:
+            try:
+                source = recbole.load(folder)
+            except DataFormatError as exc:
+                return ("error", str(exc))
+    table = pq.read_table(source.interactions.path).to_pydict()
+    source.interactions.cleanup()
+    table["timestamp"] = [repr(t) for t in table["timestamp"]]  # NaN (no timestamps) compares equal as text
+    return table, dict(encodings)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(st.sampled_from(["7", "8"] * 3 + RB_IDS), st.sampled_from(["1", "2"] * 3 + RB_IDS),
+                               st.sampled_from(["10", "11"] * 3 + RB_STAMPS)), min_size=1, max_size=10),
+       timed=st.booleans(), crlf=st.booleans(), blank=st.booleans())
+def test_recbole_fast_and_line_readers_agree(tmp_path_factory, monkeypatch, rows, timed, crlf, blank):
+    folder = tmp_path_factory.mktemp("rb")
+    end = "\r\n" if crlf else "\n"
+    header = "user_id:token\titem_id:token" + ("\ttimestamp:float" if timed else "")
+    lines = ["\t".join(row if timed else row[:2]) for row in rows] + ([""] if blank else [])
+    (folder / "r.inter").write_text(end.join([header, *lines]) + end, encoding="utf-8")
+    (folder / "r.item").write_text("item_id:token\ttitle:token_seq\n1\tone\n2\ttwo\n", encoding="utf-8")
+    assert _load_recbole(folder, True, monkeypatch) == _load_recbole(folder, False, monkeypatch)

@@ -327,12 +327,13 @@ class NotFastPath(Exception):
     or names the bad line)."""
 
 
-def fast_csv_batches(path: str | Path, header: list[str], delimiter: str = ",") -> Iterator[Any]:
+def fast_csv_batches(path: str | Path, header: list[str], delimiter: str = ",", quoting: bool = True) -> Iterator[Any]:
     """The rows of a UTF-8 delimited file whose header is exactly ``header`` (after stripping), as Arrow record
-    batches of string columns, parsed by pyarrow's CSV reader (quoted multi-line fields supported): ~50x faster than
-    the line-by-line readers on 10^7 rows. Raises :class:`NotFastPath` before the first batch when the file is not
-    UTF-8 or has another header, and at any batch pyarrow cannot parse (the caller then reads the file line by line,
-    which reports the line at fault). The encoding is recorded as :func:`stream_text` records it."""
+    batches of string columns, parsed by pyarrow's CSV reader (with ``quoting``, quoted multi-line fields as
+    :func:`iter_csv` reads them; without, fields split at every delimiter as :func:`iter_lines` + ``split`` do).
+    Raises :class:`NotFastPath` before the first batch when the file is not UTF-8 or has another header, and at any
+    batch pyarrow cannot parse (the caller then reads the file line by line, which reports the line at fault). The
+    encoding is recorded as :func:`stream_text` records it."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -355,13 +356,14 @@ def fast_csv_batches(path: str | Path, header: list[str], delimiter: str = ",") 
     try:
         stream = pa.input_stream(str(path), compression="gzip" if path.name.endswith(".gz") else None)
         reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=1 << 23, use_threads=False),
-                                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoting,
+                                                                 quote_char='"' if quoting else False),
                                 convert_options=pacsv.ConvertOptions(
                                     column_types={name: pa.string() for name in header}, strings_can_be_null=False,
                                     quoted_strings_can_be_null=False))
     except (pa.ArrowException, OSError):
         raise NotFastPath from None
-    if [name.lstrip("\ufeff").strip() for name in reader.schema.names] != header:
+    if [name.lstrip("\ufeff").strip() for name in reader.schema.names] != header or len(set(header)) != len(header):
         raise NotFastPath
     record = _ENCODINGS.get()
     if record is not None:
