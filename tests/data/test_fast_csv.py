@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from semrec.data.sources import _read, amazon2023
 from semrec.errors import DataFormatError
 
-IDS = ["U1", "U2", " U3", "B1 ", "é", "x,y", "a\nb", "", "B\x1c", "0x1"]
+IDS = ["U1", "U2", " U3", "B1 ", "é", "x,y", "a\nb", "a\rb", "c\x00d", "", "B\x1c", "0x1"]
 NUMBERS = ["5", "5.0", "+1", "-2", ".5", "1.", "1e3", "1E+2", " 7", "nan", "inf", "1_000", "1e400", "12.7", "-0.5",
            "9223372036854775808", ""]
 
@@ -77,7 +77,7 @@ def test_a_bad_line_is_still_named(tmp_path, monkeypatch):
         amazon2023.read_ratings(path)
 
 
-RB_IDS = ["7", "8", ' "q" ', "x y", "", "é", " 9"]
+RB_IDS = ["7", "8", ' "q" ', "x y", "", "é", " 9", "n\x00"]
 RB_STAMPS = ["10", "9.5", "1e3", "+4", "nan", "x", " 3", ""]
 
 
@@ -110,3 +110,11 @@ def test_recbole_fast_and_line_readers_agree(tmp_path_factory, monkeypatch, rows
     (folder / "r.inter").write_text(end.join([header, *lines]) + end, encoding="utf-8")
     (folder / "r.item").write_text("item_id:token\ttitle:token_seq\n1\tone\n2\ttwo\n", encoding="utf-8")
     assert _load_recbole(folder, True, monkeypatch) == _load_recbole(folder, False, monkeypatch)
+
+
+@pytest.mark.parametrize("junk", [b"\x00", b"\xe9", b"\xff\xfe"])
+def test_bytes_that_are_not_utf8_or_nul_go_to_the_line_reader(tmp_path, monkeypatch, junk):
+    rows = "".join(f"U{k},B{k % 3},5,{100 + k}\n" for k in range(2000)).encode()
+    data = b"user_id,parent_asin,rating,timestamp\n" + rows + b"U9,B" + junk + b"1,5,7\n"
+    (tmp_path / "r.csv").write_bytes(data)
+    assert _read_both(tmp_path / "r.csv", True, monkeypatch) == _read_both(tmp_path / "r.csv", False, monkeypatch)

@@ -319,7 +319,8 @@ class TextColumns:
 
 # ----- vectorised reading of large, clean delimited files ------------------------------------------------------------
 _ARROW_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"  # _NUMBER, anchored, for Arrow's RE2
-_ARROW_PLAIN_ID = r"(?s)^[!-~](?:.*[!-~])?$"  # printable non-space ASCII at both ends: str.strip() changes nothing
+# printable non-space ASCII at both ends (str.strip() changes nothing), no NUL (the line reader refuses NUL bytes)
+_ARROW_PLAIN_ID = r"(?s)^[!-~](?:[^\x00]*[!-~])?$"
 
 
 class NotFastPath(Exception):
@@ -328,7 +329,7 @@ class NotFastPath(Exception):
 
 
 def fast_csv_batches(path: str | Path, header: list[str], delimiter: str = ",", quoting: bool = True) -> Iterator[Any]:
-    """The rows of a UTF-8 delimited file whose header is exactly ``header`` (after stripping), as Arrow record
+    """The rows of a valid UTF-8 delimited file whose header is exactly ``header`` (after stripping), as Arrow record
     batches of string columns, parsed by pyarrow's CSV reader (with ``quoting``, quoted multi-line fields as
     :func:`iter_csv` reads them; without, fields split at every delimiter as :func:`iter_lines` + ``split`` do).
     Raises :class:`NotFastPath` before the first batch when the file is not UTF-8 or has another header, and at any
@@ -337,7 +338,7 @@ def fast_csv_batches(path: str | Path, header: list[str], delimiter: str = ",", 
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from semrec.text.decode import bom_codec, detect_encoding
+    from semrec.text.decode import bom_codec
 
     path = require_file(path)
     with _open_raw(path) as fh:
@@ -347,18 +348,15 @@ def fast_csv_batches(path: str | Path, header: list[str], delimiter: str = ",", 
             raise NotFastPath from None
     if bom_codec(head) is not None:
         raise NotFastPath
-    try:
-        used = detect_encoding(_raw_chunks(path))
-    except (TextDecodeError, DataFormatError):
-        raise NotFastPath from None
-    if used != "utf-8":
-        raise NotFastPath
+    # no separate pass over the bytes to decide the encoding (detect_encoding): pyarrow checks that every string
+    # column is valid UTF-8 (check_utf8) and a file that is not fails a batch and goes to the line reader, whose rule
+    # (UTF-8, else cp1252 / latin-1) then decides; NUL bytes fail the callers' checks of every field
     try:
         stream = pa.input_stream(str(path), compression="gzip" if path.name.endswith(".gz") else None)
         reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=1 << 23, use_threads=False),
                                 parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoting,
                                                                  quote_char='"' if quoting else False),
-                                convert_options=pacsv.ConvertOptions(
+                                convert_options=pacsv.ConvertOptions(check_utf8=True,
                                     column_types={name: pa.string() for name in header}, strings_can_be_null=False,
                                     quoted_strings_can_be_null=False))
     except (pa.ArrowException, OSError):
@@ -367,7 +365,7 @@ def fast_csv_batches(path: str | Path, header: list[str], delimiter: str = ",", 
         raise NotFastPath
     record = _ENCODINGS.get()
     if record is not None:
-        record[str(path)] = used
+        record[str(path)] = "utf-8"
     while True:
         try:
             batch = reader.read_next_batch()
