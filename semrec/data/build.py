@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import pyarrow.parquet as pq
 from semrec import __version__
 from semrec.artifacts import DatasetFolder
 from semrec.data.dataset import ID_CHECKS, SCHEMA_VERSION, CanonicalDataset, SourceData, id_warnings, sequences_schema
-from semrec.data.spool import InteractionSpool
+from semrec.data.spool import InteractionSpool, temporary_folder
 from semrec.errors import DataFormatError, SemrecError
 from semrec.io import atomic_path, sha256_file, write_json
 
@@ -96,11 +95,17 @@ def write_dataset(source: SourceData, out: str | Path, missing_meta: str = "drop
     if owned:
         spool = InteractionSpool.from_frame(spool, where)
     spool.finish()
-    work = Path(tempfile.mkdtemp(prefix="semrec-build-"))
+    import duckdb
+
+    work = temporary_folder("semrec-build-", "the out-of-core sort")
     try:
         con = _connect(work, memory_limit)
         try:
             return _build(con, source, spool, Path(out), missing_meta, where)
+        except duckdb.Error as exc:  # out of memory or disk while sorting
+            raise SemrecError(f"building the dataset failed ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                              f"the sort works in memory_limit {memory_limit} and spills to {work.parent}: raise "
+                              "--memory-limit, or free space there (or set TMPDIR to a folder with room)") from None
         finally:
             con.close()
     finally:
@@ -270,7 +275,7 @@ def _write_sequences(con, path: Path, has_time: bool) -> tuple[np.ndarray, dict]
 def build_dataset(source: SourceData, missing_meta: str = "drop",
                   memory_limit: str = DEFAULT_MEMORY_LIMIT) -> CanonicalDataset:
     """:func:`write_dataset` into a temporary folder, loaded back as a :class:`CanonicalDataset` (same errors)."""
-    folder = Path(tempfile.mkdtemp(prefix="semrec-dataset-"))
+    folder = temporary_folder("semrec-dataset-", "the dataset")
     try:
         write_dataset(source, folder, missing_meta=missing_meta, memory_limit=memory_limit)
         return CanonicalDataset.load(folder)

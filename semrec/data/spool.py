@@ -23,7 +23,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from semrec.errors import DataFormatError
+from semrec.errors import DataFormatError, SemrecError
+
+
+def temporary_folder(prefix: str, what: str) -> Path:
+    """A new folder under ``TMPDIR`` (Python's :func:`tempfile.gettempdir`); SemrecError naming it when it cannot be
+    made."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=prefix))
+    except OSError as exc:
+        raise SemrecError(f"cannot make a temporary folder for {what} under {tempfile.gettempdir()} ({exc}); set "
+                          "TMPDIR to a writable folder") from None
+
 
 SCHEMA = pa.schema([("user", pa.string()), ("item", pa.string()), ("timestamp", pa.float64()), ("order", pa.int64())])
 
@@ -41,7 +52,7 @@ class InteractionSpool:
 
     def __init__(self, where: str | Path):
         self.where = where
-        self.folder = Path(tempfile.mkdtemp(prefix="semrec-spool-"))
+        self.folder = temporary_folder("semrec-spool-", "the interactions read")
         self._remove = weakref.finalize(self, shutil.rmtree, self.folder, True)
         self.path = self.folder / "interactions.parquet"
         self._writer: pq.ParquetWriter | None = None
@@ -111,9 +122,13 @@ class InteractionSpool:
         order = np.arange(self.n_rows, self.n_rows + len(users), dtype=np.int64)
         batch = pa.record_batch([users.cast(pa.string()), items.cast(pa.string()), pa.array(stamps),
                                  pa.array(order)], schema=SCHEMA)
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, SCHEMA)
-        self._writer.write_batch(batch)
+        try:
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self.path, SCHEMA)
+            self._writer.write_batch(batch)
+        except OSError as exc:  # disk full, folder removed
+            raise SemrecError(f"cannot write the interactions read from {self.where} to {self.path} ({exc}); set "
+                              "TMPDIR to a folder with room for them") from None
         self.n_rows += len(users)
 
     def finish(self) -> InteractionSpool:

@@ -166,3 +166,20 @@ def test_info_refuses_a_file_that_disagrees_with_the_manifest(tmp_path):
     assert result.exit_code == 2
     assert result.output == (f"error: {tmp_path / 'ds' / 'sequences.parquet'}: 2 rows, its manifest says 3 users; "
                              "re-run 'semrec prepare' to rebuild it\n")
+
+
+def test_no_temporary_folder_and_too_little_memory_are_one_line_errors(tmp_path, monkeypatch):
+    src = amazon_ratings(tmp_path / "src")
+    with monkeypatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+        result = runner.invoke(app, ["prepare", str(src), "--out", str(tmp_path / "ds")])
+    assert result.exit_code == 2 and result.output.startswith(
+        f"error: cannot make a temporary folder for the interactions read under {tmp_path / 'missing'}")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"user": rng.integers(0, 5000, 40000).astype(str),
+                          "item": rng.integers(0, 900, 40000).astype(str),
+                          "timestamp": rng.integers(0, 10**9, 40000).astype(float)})
+    meta = pd.DataFrame({"raw_id": [str(i) for i in range(900)], "title": ["t"] * 900})
+    with pytest.raises(SemrecError, match=r"building the dataset failed \(OutOfMemoryException: .*memory_limit 1MB"):
+        build.write_dataset(SourceData("s", "t", frame, meta, ["title"], []), tmp_path / "ds", memory_limit="1MB")
+    assert not (tmp_path / "ds" / "manifest.json").exists()
