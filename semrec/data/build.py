@@ -45,16 +45,21 @@ def natural_key(column: str) -> str:
             f"CASE WHEN {neg} THEN NULL ELSE {digits} END, CASE WHEN {neg} THEN {digits} END DESC, {column}")
 
 
+def _quoted(value: Any) -> str:
+    """``value`` as an SQL string literal (a quote in a path or a setting doubled)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def _connect(folder: Path, memory_limit: str):
     import duckdb
 
     con = duckdb.connect(str(folder / "build.duckdb"))
     try:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute(f"SET memory_limit = {_quoted(memory_limit)}")
     except duckdb.Error as exc:
         raise SemrecError(f"memory_limit {memory_limit!r} is not a size DuckDB understands (e.g. '1GB', '512MB'): "
                           f"{exc}") from None
-    con.execute(f"SET temp_directory = '{folder / 'spill'}'")
+    con.execute(f"SET temp_directory = {_quoted(folder / 'spill')}")
     con.execute("SET preserve_insertion_order = false")
     return con
 
@@ -116,7 +121,7 @@ def write_dataset(source: SourceData, out: str | Path, missing_meta: str = "drop
 
 def _build(con, source: SourceData, spool: InteractionSpool, out: Path, missing_meta: str, where) -> dict[str, Any]:
     skips = dict(source.skips)
-    con.execute(f"CREATE VIEW inter AS SELECT * FROM read_parquet('{spool.path}')")
+    con.execute(f"CREATE VIEW inter AS SELECT * FROM read_parquet({_quoted(spool.path)})")
     n_source_users = _one(con, "SELECT count(DISTINCT user) FROM inter")
     meta = source.items.drop_duplicates("raw_id", keep="first")
     skips["duplicate_metadata_rows"] = skips.get("duplicate_metadata_rows", 0) + len(source.items) - len(meta)

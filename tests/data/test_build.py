@@ -95,14 +95,14 @@ def test_non_ascii_digits_and_mixed_ids_sort_as_strings():
 
 
 def test_source_readers_stream_and_leave_no_temporary_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "it's tmp"))  # a quote in the path (SQL literals)
+    (tmp_path / "it's tmp").mkdir()
     for maker, name in [(amazon_ratings, "a"), (movielens, "m"), (recbole_files, "r")]:
         result = runner.invoke(app, ["prepare", str(maker(tmp_path / name)), "--out", str(tmp_path / f"{name}-ds")])
         assert result.exit_code == 0, result.output
         manifest_stats = CanonicalDataset.load(tmp_path / f"{name}-ds").stats()
         assert f"users        {manifest_stats['users']:,}" in result.output
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert list((tmp_path / "it's tmp").iterdir()) == []
 
 
 def test_prepare_memory_limit_is_checked_and_config_values_are_not_overridden(tmp_path):
