@@ -21,6 +21,9 @@ from typing import Any
 import emoji
 
 _TAG = re.compile(r"</?\w+[^>]*>")
+# Every character any emoji of the emoji package is made of; whether each of them holds a non-ASCII character.
+_EMOJI_CHARS = frozenset(c for key in emoji.EMOJI_DATA for c in key)
+_EMOJI_NEED_NON_ASCII = all(not key.isascii() for key in emoji.EMOJI_DATA)
 _TITLE_STRIP = ".!?,;:`"
 
 
@@ -35,6 +38,15 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def remove_emoji(text: str) -> str:
+    """``emoji.replace_emoji(text, replace="")``, skipped when ``text`` holds no character an emoji is made of (all
+    ASCII, or none of the emoji characters): ``replace_emoji`` walks every character in Python, 70% of the time of
+    reading 10^6 items' metadata, and finds nothing in most texts. Same result for every text (property-tested)."""
+    if (_EMOJI_NEED_NON_ASCII and text.isascii()) or _EMOJI_CHARS.isdisjoint(text):
+        return text
+    return emoji.replace_emoji(text, replace="")
+
+
 def clean_text(value: Any) -> str:
     """Clean one metadata field (str, list of str, dict or missing) into a single string."""
     if _is_missing(value):
@@ -45,7 +57,7 @@ def clean_text(value: Any) -> str:
         text = _clean_piece(str(value)[1:-1])
     else:
         text = _clean_piece(str(value))
-    text = emoji.replace_emoji(text, replace="").strip()
+    text = remove_emoji(text).strip()
     text = text.rstrip(".").rstrip()
     return text + "." if text else ""
 
