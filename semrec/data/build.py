@@ -16,6 +16,7 @@ natural order of their raw ids (:func:`natural_order`).
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,19 @@ def natural_key(column: str) -> str:
             f"CASE WHEN {neg} THEN NULL ELSE {digits} END, CASE WHEN {neg} THEN {digits} END DESC, {column}")
 
 
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb|kib|mib|gib|tib|%)\s*", re.IGNORECASE)
+
+
+def check_memory_limit(value: Any) -> str:
+    """``value`` when it is a positive size DuckDB reads (``512MB``, ``4GB``, ``2GiB``, ``50%`` of the machine's
+    memory); else SemrecError (DuckDB itself would read ``-5GB`` as no limit at all)."""
+    match = _SIZE.fullmatch(str(value))
+    if not match or float(match.group(1)) <= 0 or (match.group(2) == "%" and float(match.group(1)) > 100):
+        raise SemrecError(f"memory_limit {value!r} is not a size DuckDB understands: a positive number with a unit, "
+                          "e.g. '1GB', '512MB', '2GiB' or '50%'")
+    return str(value).strip()
+
+
 def _quoted(value: Any) -> str:
     """``value`` as an SQL string literal (a quote in a path or a setting doubled)."""
     return "'" + str(value).replace("'", "''") + "'"
@@ -55,10 +69,10 @@ def _connect(folder: Path, memory_limit: str):
 
     con = duckdb.connect(str(folder / "build.duckdb"))
     try:
-        con.execute(f"SET memory_limit = {_quoted(memory_limit)}")
+        con.execute(f"SET memory_limit = {_quoted(check_memory_limit(memory_limit))}")
     except duckdb.Error as exc:
-        raise SemrecError(f"memory_limit {memory_limit!r} is not a size DuckDB understands (e.g. '1GB', '512MB'): "
-                          f"{exc}") from None
+        con.close()
+        raise SemrecError(f"memory_limit {memory_limit!r} is not a size DuckDB understands: {exc}") from None
     con.execute(f"SET temp_directory = {_quoted(folder / 'spill')}")
     con.execute("SET preserve_insertion_order = false")
     return con
@@ -94,6 +108,7 @@ def write_dataset(source: SourceData, out: str | Path, missing_meta: str = "drop
     """
     if missing_meta not in ("drop", "keep"):
         raise SemrecError(f"missing_meta must be 'drop' or 'keep', got {missing_meta!r}")
+    check_memory_limit(memory_limit)
     where = source.files[0] if source.files else source.name
     spool = source.interactions
     owned = not isinstance(spool, InteractionSpool)

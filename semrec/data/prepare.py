@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from semrec.config import PrepareConfig, save_config
-from semrec.data.build import write_dataset
+from semrec.data.build import check_memory_limit, write_dataset
 from semrec.data.dataset import CanonicalDataset
 from semrec.data.sources import load_source
 from semrec.data.spool import InteractionSpool
+from semrec.errors import SemrecError
 
 ID_WARNING_TEXT = {"comma": "contain a comma", "outer_whitespace": "begin or end with whitespace",
                    "unprintable": "contain unprintable characters", "empty": "are empty"}
@@ -49,6 +50,9 @@ def prepare_dataset(config: PrepareConfig) -> tuple[PreparedDataset, Path]:
     The readers stream their files (interactions spooled to a temporary file) and the build sorts them out of core
     under ``config.memory_limit`` (:func:`semrec.data.build.write_dataset`): memory grows with the catalogue and
     the number of users, not with the interaction file. Errors: see the source modules and ``write_dataset``."""
+    check_memory_limit(config.memory_limit)  # before reading a file that may take minutes
+    if config.missing_meta not in ("drop", "keep"):
+        raise SemrecError(f"missing_meta must be 'drop' or 'keep', got {config.missing_meta!r}")
     source = load_source(config.source, config.format, name=config.name, meta=config.meta)
     try:
         out = Path(config.out) if config.out else default_out(source.name)
@@ -69,7 +73,6 @@ def describe_dataset(folder: str | Path) -> CanonicalDataset | PreparedDataset:
 
     from semrec.artifacts import DatasetFolder
     from semrec.data.dataset import _checked_manifest
-    from semrec.errors import SemrecError
 
     folder = Path(folder)
     manifest, fix = _checked_manifest(folder)

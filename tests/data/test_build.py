@@ -110,6 +110,10 @@ def test_prepare_memory_limit_is_checked_and_config_values_are_not_overridden(tm
     result = runner.invoke(app, ["prepare", str(src), "--out", str(tmp_path / "ds"), "--memory-limit", "lots"])
     assert result.exit_code == 2
     assert result.output.startswith("error: memory_limit 'lots' is not a size DuckDB understands")
+    for bad in ("-5GB", "0MB", "10", "150%"):  # DuckDB reads -5GB as no limit
+        result = runner.invoke(app, ["prepare", str(src), "--out", str(tmp_path / "ds"), "--memory-limit", bad])
+        assert result.exit_code == 2 and f"memory_limit '{bad}' is not a size" in result.output, result.output
+    assert build.check_memory_limit(" 2GiB ") == "2GiB" and build.check_memory_limit("50%") == "50%"
     assert not (tmp_path / "ds" / "manifest.json").exists()
     config = tmp_path / "prepare.yaml"
     config.write_text("missing_meta: keep\nmemory_limit: 300MB\n")
