@@ -239,7 +239,7 @@ def write(args: argparse.Namespace, sizes: list[int], stages: list[str], results
              "`embed` seconds are projected (N / the texts/s measured on the sample) and its GB are the model's "
              "/ the whole stage's (`semrec embed` of view `all` through TextEncoder, each chunk's rows written into "
              "the file as they come, MiniLM's forward pass replaced by random unit vectors); `prepare`: the "
-             "streaming readers and the out-of-core build (DuckDB, default memory_limit 1GB); "
+             "streaming readers and the out-of-core build (DuckDB, default memory_limit 256MB); "
              "`load`: CanonicalDataset.load; "
              "tokenizers fit and encode view `all` (random 384-d stand-in vectors; OPQ with niter 10, no polysemous "
              "training); `eval` ranks all N items for "

@@ -71,7 +71,7 @@ def prepare(
     missing_meta: str | None = typer.Option(None, help="Interactions on items without metadata: drop (the default) "
                                                        "| keep."),
     memory_limit: str | None = typer.Option(None, help="Working memory of the sort that builds the sequences "
-                                                       "(default 1GB; e.g. 512MB, 4GB); beyond it, it spills to a "
+                                                       "(default 256MB; e.g. 1GB, 4GB); beyond it, it spills to a "
                                                        "temporary folder under TMPDIR."),
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,

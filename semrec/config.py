@@ -50,7 +50,7 @@ class PrepareConfig:
     out: str | None = None  # default: data/<name>
     meta: str | None = None  # amazon2023 only: explicit metadata file
     missing_meta: str = "drop"  # drop | keep interactions on items without metadata
-    memory_limit: str = "1GB"  # the out-of-core build's working memory (DuckDB), beyond which it spills to TMPDIR
+    memory_limit: str = "256MB"  # the out-of-core build's working memory (DuckDB), beyond which it spills to TMPDIR
 
 
 @dataclasses.dataclass

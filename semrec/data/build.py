@@ -33,7 +33,7 @@ from semrec.data.spool import InteractionSpool, temporary_folder
 from semrec.errors import DataFormatError, SemrecError
 from semrec.io import atomic_path, sha256_file, write_json
 
-DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_MEMORY_LIMIT = "256MB"  # peak RSS flat in the file at 10^6 items (bench/results/growth_1e7.md)
 BATCH_ROWS = 262_144
 
 
