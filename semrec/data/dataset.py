@@ -155,7 +155,8 @@ class CanonicalDataset:
 
     # ----- persistence -------------------------------------------------------------------------
     def save(self, out_dir: str | Path) -> Path:
-        """Write parquet files and the manifest (manifest last, every file atomically)."""
+        """Write parquet files and the manifest (manifest last, every file atomically; its ``stats`` and ``counts``
+        recomputed from the data written)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / DatasetFolder.ITEMS) as tmp:
@@ -169,6 +170,9 @@ class CanonicalDataset:
         }, schema=sequences_schema())
         with atomic_path(out / DatasetFolder.SEQUENCES) as tmp:
             pq.write_table(table, tmp)
+        stats = self.stats()  # what `semrec info` prints without loading: always the data being written
+        self.manifest["stats"] = stats
+        self.manifest["counts"] = {k: stats[k] for k in ("users", "items", "interactions")}
         write_json(DatasetFolder(out).manifest, self.manifest)
         return out
 

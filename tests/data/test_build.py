@@ -187,3 +187,14 @@ def test_no_temporary_folder_and_too_little_memory_are_one_line_errors(tmp_path,
     with pytest.raises(SemrecError, match=r"building the dataset failed \(OutOfMemoryException: .*memory_limit 1MB"):
         build.write_dataset(SourceData("s", "t", frame, meta, ["title"], []), tmp_path / "ds", memory_limit="1MB")
     assert not (tmp_path / "ds" / "manifest.json").exists()
+
+
+def test_save_refreshes_the_statistics_info_prints(tmp_path):
+    src = amazon_ratings(tmp_path / "src")
+    assert runner.invoke(app, ["prepare", str(src), "--out", str(tmp_path / "ds")]).exit_code == 0
+    ds = CanonicalDataset.load(tmp_path / "ds")
+    ds.sequences, ds.timestamps = ds.sequences[:1], ds.timestamps[:1]  # a changed dataset saved again
+    ds.users = ds.users.iloc[:1]
+    ds.save(tmp_path / "ds2")
+    output = runner.invoke(app, ["info", str(tmp_path / "ds2")]).output
+    assert "users        1\n" in output and f"interactions {len(ds.sequences[0])}\n" in output
