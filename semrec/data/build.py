@@ -226,12 +226,10 @@ class _Warnings:
         self.found: dict[str, dict[str, Any]] = {}
 
     def add(self, raw_ids: list[str]) -> None:
-        for kind, check in ID_CHECKS.items():
-            hits = [raw for raw in raw_ids if check(raw)]
-            if hits:
-                entry = self.found.setdefault(kind, {"count": 0, "examples": []})
-                entry["count"] += len(hits)
-                entry["examples"].extend(hits[: self.examples - len(entry["examples"])])
+        for kind, found in id_warnings(raw_ids, self.examples).items():
+            entry = self.found.setdefault(kind, {"count": 0, "examples": []})
+            entry["count"] += found["count"]
+            entry["examples"].extend(found["examples"][: self.examples - len(entry["examples"])])
 
     def result(self) -> dict[str, dict[str, Any]]:
         return {kind: self.found[kind] for kind in ID_CHECKS if kind in self.found}

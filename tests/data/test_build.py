@@ -198,3 +198,15 @@ def test_save_refreshes_the_statistics_info_prints(tmp_path):
     ds.save(tmp_path / "ds2")
     output = runner.invoke(app, ["info", str(tmp_path / "ds2")]).output
     assert "users        1\n" in output and f"interactions {len(ds.sequences[0])}\n" in output
+
+
+def test_user_id_warnings_add_up_over_output_batches(monkeypatch):
+    from semrec.data.dataset import id_warnings
+
+    users = ["a,1", " b", "c", "d,2", "e,3", "f,4", "g "]
+    frame = pd.DataFrame({"user": users, "item": ["x"] * len(users), "timestamp": np.nan})
+    meta = pd.DataFrame({"raw_id": ["x"], "title": ["X"]})
+    monkeypatch.setattr(build, "BATCH_ROWS", 2)
+    ds = build.build_dataset(SourceData("s", "t", frame, meta, ["title"], []))
+    assert ds.manifest["id_warnings"]["user"] == id_warnings(natural_order(users))
+    assert ds.manifest["id_warnings"]["user"]["comma"]["count"] == 4
