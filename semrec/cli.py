@@ -79,8 +79,7 @@ def prepare(
     """Read raw data into a canonical dataset (parquet + manifest) and print its statistics.
 
     Interaction files are streamed and sorted out of core, so files larger than memory work: the peak follows the
-    catalogue and --memory-limit, not the file (LC-Rec's .inter.json and Amazon's train/valid/test split files are
-    read whole)."""
+    catalogue and --memory-limit, not the file (Amazon's train/valid/test split files are read whole)."""
     from semrec import api
     from semrec.config import PrepareConfig, load_config
     from semrec.data.prepare import format_stats

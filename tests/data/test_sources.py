@@ -204,3 +204,58 @@ def test_unknown_format(tmp_path):
         load_source(tmp_path)
     with pytest.raises(SemrecError, match="unknown format 'parquet'"):
         load_source(tmp_path, "parquet")
+
+
+LCREC_ODD = [  # (inter, items): each is read whole (its streamed reading cannot decide), with the same result
+    ('\ufeff{"0": [2, 0, 1], "1": [1, 2]}', None),                       # a BOM
+    ('{"0": [2, 0, 1], "1": [1, 2]}', '{"0": {"title": "caf\u00e9"}, "1": {"title": "b"}}'.encode("latin-1")),
+]
+
+
+def test_lcrec_files_are_streamed_not_read_whole(tmp_path, monkeypatch):
+    import semrec.data.sources.lcrec as lcrec_module
+
+    inter = {f"u{u}": [(u * 7 + k) % 40 for k in range(u % 9)] for u in range(300)}  # some empty
+    inter["u5"] = ["10", 11, "x-1"]  # strings and integers mixed
+    items = {str(i): {"title": f"Item {i}", "brand": ["B", "C"], "categories": [["A", "B"]], "price": 1.5,
+                      "description": {"en": f"about {i}"}} for i in range(41)}
+    items["x-1"] = {"title": "odd"}
+    lcrec(tmp_path / "a", inter=json.dumps(inter), items=json.dumps(items))
+    whole = build_dataset(load_source(tmp_path / "a"))
+
+    def no_whole_reading(path):
+        raise AssertionError(f"{path} was read whole")
+
+    monkeypatch.setattr(lcrec_module, "read_json", no_whole_reading)
+    source = load_source(tmp_path / "a")
+    assert source.skips == {"users_with_empty_sequences": sum(not s for s in inter.values())}
+    assert source.encodings == {"S.inter.json": "utf-8", "S.item.json": "utf-8"}
+    streamed = build_dataset(source)
+    for table in ("items", "users"):
+        assert getattr(streamed, table).equals(getattr(whole, table))
+    assert [s.tolist() for s in streamed.sequences] == [s.tolist() for s in whole.sequences]
+
+
+@pytest.mark.parametrize("inter,items", LCREC_ODD)
+def test_lcrec_files_the_stream_cannot_decide_are_read_whole(tmp_path, inter, items):
+    lcrec(tmp_path, inter=inter, items=items)
+    source = load_source(tmp_path)
+    assert source.interactions.n_rows == 5
+    if items is not None:
+        assert source.items["title"].tolist() == ["café", "b"] and source.encodings["S.item.json"] == "latin-1"
+
+
+@pytest.mark.parametrize("inter,items,message", [
+    ('{"0": [1, 2],\n "0": [2]}', None, r"S\.inter\.json \(field '0'\): the same key appears twice"),
+    ('[[1, 2]]', None, r"S\.inter\.json:1: expected a JSON object \{user: \[items\]\}"),
+    ('{"0": [1, 2],\n "1": [2, NaN]}', None, r"S\.inter\.json:2"),
+    ('{"0": [1, true]}', None, r"user '0': expected a list of item ids"),
+    ('{"0": [1, 2.5]}', None, r"user '0': expected a list of item ids"),
+    ('{"0": [1, 2]}', '{"1": {"title": "a",\n "title": "b"}}', r"S\.item\.json \(field 'title'\): the same key appears twice"),
+    ('{"0": [1, 2]}', '{"1": ["a"]}', r"item '1': expected an object of text fields"),
+    ('{"0": [1, 2]}', '{"1": {"title": "a"}', r"S\.item\.json:1: malformed JSON"),
+])
+def test_lcrec_bad_files_are_named_after_streaming(tmp_path, inter, items, message):
+    lcrec(tmp_path, inter=inter, items=items)
+    with pytest.raises(DataFormatError, match=message):
+        load_source(tmp_path)

@@ -52,6 +52,13 @@ def recording_encodings() -> Iterator[dict[str, str]]:
         _ENCODINGS.reset(token)
 
 
+def note_encoding(path: str | Path, used: str) -> None:
+    """Record that ``path`` was decoded as ``used`` (see :func:`recording_encodings`)."""
+    record = _ENCODINGS.get()
+    if record is not None:
+        record[str(path)] = used
+
+
 def decode(path: str | Path, data: bytes, encoding: str | None = None) -> str:
     """Decode ``data``: with ``encoding`` strictly, else by :func:`semrec.text.decode.decode_bytes` (UTF-8, then
     latin-1, refusing mixed encodings). The encoding used is recorded (see :func:`recording_encodings`); a bad
@@ -66,9 +73,7 @@ def decode(path: str | Path, data: bytes, encoding: str | None = None) -> str:
     except TextDecodeError as exc:
         error = exc
     else:
-        record = _ENCODINGS.get()
-        if record is not None:
-            record[str(path)] = used
+        note_encoding(path, used)
         return text
     line = data.count(b"\n", 0, error.offset) + 1
     col = error.offset - (data.rfind(b"\n", 0, error.offset) + 1) + 1
@@ -143,9 +148,7 @@ def stream_text(path: str | Path, encoding: str | None = None) -> Iterator[str]:
         except TextDecodeError as exc:
             line, col = _position(path, exc.offset)
             raise DataFormatError(path, f"{exc.reason} at column {col}{exc.detail}", line=line) from None
-    record = _ENCODINGS.get()
-    if record is not None:
-        record[str(path)] = used
+    note_encoding(path, used)
     with _open_raw(path) as fh, io.TextIOWrapper(fh, encoding="utf-8-sig" if used == "utf-8" else used,
                                                  newline="") as text:
         try:
@@ -363,9 +366,7 @@ def fast_csv_batches(path: str | Path, header: list[str], delimiter: str = ",", 
         raise NotFastPath from None
     if [name.lstrip("\ufeff").strip() for name in reader.schema.names] != header or len(set(header)) != len(header):
         raise NotFastPath
-    record = _ENCODINGS.get()
-    if record is not None:
-        record[str(path)] = "utf-8"
+    note_encoding(path, "utf-8")
     while True:
         try:
             batch = reader.read_next_batch()
