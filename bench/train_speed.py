@@ -1,17 +1,20 @@
 """Training and validation speed of SASRec and CCFRec on Scientific (the issue's anchor setting).
 
-For each (model, batch size): median seconds per training step (``Trainer.train_step``: forward, backward,
-gradient clipping when the config sets it, AdamW and learning-rate schedule steps, heap trim; after one warm-up
-step, on CPU), seconds per full validation pass (all users, full ranking), and the peak RSS of the
-process. Every configuration runs in its own subprocess so that peak RSS is its own. Peak RSS grows with
-the number of steps when glibc's heap fragments; ``--allocators`` compares allocator settings: a glibc mmap
-threshold in MiB (0 = glibc's dynamic default), with ``+thp`` for PyTorch's transparent huge pages and
-``+trim`` for glibc's malloc_trim after every step, ``+reuse`` for train.malloc_reuse (every tensor from the heap,
-freed pages kept for the next step; the threshold is then ignored). The trainer's defaults
-(train.malloc_mmap_threshold_mb=4, train.huge_pages=true, train.malloc_trim=true) are ``4+thp+trim``. Steps past the
-end of an epoch go on into the next one after a validation pass, as in the trainer. Each row also gives the kernel's
-share of the process's CPU time (all threads) and the minor page faults per step, over the measured steps only:
-freshly mapped memory is zero-filled by the kernel on its first touch, once per page and step.
+For each (model, batch size): median seconds per training step (``Trainer.train_step``: forward, backward, gradient
+clipping when the config sets it, AdamW and learning-rate schedule steps, heap trim; after one warm-up step, on
+CPU), seconds per full validation pass (all users, full ranking), and the peak RSS of the process. Every
+configuration runs in its own subprocess so that peak RSS is its own. Peak RSS grows with the number of steps when
+glibc's heap fragments; ``--allocators`` compares allocator settings: a glibc mmap threshold in MiB (0 = glibc's
+dynamic default), with ``+thp`` for PyTorch's transparent huge pages and ``+trim`` for glibc's malloc_trim after
+every step, ``+reuse`` for train.malloc_reuse (every tensor from the heap, freed pages kept for the next step; the
+threshold is then ignored), ``+cache`` for the CPU block cache of semrec.train.block_cache (tensors of 1 MiB and
+more; its blocks stay within 1.05 times the most in use at once, the default ``train.cpu_block_cache_headroom``;
+``+cache0.2`` for 1.2; the glibc settings apply to the smaller tensors). The trainer's defaults
+(train.cpu_block_cache=true, train.malloc_mmap_threshold_mb=4, train.huge_pages=true, train.malloc_trim=true) are
+``4+thp+trim+cache``; before the block cache they were ``4+thp+trim``. Steps past the end of an epoch go on into the
+next one after a validation pass, as in the trainer. Each row also gives the kernel's share of the process's CPU
+time (all threads) and the minor page faults per step, over the measured steps only: freshly mapped memory is zero-
+filled by the kernel on its first touch, once per page and step.
 
     python bench/train_speed.py                     # writes bench/results/train_speed.md
     python bench/train_speed.py --steps 3 --models ccfrec --batches 200
@@ -24,6 +27,7 @@ Prerequisite: data/Scientific prepared, embedded and coded (see configs/ccfrec/S
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -43,8 +47,9 @@ REFERENCE = ("Reference CCFRec (issue anchor, same machine kind, Scientific, Min
 
 
 def parse_allocator(spec: str) -> list[tuple[str, object]]:
-    """``MiB[+thp][+trim|+trimN][+reuse]`` -> the train.* overrides it stands for; SystemExit naming the bad part
-    otherwise. ``trimN``: a heap trim every N steps (``trim`` = every step)."""
+    """``MiB[+thp][+trim|+trimN][+reuse][+cache[H]]`` -> the train.* overrides it stands for; SystemExit naming the
+    bad part otherwise. ``trimN``: a heap trim every N steps (``trim`` = every step); ``cacheH``: the CPU block
+    cache (train.cpu_block_cache) with headroom H (train.cpu_block_cache_headroom; its default when not given)."""
     threshold, *flags = spec.strip().split("+")
     try:
         threshold_mb = float(threshold)
@@ -53,13 +58,24 @@ def parse_allocator(spec: str) -> list[tuple[str, object]]:
                          "default), e.g. 4+thp+trim") from None
     trims = [f for f in flags if f.startswith("trim")]
     every = trims[0][4:] or "1" if trims else "1"
-    unknown = set(flags) - {"thp", "reuse", *trims}
-    if threshold_mb < 0 or unknown or len(trims) > 1 or not every.isdigit() or int(every) < 1:
+    caches = [f for f in flags if f.startswith("cache")]
+    from semrec.config import TrainConfig
+
+    default = str(TrainConfig().cpu_block_cache_headroom)
+    headroom = caches[0][5:] or default if caches else default
+    unknown = set(flags) - {"thp", "reuse", *trims, *caches}
+    try:
+        bad_headroom = not float(headroom) >= 0
+    except ValueError:
+        bad_headroom = True
+    if (threshold_mb < 0 or unknown or len(trims) > 1 or not every.isdigit() or int(every) < 1 or len(caches) > 1
+            or bad_headroom):
         raise SystemExit(f"--allocators: bad setting {spec!r} (a threshold >= 0, then thp, trim or trimN with N >= "
-                         "1, reuse): use MiB[+thp][+trim|+trimN][+reuse]")
+                         "1, reuse, cache or cacheH with H >= 0): use MiB[+thp][+trim|+trimN][+reuse][+cache[H]]")
     return [("train.malloc_mmap_threshold_mb", threshold_mb), ("train.huge_pages", "thp" in flags),
             ("train.malloc_trim", bool(trims)), ("train.malloc_trim_every", int(every)),
-            ("train.malloc_reuse", "reuse" in flags)]
+            ("train.malloc_reuse", "reuse" in flags), ("train.cpu_block_cache", bool(caches)),
+            ("train.cpu_block_cache_headroom", float(headroom))]
 
 
 def _usage() -> tuple[float, float, int]:
@@ -83,6 +99,7 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
 
     from semrec.config import RunConfig, load_config
     from semrec.eval.evaluator import evaluate
+    from semrec.train import block_cache
     from semrec.train.memory import free_heap_bytes, peak_rss_gb, release_free_heap
     from semrec.train.process import prepare_process
     from semrec.train.trainer import Trainer
@@ -133,6 +150,8 @@ def measure(model: str, batch: int, steps: int, dataset: str | None, allocator: 
         "peak_rss_gb": peak_rss_gb(), "peak_rss_after_warmup_gb": rss_after_warmup,
         "peak_rss_half_gb": rss_half, "mmap_threshold_mb": applied["mmap_threshold_mb"],
         "huge_pages": applied["huge_pages"], "malloc_reuse": applied["malloc_reuse"],
+        "cpu_block_cache_headroom": applied["cpu_block_cache_headroom"],
+        "block_cache": None if block_cache.stats() is None else dataclasses.asdict(block_cache.stats()),
         "free_heap_gb": None if free_after_steps is None else free_after_steps / 2**30,
         # as the trainer: with malloc_reuse, trims only at an interval above 1 step
         "malloc_trim": (cfg.train.malloc_trim and (not cfg.train.malloc_reuse or cfg.train.malloc_trim_every > 1)
@@ -166,11 +185,12 @@ def main() -> None:
     parser.add_argument("--batches", default="200,400")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--dataset", default=None, help="override the dataset folder of the configs")
-    parser.add_argument("--allocators", default="4+thp+trim",
+    parser.add_argument("--allocators", default="4+thp+trim+cache",
                         help="comma-separated allocator settings: glibc mmap threshold in MiB (0 = glibc's dynamic "
                              "default), '+thp' adds PyTorch's transparent huge pages, '+trim' glibc's malloc_trim "
                              "after every step ('+trim10': every 10 steps), '+reuse' train.malloc_reuse (no mmap, "
-                             "freed heap pages kept)")
+                             "freed heap pages kept), '+cache' the CPU block cache (train.cpu_block_cache; "
+                             "'+cache0.2': headroom 0.2 instead of the default)")
     parser.add_argument("--set", action="append", default=[],
                         help="key=value for every row's config (e.g. model_params.loss=uniform)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_speed.md"))
@@ -237,6 +257,9 @@ def main() -> None:
         allocator += " + THP" if r.get("huge_pages") else ""
         every = r.get("malloc_trim_every", 1)
         allocator += (" + trim" + (f" every {every} steps" if every > 1 else "")) if r.get("malloc_trim") else ""
+        if r.get("cpu_block_cache_headroom") is not None:
+            allocator = (f"block cache (>= 1 MiB; {r['cpu_block_cache_headroom']:.0%} headroom); "
+                         f"smaller: {allocator}")
         lines.append(f"| {r['model']} | {r['batch']} | {_negatives(r)} | {allocator} "
                      f"| {r['step_median_s']:.2f} | {r['step_min_s']:.2f} | {r['valid_pass_s']:.2f} "
                      f"| {r['peak_rss_after_warmup_gb']:.2f} | {r.get('peak_rss_half_gb', 0.0):.2f} "

@@ -123,6 +123,9 @@ class TrainConfig:
     malloc_trim: bool = True  # glibc: return freed heap pages after each CPU step (peak RSS flat over long runs)
     malloc_reuse: bool = False  # glibc: all tensors from the heap, freed pages kept for the next step (fewer faults)
     malloc_trim_every: int = 1  # steps between heap trims; with malloc_reuse, trims only when this is above 1
+    cpu_block_cache: bool = True  # CPU tensors >= 1 MiB from a caching allocator (semrec.train.block_cache; built
+    # on first use with a C++ compiler, glibc's settings where none): freed blocks reused, fewer page faults
+    cpu_block_cache_headroom: float = 0.05  # its blocks (in use + free) stay within (1 + this) x the most in use
 
 
 @dataclasses.dataclass

@@ -251,7 +251,8 @@ def test_lcrec_files_the_stream_cannot_decide_are_read_whole(tmp_path, inter, it
     ('{"0": [1, 2],\n "1": [2, NaN]}', None, r"S\.inter\.json:2"),
     ('{"0": [1, true]}', None, r"user '0': expected a list of item ids"),
     ('{"0": [1, 2.5]}', None, r"user '0': expected a list of item ids"),
-    ('{"0": [1, 2]}', '{"1": {"title": "a",\n "title": "b"}}', r"S\.item\.json \(field 'title'\): the same key appears twice"),
+    ('{"0": [1, 2]}', '{"1": {"title": "a",\n "title": "b"}}',
+     r"S\.item\.json \(field 'title'\): the same key appears twice"),
     ('{"0": [1, 2]}', '{"1": ["a"]}', r"item '1': expected an object of text fields"),
     ('{"0": [1, 2]}', '{"1": {"title": "a"}', r"S\.item\.json:1: malformed JSON"),
 ])

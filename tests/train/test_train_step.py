@@ -105,17 +105,19 @@ def test_a_trainer_leaves_the_allocator_settings_of_the_process_alone(tiny, tmp_
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the settings are Linux (glibc) ones")
 def test_prepare_process_applies_the_allocator_settings(allocator_calls):
-    applied = prepare_process(TrainConfig(malloc_mmap_threshold_mb=8.0, huge_pages=True))
+    applied = prepare_process(TrainConfig(malloc_mmap_threshold_mb=8.0, huge_pages=True, cpu_block_cache=False))
     assert allocator_calls == ["mallopt"] and os.environ[memory.TORCH_THP] == "1"
     # no glibc function here: not applied
-    assert applied == {"mmap_threshold_mb": None, "huge_pages": True, "malloc_reuse": False}
+    assert applied == {"mmap_threshold_mb": None, "huge_pages": True, "malloc_reuse": False,
+                       "cpu_block_cache_headroom": None}
     allocator_calls.clear()
     os.environ.pop(memory.TORCH_THP)
-    assert prepare_process(TrainConfig(malloc_mmap_threshold_mb=0, huge_pages=False)) == {
-        "mmap_threshold_mb": None, "huge_pages": False, "malloc_reuse": False}
+    assert prepare_process(TrainConfig(malloc_mmap_threshold_mb=0, huge_pages=False, cpu_block_cache=False)) == {
+        "mmap_threshold_mb": None, "huge_pages": False, "malloc_reuse": False, "cpu_block_cache_headroom": None}
     assert allocator_calls == [] and memory.TORCH_THP not in os.environ
     # reuse replaces the fixed threshold: one mallopt lookup (M_MMAP_MAX, M_TRIM_THRESHOLD), not two
-    prepare_process(TrainConfig(malloc_mmap_threshold_mb=8.0, huge_pages=False, malloc_reuse=True))
+    prepare_process(TrainConfig(malloc_mmap_threshold_mb=8.0, huge_pages=False, malloc_reuse=True,
+                                cpu_block_cache=False))
     assert allocator_calls == ["mallopt"]
 
 

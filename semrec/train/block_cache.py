@@ -1,0 +1,160 @@
+"""A bounded caching allocator for CPU tensors (``train.cpu_block_cache``; issue 20, kernel time).
+
+A CPU training step frees and re-allocates the same multi-megabyte activations every step. With glibc they are
+either mmapped (unmapped when freed, so every step faults in fresh pages that the kernel zero-fills: 20-60% of a
+step's CPU time in ``bench/results/train_kernel.md``) or heap blocks (kept, but the heap fragments under varying
+shapes and resident memory grows without bound). ``block_cache.cpp`` keeps freed blocks of 1 MiB and more in size
+classes (four per power of two) for the next request of the same class, as PyTorch's CUDA caching allocator does on
+the GPU, within a limit on the bytes it maps (blocks in use plus free): a request that would go past it first unmaps
+as few free bytes as make room, and a block freed while the blocks in use alone exceed it is unmapped. The limit is
+(1 + ``train.cpu_block_cache_headroom``) times the most bytes in use at once so far: these blocks never hold more
+than that headroom above the large tensors alive at once. It is installed as PyTorch's CPU allocator
+(``c10::SetCPUAllocator``) from a small shared library built on first use with the system's C++ compiler against the
+installed torch (about a second; kept under ``$SEMREC_CACHE/native/``). Where it cannot be built or loaded (no
+compiler, not Linux), :func:`install` returns the reason and training goes on with glibc's settings
+(:mod:`semrec.train.memory`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from semrec.io import cache_root
+
+SOURCE = Path(__file__).with_name("block_cache.cpp")
+_LIBRARY: ctypes.CDLL | None = None
+
+
+class Unavailable(RuntimeError):
+    """The block cache cannot be built or loaded here (the message says why)."""
+
+
+@dataclass(frozen=True)
+class BlockCacheStats:
+    """Counters of the block cache: requests served from a free block (``hits``) or by a fresh mapping
+    (``misses``), blocks unmapped to stay within the limit (``evictions``), bytes held free (``cached_bytes``) and
+    mapped, free or in use (``mapped_bytes``), the most mapped and the most in use at once, and the ``limit`` on
+    mapped bytes now."""
+
+    hits: int
+    misses: int
+    evictions: int
+    cached_bytes: int
+    mapped_bytes: int
+    peak_mapped_bytes: int
+    peak_used_bytes: int
+    limit: int
+
+
+def _torch_paths() -> tuple[Path, Path, int]:
+    import torch
+
+    root = Path(torch.__file__).parent
+    return root / "include", root / "lib", int(torch._C._GLIBCXX_USE_CXX11_ABI)
+
+
+def library_path() -> Path:
+    """Where the library for this source, torch build and Python lives (a hash of all three in the name)."""
+    import torch
+
+    include, lib, abi = _torch_paths()
+    key = hashlib.sha256(SOURCE.read_bytes() + f"{torch.__version__}|{lib}|{abi}".encode()).hexdigest()[:16]
+    return cache_root() / "native" / f"block_cache-{key}.so"
+
+
+def build(compiler: str | None = None) -> Path:
+    """Compile ``block_cache.cpp`` (once; reused while the source and torch stay the same). Raises
+    :class:`Unavailable` naming the reason (not Linux, no C++ compiler, torch's headers missing, compiler
+    error)."""
+    if not sys.platform.startswith("linux"):
+        raise Unavailable(f"the CPU block cache needs Linux (this is {sys.platform})")
+    target = library_path()
+    if target.exists():
+        return target
+    cxx = compiler or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if not cxx:
+        raise Unavailable("no C++ compiler found (set CXX, or install g++)")
+    include, lib, abi = _torch_paths()
+    if not (include / "c10" / "core" / "CPUAllocator.h").exists():
+        raise Unavailable(f"torch's C++ headers are missing under {include}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    command = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", f"-I{include}",
+               str(SOURCE), f"-L{lib}", "-lc10", f"-Wl,-rpath,{lib}", "-o", tmp]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise Unavailable(f"compiling the CPU block cache failed: {exc}") from None
+    if done.returncode != 0:
+        Path(tmp).unlink(missing_ok=True)
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise Unavailable(f"compiling the CPU block cache failed ({cxx}): {last}")
+    os.replace(tmp, target)  # atomic: a concurrent build writes the same bytes
+    return target
+
+
+def _load() -> ctypes.CDLL:
+    global _LIBRARY
+    if _LIBRARY is None:
+        path = build()
+        try:
+            library = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise Unavailable(f"loading {path} failed: {exc}") from None
+        library.semrec_block_cache_install.argtypes = [ctypes.c_uint64, ctypes.c_double, ctypes.c_int]
+        library.semrec_block_cache_install.restype = ctypes.c_int
+        library.semrec_block_cache_stats.argtypes = [ctypes.POINTER(ctypes.c_uint64)]
+        library.semrec_block_cache_stats.restype = None
+        library.semrec_block_cache_empty.restype = None
+        _LIBRARY = library
+    return _LIBRARY
+
+
+def install(headroom: float = 0.1, limit_mb: float | None = None, huge_pages: bool = True) -> str | None:
+    """Make the block cache PyTorch's CPU allocator, keeping freed blocks while the blocks it maps (in use plus
+    free) stay within ``(1 + headroom)`` times the most bytes in use at once so far, or within ``limit_mb`` MiB
+    when given (calling again changes the limit); ``huge_pages``: transparent huge pages for blocks of 2 MiB and
+    more. Tensors allocated before keep their own allocator. Returns None
+    when installed, else the reason it is not (training then goes on with glibc's settings). Raises ValueError
+    on a negative or non-finite ``headroom`` or a ``limit_mb`` that is not a positive number."""
+    if not (headroom >= 0 and math.isfinite(headroom)):
+        raise ValueError(f"the CPU block cache's headroom must be a number >= 0, got {headroom}")
+    if limit_mb is not None and not (limit_mb > 0 and math.isfinite(limit_mb)):
+        raise ValueError(f"the CPU block cache's limit must be a positive number of MiB, got {limit_mb}")
+    try:
+        library = _load()
+    except Unavailable as exc:
+        return str(exc)
+    library.semrec_block_cache_install(int((limit_mb or 0) * 2**20), float(headroom), int(bool(huge_pages)))
+    return None
+
+
+def installed() -> bool:
+    """True once :func:`install` succeeded in this process."""
+    return _LIBRARY is not None
+
+
+def stats() -> BlockCacheStats | None:
+    """The cache's counters, or None when it is not installed."""
+    if _LIBRARY is None:
+        return None
+    values = (ctypes.c_uint64 * 8)()
+    _LIBRARY.semrec_block_cache_stats(values)
+    return BlockCacheStats(*(int(v) for v in values))
+
+
+def empty() -> None:
+    """Unmap every block the cache holds free (no-op when not installed)."""
+    if _LIBRARY is not None:
+        _LIBRARY.semrec_block_cache_empty()
