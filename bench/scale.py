@@ -35,10 +35,17 @@ def cell(n_items: int, loss: str, args: argparse.Namespace) -> dict:
     from semrec.models import ItemInputs, build_model
     from semrec.train.memory import keep_freed_memory
 
-    # train.malloc_reuse, before any large allocation
+    # train.malloc_reuse or train.cpu_block_cache, before any large allocation
     if args.allocator == "reuse" and not keep_freed_memory():
         raise SystemExit("--allocators reuse: not applied (not glibc, or MALLOC_MMAP_MAX_ / MALLOC_TRIM_THRESHOLD_ "
                          "set)")
+    if args.allocator == "cache":
+        from semrec.config import TrainConfig
+        from semrec.train import block_cache
+
+        reason = block_cache.install(TrainConfig().cpu_block_cache_headroom)
+        if reason is not None:
+            raise SystemExit(f"--allocators cache: {reason}")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     popularity = torch.cat([torch.zeros(1, dtype=torch.long),
@@ -88,8 +95,9 @@ def main() -> None:
                              "memory, not RSS)")
     parser.add_argument("--dense-limit-gb", type=float, default=8.0)
     parser.add_argument("--allocators", default="glibc",
-                        help="comma-separated: glibc (its defaults) and/or reuse (train.malloc_reuse: every tensor "
-                             "from the heap, freed pages kept for the next step); one row per size and allocator")
+                        help="comma-separated: glibc (its defaults), reuse (train.malloc_reuse: every tensor "
+                             "from the heap, freed pages kept for the next step) and/or cache (the CPU block cache, "
+                             "train.cpu_block_cache, at its default headroom); one row per size and allocator")
     parser.add_argument("--allocator", default="glibc", help=argparse.SUPPRESS)  # the cell's own
     parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # "N,loss": measure one cell, print JSON
     parser.add_argument("--note", default="", help="a line on the machine's conditions, written under the command")
@@ -102,8 +110,8 @@ def main() -> None:
     sizes = [int(x) for x in args.items.split(",")]
     losses = args.losses.split(",")
     allocators = args.allocators.split(",")
-    if set(allocators) - {"glibc", "reuse"}:
-        parser.error(f"--allocators: glibc and/or reuse, got {args.allocators}")
+    if set(allocators) - {"glibc", "reuse", "cache"}:
+        parser.error(f"--allocators: glibc, reuse and/or cache, got {args.allocators}")
     bad = [x for x in losses if x not in LOSSES]
     if bad or not sizes or min(sizes) < 2 or args.steps < 1 or args.windows < 1:
         parser.error(f"--losses: known {', '.join(LOSSES)} (got {', '.join(bad) or 'ok'}); --items >= 2, "
@@ -156,7 +164,8 @@ def write(args, sizes, losses, allocators, results, positions) -> None:
                 f"peak GPU memory on {args.device} (torch.cuda.max_memory_allocated: model, Adam state and the step; "
                 "the dense-logits skip rule reads this memory too).")
              + " Allocator: `glibc`, glibc's defaults; `reuse`, `train.malloc_reuse` (every tensor from the heap, "
-             "freed pages kept for the next step: fewer page faults, more resident memory)."
+             "freed pages kept for the next step: fewer page faults, more resident memory); `cache`, the CPU block "
+             "cache (`train.cpu_block_cache`, the trainer's default since issue 20; tensors of 1 MiB and more)."
              + (f" {args.note}" if args.note else ""), "",
              "| items | allocator | " + " | ".join(f"{loss} s/step | {loss} peak GB" for loss in losses) + " |",
              "|---" * (2 + 2 * len(losses)) + "|"]
