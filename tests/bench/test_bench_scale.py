@@ -33,7 +33,7 @@ def test_bad_scale_arguments_are_refused(tmp_path):
     assert not (tmp_path / "x.md").exists()
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--allocators", "glibc,jemalloc", "--out",
                            str(tmp_path / "x.md")], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert done.returncode == 2 and "--allocators: glibc and/or reuse" in done.stderr
+    assert done.returncode == 2 and "--allocators: glibc, reuse and/or cache" in done.stderr
     assert not (tmp_path / "x.md").exists()
 
 
