@@ -19,6 +19,7 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include <cstddef>
@@ -34,12 +35,13 @@ namespace {
 constexpr size_t kMinBlock = size_t(1) << 20;   // smaller requests: c10::alloc_cpu
 constexpr size_t kHuge = size_t(2) << 20;       // transparent huge page size (x86-64, arm64 4K kernels)
 
-size_t size_class(size_t n) {
-  // four classes per power of two: round up to a multiple of a quarter of the largest power of two <= n
+size_t size_class(size_t n, bool huge_pages) {
+  // four classes per power of two: round up to a multiple of a quarter of the largest power of two <= n; with huge
+  // pages, blocks of 2 MiB and more are whole huge pages
   size_t p = size_t(1) << (63 - __builtin_clzll(static_cast<unsigned long long>(n)));
   size_t step = p >= 4 ? p / 4 : 1;
   size_t s = (n + step - 1) / step * step;
-  return s >= kHuge ? (s + kHuge - 1) / kHuge * kHuge : s;
+  return huge_pages && s >= kHuge ? (s + kHuge - 1) / kHuge * kHuge : s;
 }
 
 struct Stats {
@@ -123,9 +125,19 @@ void free_block(void* p) {
     if (it != c.block_size.end()) {
       size_t s = it->second;
       if (c.stats.mapped_bytes <= c.limit()) {  // keep it for the next request of its class
-        c.lru.push_front(FreeBlock{p, s, BySize::iterator()});
-        c.lru.front().where = c.by_size.emplace(s, c.lru.begin());
-        c.stats.cached_bytes += s;
+        try {  // a deleter must not throw: when the bookkeeping cannot grow, the block goes back instead
+          BySize::iterator where = c.by_size.emplace(s, c.lru.end());
+          try {
+            c.lru.push_front(FreeBlock{p, s, where});
+          } catch (...) {
+            c.by_size.erase(where);
+            throw;
+          }
+          where->second = c.lru.begin();
+          c.stats.cached_bytes += s;
+        } catch (...) {
+          unmap(c, p, s);
+        }
       } else {  // in-use blocks alone are over the limit: hand this one back
         unmap(c, p, s);
       }
@@ -150,6 +162,7 @@ void* take_block(Cache& c, size_t s) {  // caller holds the mutex
     return p;
   }
   c.stats.misses += 1;
+  uint64_t peak_before = c.stats.peak_used_bytes;
   uint64_t used = c.stats.mapped_bytes - c.stats.cached_bytes + s;
   if (used > c.stats.peak_used_bytes) c.stats.peak_used_bytes = used;
   make_room(c, s);  // stay within the limit
@@ -159,10 +172,19 @@ void* take_block(Cache& c, size_t s) {  // caller holds the mutex
     p = map_block(s, c.huge_pages);
   }
   if (p != nullptr) {
-    c.block_size[p] = s;
-    c.stats.mapped_bytes += s;
-    if (c.stats.mapped_bytes > c.stats.peak_mapped_bytes) c.stats.peak_mapped_bytes = c.stats.mapped_bytes;
+    try {
+      c.block_size[p] = s;
+    } catch (...) {
+      munmap(p, s);
+      p = nullptr;
+    }
   }
+  if (p == nullptr) {  // nothing mapped: a failed request must not raise the limit (PyTorch's allocator takes it)
+    c.stats.peak_used_bytes = peak_before;
+    return nullptr;
+  }
+  c.stats.mapped_bytes += s;
+  if (c.stats.mapped_bytes > c.stats.peak_mapped_bytes) c.stats.peak_mapped_bytes = c.stats.mapped_bytes;
   return p;
 }
 
@@ -172,7 +194,7 @@ struct BlockCacheAllocator final : public c10::Allocator {
     if (n >= kMinBlock) {
       Cache& c = cache();
       std::lock_guard<std::mutex> lock(c.mutex);
-      p = take_block(c, size_class(n));
+      p = take_block(c, size_class(n, c.huge_pages));
     }
     if (p == nullptr) p = c10::alloc_cpu(n);  // small, or no mapping possible: PyTorch's own (and its OOM error)
     return {p, p, &free_block, c10::Device(c10::DeviceType::CPU)};
@@ -186,6 +208,11 @@ struct BlockCacheAllocator final : public c10::Allocator {
 };
 
 BlockCacheAllocator* g_allocator = nullptr;
+std::once_flag g_installed;
+
+// fork: the child must not inherit the mutex held by another thread of the parent
+void lock_for_fork() { cache().mutex.lock(); }
+void unlock_after_fork() { cache().mutex.unlock(); }
 
 }  // namespace
 
@@ -204,10 +231,11 @@ int semrec_block_cache_install(uint64_t limit_bytes, double headroom, int huge_p
     c.huge_pages = huge_pages != 0;
     while (!c.lru.empty() && c.stats.mapped_bytes > c.limit()) evict_oldest(c);
   }
-  if (g_allocator == nullptr) {
+  std::call_once(g_installed, [] {
+    pthread_atfork(&lock_for_fork, &unlock_after_fork, &unlock_after_fork);
     g_allocator = new BlockCacheAllocator();
     c10::SetCPUAllocator(g_allocator, /*priority=*/100);
-  }
+  });
   return 0;
 }
 

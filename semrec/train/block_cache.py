@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -31,6 +31,7 @@ from pathlib import Path
 from semrec.io import cache_root
 
 SOURCE = Path(__file__).with_name("block_cache.cpp")
+MAX_HEADROOM = 1000.0  # (1 + headroom) x the in-use peak must stay a representable byte count
 _LIBRARY: ctypes.CDLL | None = None
 
 
@@ -62,45 +63,67 @@ def _torch_paths() -> tuple[Path, Path, int]:
     return root / "include", root / "lib", int(torch._C._GLIBCXX_USE_CXX11_ABI)
 
 
-def library_path() -> Path:
-    """Where the library for this source, torch build and Python lives (a hash of all three in the name)."""
+def _compiler(compiler: str | None) -> list[str]:
+    """The C++ compiler command (``compiler``, else ``$CXX`` split into words, e.g. ``ccache g++``, else ``c++`` or
+    ``g++`` on PATH); empty when there is none."""
+    if compiler:
+        return [compiler]
+    if os.environ.get("CXX", "").strip():
+        return shlex.split(os.environ["CXX"])
+    found = shutil.which("c++") or shutil.which("g++")
+    return [found] if found else []
+
+
+def library_path(cxx: list[str] | None = None) -> Path:
+    """Where the library for this source, torch build and compiler lives (a hash of them in the name)."""
     import torch
 
     include, lib, abi = _torch_paths()
-    key = hashlib.sha256(SOURCE.read_bytes() + f"{torch.__version__}|{lib}|{abi}".encode()).hexdigest()[:16]
+    header = include / "c10" / "core" / "Allocator.h"
+    parts = [SOURCE.read_bytes(), header.read_bytes() if header.exists() else b"",
+             f"{torch.__version__}|{lib}|{abi}|{' '.join(cxx or [])}".encode()]
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
     return cache_root() / "native" / f"block_cache-{key}.so"
 
 
 def build(compiler: str | None = None) -> Path:
-    """Compile ``block_cache.cpp`` (once; reused while the source and torch stay the same). Raises
-    :class:`Unavailable` naming the reason (not Linux, no C++ compiler, torch's headers missing, compiler
-    error)."""
+    """Compile ``block_cache.cpp`` (once; reused while the source, torch and the compiler stay the same). Raises
+    :class:`Unavailable` naming the reason (not Linux, no C++ compiler, torch's headers missing, compiler error, the
+    cache folder not writable)."""
     if not sys.platform.startswith("linux"):
         raise Unavailable(f"the CPU block cache needs Linux (this is {sys.platform})")
-    target = library_path()
-    if target.exists():
-        return target
-    cxx = compiler or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    cxx = _compiler(compiler)
     if not cxx:
         raise Unavailable("no C++ compiler found (set CXX, or install g++)")
+    try:
+        return _build(cxx)
+    except OSError as exc:  # the cache folder (SEMREC_CACHE) cannot be made or written, the source is missing
+        raise Unavailable(f"building the CPU block cache failed: {exc}") from None
+
+
+def _build(cxx: list[str]) -> Path:
+    target = library_path(cxx)
+    if target.exists():
+        return target
     include, lib, abi = _torch_paths()
     if not (include / "c10" / "core" / "CPUAllocator.h").exists():
         raise Unavailable(f"torch's C++ headers are missing under {include}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=target.parent)
     os.close(fd)
-    command = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", f"-I{include}",
+    command = [*cxx, "-O2", "-std=c++17", "-shared", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", f"-I{include}",
                str(SOURCE), f"-L{lib}", "-lc10", f"-Wl,-rpath,{lib}", "-o", tmp]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise Unavailable(f"compiling the CPU block cache failed: {exc}") from None
-    if done.returncode != 0:
-        Path(tmp).unlink(missing_ok=True)
-        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise Unavailable(f"compiling the CPU block cache failed ({cxx}): {last}")
-    os.replace(tmp, target)  # atomic: a concurrent build writes the same bytes
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise Unavailable(f"compiling the CPU block cache failed: {exc}") from None
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise Unavailable(f"compiling the CPU block cache failed ({' '.join(cxx)}): {last}")
+        os.replace(tmp, target)  # atomic: a concurrent build writes the same bytes
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # an interrupted or failed build leaves nothing behind
     return target
 
 
@@ -127,11 +150,11 @@ def install(headroom: float = 0.1, limit_mb: float | None = None, huge_pages: bo
     when given (calling again changes the limit); ``huge_pages``: transparent huge pages for blocks of 2 MiB and
     more. Tensors allocated before keep their own allocator. Returns None
     when installed, else the reason it is not (training then goes on with glibc's settings). Raises ValueError
-    on a negative or non-finite ``headroom`` or a ``limit_mb`` that is not a positive number."""
-    if not (headroom >= 0 and math.isfinite(headroom)):
-        raise ValueError(f"the CPU block cache's headroom must be a number >= 0, got {headroom}")
-    if limit_mb is not None and not (limit_mb > 0 and math.isfinite(limit_mb)):
-        raise ValueError(f"the CPU block cache's limit must be a positive number of MiB, got {limit_mb}")
+    on a ``headroom`` outside 0..:data:`MAX_HEADROOM` or a ``limit_mb`` outside 1..2**40 (NaN included)."""
+    if not 0 <= headroom <= MAX_HEADROOM:
+        raise ValueError(f"the CPU block cache's headroom must be a number from 0 to {MAX_HEADROOM}, got {headroom}")
+    if limit_mb is not None and not 1 <= limit_mb <= 2**40:
+        raise ValueError(f"the CPU block cache's limit must be from 1 to 2**40 MiB, got {limit_mb}")
     try:
         library = _load()
     except Unavailable as exc:

@@ -17,7 +17,6 @@ checkpoints save and restore them, so the seed is part of the run, not of the pr
 from __future__ import annotations
 
 import logging
-import math
 import random
 import sys
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 
 from semrec.config import TrainConfig
 from semrec.errors import SemrecError
+from semrec.train.block_cache import MAX_HEADROOM
 from semrec.train.block_cache import install as block_cache_install
 from semrec.train.memory import enable_huge_pages, fix_mmap_threshold, keep_freed_memory
 
@@ -47,8 +47,9 @@ def prepare_process(train: TrainConfig) -> dict[str, Any]:
     :mod:`semrec.train.block_cache` is installed; None when off or unavailable here, with the reason logged once).
     Raises SemrecError on a negative or non-finite ``train.cpu_block_cache_headroom``."""
     headroom = train.cpu_block_cache_headroom
-    if not (isinstance(headroom, (int, float)) and headroom >= 0 and math.isfinite(headroom)):
-        raise SemrecError(f"train.cpu_block_cache_headroom must be a number >= 0, got {headroom!r}")
+    if not (isinstance(headroom, (int, float)) and 0 <= headroom <= MAX_HEADROOM):
+        raise SemrecError(f"train.cpu_block_cache_headroom must be a number >= 0 (at most {MAX_HEADROOM:g}), got "
+                          f"{headroom!r}")
     reuse = bool(train.malloc_reuse) and keep_freed_memory()
     fixed = not train.malloc_reuse and fix_mmap_threshold(train.malloc_mmap_threshold_mb)
     huge = bool(train.huge_pages) and enable_huge_pages()

@@ -29,12 +29,12 @@ needs_compiler = pytest.mark.skipif(
     reason="no C++ compiler here: the block cache cannot be built (training uses glibc's settings, tested below)")
 
 
-def probe(code: str, env: dict | None = None) -> dict:
+def probe(code: str, env: dict | None = None, timeout: int = 300) -> dict:
     """Run ``code`` in a fresh interpreter (prelude: torch, block_cache, ``stats()``); its last line is JSON."""
     prelude = ("import json, torch\nfrom semrec.train import block_cache\n"
                "def stats():\n    return block_cache.stats().__dict__\n")
     done = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, **(env or {})}, timeout=300)
+                          env={**os.environ, **(env or {})}, timeout=timeout)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -157,15 +157,15 @@ def test_prepare_process_goes_on_without_the_cache_and_says_why_once(monkeypatch
     assert len(warnings) == 1 and "no C++ compiler found" in warnings[0] and "cpu_block_cache=false" in warnings[0]
 
 
-@pytest.mark.parametrize("headroom", [-0.1, float("nan"), float("inf"), "lots"])
+@pytest.mark.parametrize("headroom", [-0.1, float("nan"), float("inf"), 1e30, "lots"])
 def test_bad_headroom_is_named(headroom):
     with pytest.raises(SemrecError, match="train.cpu_block_cache_headroom must be a number >= 0"):
         process.prepare_process(TrainConfig(huge_pages=False, malloc_mmap_threshold_mb=0,
                                             cpu_block_cache_headroom=headroom))
     if isinstance(headroom, float):
-        with pytest.raises(ValueError, match="headroom must be a number >= 0"):
+        with pytest.raises(ValueError, match="headroom must be a number from 0 to"):
             block_cache.install(headroom=headroom)
-    with pytest.raises(ValueError, match="limit must be a positive number of MiB"):
+    with pytest.raises(ValueError, match="limit must be from 1 to"):
         block_cache.install(limit_mb=0)
 
 
@@ -183,3 +183,56 @@ print(json.dumps({"after": after, "again": stats()}))
 """)
     assert out["after"]["evictions"] == 2 and out["after"]["mapped_bytes"] == 100 * MiB  # two 4 MiB blocks went
     assert out["again"]["hits"] == out["after"]["hits"] + 1 and out["again"]["misses"] == out["after"]["misses"]
+
+
+@needs_compiler
+def test_a_failed_large_allocation_does_not_raise_the_limit():
+    out = probe("""
+assert block_cache.install(headroom=0.05) is None
+a = torch.ones(2**20)                                 # 4 MiB in use
+before = stats()
+try:
+    torch.empty(2**50, dtype=torch.uint8)             # 1 PiB: no mapping, PyTorch's own error
+except RuntimeError:
+    pass
+print(json.dumps({"before": before, "after": stats()}))
+""")
+    assert out["after"]["peak_used_bytes"] == out["before"]["peak_used_bytes"] == 4 * MiB
+    assert out["after"]["limit"] == out["before"]["limit"]
+
+
+def test_an_unwritable_cache_folder_is_a_reason_not_a_crash(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("SEMREC_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.raises(block_cache.Unavailable, match="building the CPU block cache failed"):
+        block_cache.build()
+
+
+@needs_compiler
+def test_cxx_may_be_a_command_of_several_words(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMREC_CACHE", str(tmp_path / "cache"))
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    monkeypatch.setenv("CXX", f"env {compiler}")
+    built = block_cache.build()
+    assert built.exists() and built.parent == tmp_path / "cache" / "native"
+    assert [p.name for p in built.parent.iterdir()] == [built.name]  # no temporary file left
+
+
+@needs_compiler
+def test_a_forked_child_allocates_and_frees_through_the_cache():
+    out = probe("""
+import os
+torch.set_num_threads(1)                               # no OpenMP pool: it is not fork-safe (not the cache's matter)
+assert block_cache.install(headroom=0.05) is None
+a = torch.ones(2**20)
+del a                                                  # one free 4 MiB block in the parent's cache
+pid = os.fork()
+if pid == 0:                                           # the child: the cache works on its copy
+    b = torch.ones(2**20)
+    ok = float(b.sum()) == 2**20 and block_cache.stats().hits == 1
+    del b
+    os._exit(0 if ok else 1)
+_, status = os.waitpid(pid, 0)
+print(json.dumps({"child_exit": os.waitstatus_to_exitcode(status)}))
+""", timeout=60)
+    assert out == {"child_exit": 0}
