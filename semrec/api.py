@@ -552,6 +552,7 @@ def quickstart(settings: QuickstartSettings, say: Say = _log) -> QuickstartResul
     from semrec.runs import evaluate_run
     from semrec.tokenizers.pipeline import format_report
     from semrec.train.process import prepare_process
+    from semrec.train.trainer import check_train_settings
 
     settings.check()
     started = time.perf_counter()
@@ -561,6 +562,8 @@ def quickstart(settings: QuickstartSettings, say: Say = _log) -> QuickstartResul
 
     source = settings.source
     name = source.split(":", 1)[1] if source.startswith("recbole:") else Path(source).name
+    run = quickstart_ccfrec_config(settings, settings.data_dir / name, name)  # a bad --set fails before the work
+    check_train_settings(run.train)
     say(f"== 1/5 prepare {source}")
     prepared, folder = prepare(PrepareConfig(source=source, out=str(settings.data_dir / name)))
     say(format_stats(prepared))
@@ -575,7 +578,6 @@ def quickstart(settings: QuickstartSettings, say: Say = _log) -> QuickstartResul
     report, codes_dir = codes(folder, CodesConfig(tokenizer="pq", params={} if nbits == 8 else {"nbits": nbits}))
     say(format_report(report))
 
-    run = quickstart_ccfrec_config(settings, folder, name)
     say(f"== 4/5 baseline: Popularity {elapsed()}")
     popular = RunConfig(model="popularity", dataset=str(folder),
                         out=str(settings.runs_dir / f"quickstart-{name}-popularity"),

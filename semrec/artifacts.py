@@ -51,6 +51,24 @@ class DatasetFolder:
     def manifest_sha256(self) -> str:
         return sha256_file(self.manifest)
 
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Write ``manifest.json`` (atomically, after the data files) with the data files' sha256 under
+        ``files_sha256``. When the folder already held this manifest but for ``created_at`` (same sources, options
+        and written bytes), the earlier date is kept: re-preparing unchanged data leaves the file byte-identical,
+        so what was built on it (embeddings, codes, CTR samples, runs: all keyed on its sha256) stays current.
+        ``manifest`` is updated in place."""
+        manifest["files_sha256"] = {name: sha256_file(self.root / name) for name in (self.ITEMS, self.SEQUENCES)}
+        if self.exists() and "created_at" in manifest:
+            try:
+                old = read_json(self.manifest)
+            except SemrecError:  # an unreadable earlier manifest is simply replaced
+                old = None
+            new = json.loads(json.dumps(manifest))
+            if (isinstance(old, dict) and "created_at" in old
+                    and {**old, "created_at": None} == {**new, "created_at": None}):
+                manifest["created_at"] = old["created_at"]
+        write_json(self.manifest, manifest)
+
     @property
     def embeddings_root(self) -> Path:
         """The folder of every text encoder's embeddings folder."""

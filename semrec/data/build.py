@@ -31,7 +31,7 @@ from semrec.artifacts import DatasetFolder
 from semrec.data.dataset import ID_CHECKS, SCHEMA_VERSION, CanonicalDataset, SourceData, id_warnings, sequences_schema
 from semrec.data.spool import InteractionSpool, temporary_folder
 from semrec.errors import DataFormatError, SemrecError
-from semrec.io import atomic_path, sha256_file, write_json
+from semrec.io import atomic_path, sha256_file
 
 DEFAULT_MEMORY_LIMIT = "256MB"  # peak RSS flat in the file at 10^6 items (bench/results/growth_1e7.md)
 BATCH_ROWS = 262_144
@@ -214,7 +214,7 @@ def _build(con, source: SourceData, spool: InteractionSpool, out: Path, missing_
         "counts": {k: stats[k] for k in ("users", "items", "interactions")},
         "stats": stats,
     }
-    write_json(DatasetFolder(out).manifest, manifest)
+    DatasetFolder(out).write_manifest(manifest)
     return manifest
 
 

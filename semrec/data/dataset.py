@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from semrec.artifacts import DatasetFolder
 from semrec.data.splits import LeaveLastOutSplit, leave_last_out
 from semrec.errors import SemrecError
-from semrec.io import atomic_path, read_json, require_artifact, sha256_text, write_json
+from semrec.io import atomic_path, read_json, require_artifact, sha256_text
 
 SCHEMA_VERSION = 1
 ALL_VIEW = "all"  # derived view: the non-empty views of an item joined with a space
@@ -173,7 +173,7 @@ class CanonicalDataset:
         stats = self.stats()  # what `semrec info` prints without loading: always the data being written
         self.manifest["stats"] = stats
         self.manifest["counts"] = {k: stats[k] for k in ("users", "items", "interactions")}
-        write_json(DatasetFolder(out).manifest, self.manifest)
+        DatasetFolder(out).write_manifest(self.manifest)
         return out
 
     @classmethod

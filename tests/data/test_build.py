@@ -210,3 +210,49 @@ def test_user_id_warnings_add_up_over_output_batches(monkeypatch):
     ds = build.build_dataset(SourceData("s", "t", frame, meta, ["title"], []))
     assert ds.manifest["id_warnings"]["user"] == id_warnings(natural_order(users))
     assert ds.manifest["id_warnings"]["user"]["comma"]["count"] == 4
+
+
+def test_re_preparing_unchanged_data_keeps_the_manifest_and_what_was_built_on_it(tmp_path, monkeypatch):
+    """quickstart and bench scripts call prepare every time: unchanged sources must leave manifest.json
+    byte-identical (its earlier created_at kept), so CTR samples, codes and runs keyed on its sha256 stay current;
+    a changed source gives a new manifest; a dataset saved twice (merge's path) behaves the same."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from semrec.artifacts import DatasetFolder
+    from semrec.config import CtrConfig
+    from semrec.data.ctr import write_ctr_samples
+
+    class Later(dt.datetime):  # every write is "later": only a kept date can make the manifests equal
+        calls = 0
+
+        @classmethod
+        def now(cls, tz=None):
+            cls.calls += 1
+            return dt.datetime(2030, 1, 1, tzinfo=tz) + dt.timedelta(seconds=cls.calls)
+
+    monkeypatch.setattr(build, "_dt", SimpleNamespace(datetime=Later, timezone=dt.timezone))
+    for maker, name in [(amazon_ratings, "a"), (movielens, "m"), (recbole_files, "r")]:
+        src, ds = maker(tmp_path / name), tmp_path / f"{name}-ds"
+        assert runner.invoke(app, ["prepare", str(src), "--out", str(ds)]).exit_code == 0
+        folder = DatasetFolder(ds)
+        first = folder.manifest.read_bytes()
+        manifest = CanonicalDataset.load(ds).manifest
+        assert set(manifest["files_sha256"]) == {"items.parquet", "sequences.parquet"}
+        write_ctr_samples(ds, CtrConfig(train_negatives=0, eval_negatives=0))
+        assert runner.invoke(app, ["prepare", str(src), "--out", str(ds)]).exit_code == 0
+        assert folder.manifest.read_bytes() == first, name
+        assert folder.ctr("ctr").is_current(folder)
+    # a changed source: new content, new date, the CTR samples are stale
+    src = amazon_ratings(tmp_path / "a", extra="U3,B1,5.0,200\nU3,B4,5.0,201\n")
+    assert runner.invoke(app, ["prepare", str(src), "--out", str(tmp_path / "a-ds")]).exit_code == 0
+    folder = DatasetFolder(tmp_path / "a-ds")
+    changed = CanonicalDataset.load(folder.root).manifest
+    assert changed["created_at"] != manifest["created_at"] and not folder.ctr("ctr").is_current(folder)
+    # CanonicalDataset.save (merge, tests): the same rule
+    dataset = CanonicalDataset.load(folder.root)
+    dataset.save(tmp_path / "saved")
+    first = (tmp_path / "saved" / "manifest.json").read_bytes()
+    dataset.manifest["created_at"] = "2031-01-01T00:00:00+00:00"
+    dataset.save(tmp_path / "saved")
+    assert (tmp_path / "saved" / "manifest.json").read_bytes() == first
