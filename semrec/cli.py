@@ -388,8 +388,8 @@ QUICKSTART_HELP = (
     "and titles) for one user.\n\n"
     "The demo trains CCFRec with a fast setting, not the paper's: user windows with a target at every position "
     "(sample_style=sequence; 18x fewer rows than one row per target on ml-100k), the full softmax over all items "
-    "(neg_num=0), batch 256, lr 2e-3, 6 epochs, and without the auxiliary MCM/MSA losses (--aux-losses adds them "
-    "back, about 7x slower per step).\n\n"
+    "(neg_num=0), batch 256, lr 2e-3, gradient norm clipped at 1.0, 6 epochs, and without the auxiliary MCM/MSA "
+    "losses (--aux-losses adds them back, about 7x slower per step).\n\n"
     "The faithful setting is 'semrec train -c configs/ccfrec/ml-100k.yaml'. --set overrides any key of the CCFRec "
     "run config, e.g. --set model_params.neg_num=500."
 )

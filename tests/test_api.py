@@ -111,8 +111,8 @@ def test_quickstart_ccfrec_config_is_the_documented_fast_setting(tmp_path):
     cfg = api.quickstart_ccfrec_config(settings, Path("data/ml-100k"), "ml-100k")
     assert cfg.model == "ccfrec" and cfg.codes == "pq" and cfg.out == str(tmp_path / "quickstart-ml-100k-ccfrec")
     assert cfg.model_params == {**api.QUICK_CCFREC, "neg_num": 500}
-    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.warmup_steps, cfg.train.patience) == (
-        6, 256, 2e-3, 10, 6)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.warmup_steps, cfg.train.grad_clip,
+            cfg.train.patience) == (6, 256, 2e-3, 10, 1.0, 6)
     aux = api.quickstart_ccfrec_config(api.QuickstartSettings(aux_losses=True), Path("d"), "d")
     assert aux.model_params["mlm_weight"] == 0.6 and aux.model_params["cl_weight"] == 0.4
 
