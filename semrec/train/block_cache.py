@@ -3,16 +3,19 @@
 A CPU training step frees and re-allocates the same multi-megabyte activations every step. With glibc they are
 either mmapped (unmapped when freed, so every step faults in fresh pages that the kernel zero-fills: 20-60% of a
 step's CPU time in ``bench/results/train_kernel.md``) or heap blocks (kept, but the heap fragments under varying
-shapes and resident memory grows without bound). ``block_cache.cpp`` keeps freed blocks of 1 MiB and more in size
-classes (four per power of two) for the next request of the same class, as PyTorch's CUDA caching allocator does on
-the GPU, within a limit on the bytes it maps (blocks in use plus free): a request that would go past it first unmaps
-as few free bytes as make room, and a block freed while the blocks in use alone exceed it is unmapped. The limit is
-(1 + ``train.cpu_block_cache_headroom``) times the most bytes in use at once so far: these blocks never hold more
-than that headroom above the large tensors alive at once. It is installed as PyTorch's CPU allocator
-(``c10::SetCPUAllocator``) from a small shared library built on first use with the system's C++ compiler against the
-installed torch (about a second; kept under ``$SEMREC_CACHE/native/``). Where it cannot be built or loaded (no
-compiler, not Linux), :func:`install` returns the reason and training goes on with glibc's settings
-(:mod:`semrec.train.memory`).
+shapes and resident memory grows without bound). ``block_cache.cpp`` keeps the memory of freed tensors of 1 MiB and
+more mapped for later requests, as PyTorch's CUDA caching allocator does on the GPU (best fit, block splitting,
+coalescing): from 2 MiB up, free memory is kept as address-range extents that a request splits (the smallest extent
+that holds it) and a freed block merges back into, so free memory serves any size up to its largest extent, not only
+the sizes that were freed; 1-2 MiB blocks are reused whole by requests of their size class (four per power of two).
+The bytes it maps (in use plus free) stay within a limit: a request that would go past it first unmaps as few free
+bytes as make room (the smallest free blocks first, then the tail of a large extent), and a block freed while the
+blocks in use alone exceed it is unmapped. The limit is (1 + ``train.cpu_block_cache_headroom``) times the most bytes
+in use at once so far: these blocks never hold more than that headroom above the large tensors alive at once.
+It is installed as PyTorch's CPU allocator (``c10::SetCPUAllocator``) from a small shared library built on first use
+with the system's C++ compiler against the installed torch (about a second; kept under ``$SEMREC_CACHE/native/``).
+Where it cannot be built or loaded (no compiler, not Linux), :func:`install` returns the reason and training goes on
+with glibc's settings (:mod:`semrec.train.memory`).
 """
 
 from __future__ import annotations
@@ -41,10 +44,10 @@ class Unavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class BlockCacheStats:
-    """Counters of the block cache: requests served from a free block (``hits``) or by a fresh mapping
-    (``misses``), blocks unmapped to stay within the limit (``evictions``), bytes held free (``cached_bytes``) and
-    mapped, free or in use (``mapped_bytes``), the most mapped and the most in use at once, and the ``limit`` on
-    mapped bytes now."""
+    """Counters of the block cache: requests served from free memory (``hits``) or by a fresh mapping
+    (``misses``), unmappings of free blocks or extent tails to stay within the limit (``evictions``), bytes held
+    free (``cached_bytes``) and mapped, free or in use (``mapped_bytes``), the most mapped and the most in use at
+    once, and the ``limit`` on mapped bytes now."""
 
     hits: int
     misses: int
