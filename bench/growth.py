@@ -7,6 +7,9 @@ Amazon-2023-style files are generated once, then every stage runs in a process o
 RSS, ``ru_maxrss``, is its own):
 
 * ``prepare``: ``semrec prepare`` of the files (streaming readers), seconds and peak RSS;
+* ``prepare_splits``: the same sequences written as Amazon's ``last_out_w_his`` files (``synthetic.py --layout
+  splits``: every row carries the user's history before it, so the files grow with the square of a user's length),
+  prepared the same way (two streaming passes over the files; memory per interaction, not per history item);
 * ``load``: ``CanonicalDataset.load`` of the prepared folder (what training, evaluation and serving start with);
 * ``embed``: MiniLM (``all-MiniLM-L6-v2``) throughput on the first ``--embed-sample`` item texts of view ``all``
   (texts/s after a warm-up batch; a full encoding of N items takes N / throughput, shown as "projected"); then the
@@ -39,7 +42,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["prepare", "load", "embed", "pq", "opq", "rq", "kmeans", "eval"]
+STAGES = ["prepare", "prepare_splits", "load", "embed", "pq", "opq", "rq", "kmeans", "eval"]
 # OPQ: 10 alternations without the polysemous renumbering (defaults 50 and on: a fit of 50 on faiss's capped sample
 # of 65,536 points would take about an hour on this machine; the cost per alternation is what grows, if anything)
 TOKENIZERS = {"pq": {"views": ["all"]}, "opq": {"niter": 10, "polysemous": False}, "rq": {"views": ["all"]},
@@ -89,11 +92,13 @@ def run_stage(stage: str, n: int, args: argparse.Namespace) -> dict:
     work = Path(args.work) / f"n{n}"
     dataset = work / "data" / "Synthetic"
     start = time.perf_counter()
-    if stage == "prepare":
+    if stage in ("prepare", "prepare_splits"):
         from semrec import api
         from semrec.config import PrepareConfig
 
-        ds, _ = api.prepare(PrepareConfig(source=str(work / "files"), out=str(dataset)))
+        splits = stage == "prepare_splits"
+        ds, _ = api.prepare(PrepareConfig(source=str(work / ("files-splits" if splits else "files")),
+                                          out=str(dataset.with_name("Synthetic-splits") if splits else dataset)))
         counts = ds.manifest["counts"]
         return {"seconds": time.perf_counter() - start, "rss_gb": rss_gb(), "items": counts["items"],
                 "users": counts["users"], "interactions": counts["interactions"]}
@@ -206,6 +211,9 @@ def main() -> None:
             start = time.perf_counter()
             made = generate(files, n, max(1, round(args.users_per_item * n)), topics=max(1, n // 50))
             print(f"{n}: generated {made} in {time.perf_counter() - start:.0f} s", flush=True)
+        splits = Path(args.work) / f"n{n}" / "files-splits"
+        if "prepare_splits" in stages and not (splits / "meta_Synthetic.jsonl.gz").is_file():
+            generate(splits, n, max(1, round(args.users_per_item * n)), topics=max(1, n // 50), layout="splits")
         for stage in stages:
             saved = Path(args.work) / f"n{n}" / "cells" / f"{stage}.json"
             if saved.is_file() and stage not in remeasure:

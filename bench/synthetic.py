@@ -12,6 +12,9 @@ Files (under ``OUT``): ``Synthetic.csv.gz`` (``user_id,parent_asin,rating,timest
 ``meta_Synthetic.jsonl.gz`` (``parent_asin, title, details.Brand, features, categories, description``). Both are
 written in chunks of users / items, so memory does not grow with the output (10^7 interactions: tested in
 ``bench/scale.py``). A repeat of an item inside one sequence is possible, as in real logs; ``prepare`` drops it.
+With ``--layout splits`` the same sequences are written as the ``last_out_w_his`` files instead
+(``Synthetic.train/valid/test.csv.gz``, header ``user_id,parent_asin,rating,timestamp,history``; repeats dropped
+by the published rule, every row carrying the user's items before it).
 
     python bench/synthetic.py /tmp/syn --items 100000 --users 300000
 """
@@ -42,11 +45,16 @@ def topic_words(topics: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def generate(out: str | Path, n_items: int, n_users: int, topics: int = 200, mean_length: float = 8.0,
-             stay: float = 0.7, neighbours: int = 3, seed: int = 0, chunk: int = 50_000) -> dict[str, int]:
-    """Write the two files; returns ``{"items", "users", "interactions"}`` (interactions before repeats are dropped).
-    ValueError on sizes below 1, more topics than items, or ``stay`` outside [0, 1]."""
+             stay: float = 0.7, neighbours: int = 3, seed: int = 0, chunk: int = 50_000,
+             layout: str = "ratings") -> dict[str, int]:
+    """Write the metadata and the interactions (``layout``: ``ratings``, one rating-only CSV, or ``splits``, the
+    ``last_out_w_his`` files of the same sequences); returns ``{"items", "users", "interactions"}`` (interactions
+    before repeats are dropped). ValueError on sizes below 1, more topics than items, ``stay`` outside [0, 1] or
+    an unknown layout."""
     if n_items < 1 or n_users < 1 or not 1 <= topics <= n_items or not 0 <= stay <= 1 or neighbours < 1:
         raise ValueError("need items, users >= 1, 1 <= topics <= items, 0 <= stay <= 1 and neighbours >= 1")
+    if layout not in ("ratings", "splits"):
+        raise ValueError(f"layout must be ratings or splits, got {layout!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -83,12 +91,17 @@ def generate(out: str | Path, n_items: int, n_users: int, topics: int = 200, mea
 
     zipf = [None] * topics  # per topic: cumulative Zipf(1) weights over its items
     total = 0
-    tmp = out / "Synthetic.csv.gz.tmp"
-    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as f:
-        f.write("user_id,parent_asin,rating,timestamp\n")
+    splits = ("train", "valid", "test")
+    names = ["Synthetic.csv.gz"] if layout == "ratings" else [f"Synthetic.{s}.csv.gz" for s in splits]
+    tmps = [out / f"{name}.tmp" for name in names]
+    files = [gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) for tmp in tmps]
+    try:
+        header = "user_id,parent_asin,rating,timestamp" + ("" if layout == "ratings" else ",history")
+        for f in files:
+            f.write(header + "\n")
         for lo in range(0, n_users, chunk):
             hi = min(n_users, lo + chunk)
-            lines = []
+            lines: list[list[str]] = [[] for _ in files]
             for u in range(lo, hi):
                 rng = np.random.default_rng([seed, 2, u])  # one stream per user: independent of ``chunk``
                 length = 4 + int(rng.geometric(1 / max(mean_length - 4, 1.0)))
@@ -97,6 +110,7 @@ def generate(out: str | Path, n_items: int, n_users: int, topics: int = 200, mea
                 hops = rng.integers(0, neighbours, size=length)
                 draws = rng.random(length)
                 clock = 1_600_000_000 + int(rng.integers(0, 10_000_000))
+                walk = []
                 for step in range(length):
                     if moves[step]:
                         t = int(neighbour[t, hops[step]])
@@ -107,10 +121,25 @@ def generate(out: str | Path, n_items: int, n_users: int, topics: int = 200, mea
                         zipf[t] = np.cumsum(weights) / weights.sum()
                     item = order[starts[t] + min(int(np.searchsorted(zipf[t], draws[step])), sizes[t] - 1)]
                     clock += 3600 + step
-                    lines.append(f"U{u:08d},P{item:08d},5.0,{clock}\n")
-            total += len(lines)
-            f.write("".join(lines))
-    tmp.replace(out / "Synthetic.csv.gz")
+                    walk.append((f"P{item:08d}", clock))
+                total += len(walk)
+                if layout == "ratings":
+                    lines[0].extend(f"U{u:08d},{item},5.0,{clock}\n" for item, clock in walk)
+                    continue
+                seen: set[str] = set()  # the published rule: repeats dropped (first kept), time order
+                walk = [(item, clock) for item, clock in walk if not (item in seen or seen.add(item))]
+                n = len(walk)
+                for i, (item, clock) in enumerate(walk):
+                    split = 2 if n >= 3 and i == n - 1 else 1 if n >= 3 and i == n - 2 else 0
+                    history = " ".join(x for x, _ in walk[:i])
+                    lines[split].append(f"U{u:08d},{item},5.0,{clock},{history}\n")
+            for f, chunk_lines in zip(files, lines):
+                f.write("".join(chunk_lines))
+    finally:
+        for f in files:
+            f.close()
+    for tmp, name in zip(tmps, names):
+        tmp.replace(out / name)
     return {"items": n_items, "users": n_users, "interactions": total}
 
 
@@ -124,12 +153,15 @@ def main() -> None:
     parser.add_argument("--stay", type=float, default=0.7)
     parser.add_argument("--neighbours", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layout", choices=["ratings", "splits"], default="ratings",
+                        help="ratings: Synthetic.csv.gz (rating-only); splits: Synthetic.train/valid/test.csv.gz "
+                             "(last_out_w_his: every row carries the user's history before it)")
     args = parser.parse_args()
     users = args.users if args.users is not None else 3 * args.items
     topics = args.topics if args.topics is not None else max(1, args.items // 50)
     try:
         counts = generate(args.out, args.items, users, topics, args.mean_length, args.stay, args.neighbours,
-                          args.seed)
+                          args.seed, layout=args.layout)
     except ValueError as exc:
         parser.error(str(exc))
     print(f"wrote {args.out}: {counts['items']:,} items, {counts['users']:,} users, "

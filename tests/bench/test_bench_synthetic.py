@@ -40,3 +40,22 @@ def test_bad_sizes_are_refused(tmp_path, kwargs):
     args = {"n_items": 500, "n_users": 10, "topics": 5, **kwargs}
     with pytest.raises(ValueError, match="need items, users >= 1"):
         synthetic.generate(tmp_path, **args)
+
+
+def test_the_split_layout_prepares_to_the_same_dataset_as_the_rating_file(tmp_path):
+    from semrec import api
+    from semrec.config import PrepareConfig
+
+    synthetic.generate(tmp_path / "ratings", 300, 200, topics=10, seed=3, chunk=64)
+    synthetic.generate(tmp_path / "splits", 300, 200, topics=10, seed=3, chunk=64, layout="splits")
+    assert sorted(p.name for p in (tmp_path / "splits").iterdir()) == [
+        "Synthetic.test.csv.gz", "Synthetic.train.csv.gz", "Synthetic.valid.csv.gz", "meta_Synthetic.jsonl.gz"]
+    datasets = []
+    for layout in ("ratings", "splits"):
+        prepared, _ = api.prepare(PrepareConfig(source=str(tmp_path / layout), out=str(tmp_path / f"ds-{layout}")))
+        datasets.append(prepared.load())
+    a, b = datasets
+    assert a.items["raw_id"].tolist() == b.items["raw_id"].tolist()
+    assert [s.tolist() for s in a.sequences] == [s.tolist() for s in b.sequences]
+    with pytest.raises(ValueError, match="layout must be ratings or splits"):
+        synthetic.generate(tmp_path / "x", 10, 10, topics=2, layout="tsv")

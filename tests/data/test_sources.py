@@ -9,7 +9,7 @@ import pytest
 
 from semrec.data.build import build_dataset
 from semrec.data.dataset import SCHEMA_VERSION, CanonicalDataset
-from semrec.data.sources import detect_format, load_source
+from semrec.data.sources import amazon2023, detect_format, load_source
 from semrec.errors import DataFormatError, SemrecError
 from semrec.io import read_json, write_json
 from tests.support import amazon_ratings, lcrec, movielens, recbole_files, write
@@ -163,6 +163,23 @@ def test_unknown_item_in_a_history(tmp_path):
         load_source(tmp_path)
     write(tmp_path / "D.test.csv", header + "U,D,5,4,A C B\n")
     with pytest.raises(DataFormatError, match=r"D\.train\.csv:3 \(field 'history'\): user U: history and target"):
+        load_source(tmp_path)
+
+
+@pytest.mark.parametrize("keys_per_check", [1, 3, 2**20])
+def test_split_files_checked_in_pieces_find_the_same_first_unknown_item(tmp_path, monkeypatch, keys_per_check):
+    # the unknown-item check looks keys up a batch at a time: whatever the batch, the first bad user in file order
+    # and its first unknown item are named, and a clean set is read whole
+    monkeypatch.setattr(amazon2023, "KEYS_PER_CHECK", keys_per_check)
+    header = "user_id,parent_asin,rating,timestamp,history\n"
+    write(tmp_path / "D.train.csv", header + "U,A,5,1,\nU,B,5,2,A\nV,C,5,1,\nW,A,5,1,\nW,C,5,2,A\n")
+    write(tmp_path / "D.valid.csv", header + "U,C,5,3,A B\nV,D,5,2,C\nW,D,5,3,A C\n")
+    write(tmp_path / "D.test.csv", header + "U,D,5,4,A B C\nV,A,5,3,C D\nW,B,5,4,A C D\n")
+    write(tmp_path / "meta_D.jsonl", "\n".join(json.dumps({"parent_asin": a, "title": a}) for a in "ABCD"))
+    ds = build_dataset(load_source(tmp_path))
+    assert [[ds.items["raw_id"][i - 1] for i in s] for s in ds.sequences] == [list("ABCD"), list("CDA"), list("ACDB")]
+    write(tmp_path / "D.test.csv", header + "U,D,5,4,A B C\nV,A,5,3,C X\nW,B,5,4,A Y D\n")
+    with pytest.raises(DataFormatError, match=r"D\.test\.csv:3 \(field 'history'\): user V: unknown item 'X'"):
         load_source(tmp_path)
 
 

@@ -16,7 +16,9 @@ CCFRec preprocessing; a CSV meta file provides only the views it has columns for
 from __future__ import annotations
 
 import ast
+import math
 import re
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,7 @@ from semrec.errors import DataFormatError, SemrecError
 from semrec.text.clean import clean_text, clean_title
 
 VIEWS = ["title", "brand", "features", "categories", "description"]
+KEYS_PER_CHECK = 2**20  # history items looked up at once by read_splits' unknown-item check
 RATING_HEADER = ["user_id", "parent_asin", "rating", "timestamp"]
 SPLIT_HEADER = RATING_HEADER + ["history"]
 _CSV = re.compile(r"\.csv(\.gz)?$")
@@ -143,10 +146,10 @@ def read_ratings(path: Path) -> InteractionSpool:
     return spool.finish()
 
 
-def read_splits(files: dict[str, Path]) -> pd.DataFrame:
-    """Rebuild per-user sequences from last_out_w_his files and check every row against them."""
-    rows: dict[str, list[tuple[str, int, list[str], str, float]]] = {}
-    for path in files.values():
+def _split_rows(files: dict[str, Path]):
+    """Yield ``(file index, path, line, user, target, history, timestamp)`` for every row of the split files, each
+    field validated (DataFormatError naming the file, line and field)."""
+    for index, path in enumerate(files.values()):
         it = iter_csv(path)
         _, header = next(it, (1, []))
         col = header_index(path, header, SPLIT_HEADER)
@@ -161,34 +164,106 @@ def read_splits(files: dict[str, Path]) -> pd.DataFrame:
             history = row[col["history"]].split()
             stamp = _timestamp(path, line, row[col["timestamp"]])
             parse_number(path, line, "rating", row[col["rating"]])
-            rows.setdefault(user, []).append((str(path), line, history, target, stamp))
-    users, items, stamps = [], [], []
-    for user, user_rows in rows.items():
-        longest = max(user_rows, key=lambda r: len(r[2]))
-        sequence = longest[2] + [longest[3]]
-        targets = {r[3] for r in user_rows}
-        unknown = next((h for h in longest[2][1:] if h not in targets), None)
-        if unknown is not None:
-            raise DataFormatError(longest[0], f"user {user}: unknown item {unknown!r} in the history "
-                                  "(no row of this user has it as target)", line=longest[1], field="history")
-        times = [np.nan] * len(sequence)
-        for path, line, history, target, stamp in user_rows:
-            n = len(history)
-            if history != sequence[:n] or sequence[n] != target:
-                raise DataFormatError(path, f"user {user}: history and target disagree with the user's "
-                                      f"longest history ({longest[0]}:{longest[1]})", line=line, field="history")
-            times[n] = stamp
-        # a position with no row of its own (e.g. dropped empty-history rows) borrows the next known time,
-        # which keeps the sequence order under the stable timestamp sort
-        known = [t for t in times if not np.isnan(t)]
-        for k in range(len(times) - 1, -1, -1):
-            if np.isnan(times[k]) and known:
-                later = times[k + 1] if k + 1 < len(times) else known[-1]
-                times[k] = later
-        users.extend([user] * len(sequence))
-        items.extend(sequence)
-        stamps.extend(times)
-    return pd.DataFrame({"user": users, "item": items, "timestamp": stamps})
+            yield index, path, line, user, target, history, stamp
+
+
+def _check_history_items(longest: dict[str, tuple[list[str], int, int]], user_ids: dict[str, int],
+                         item_ids: dict[str, int], row_users: array, row_targets: array, paths: list[str]) -> None:
+    """Every item of a user's longest history after the first must be the target of one of that user's rows:
+    DataFormatError naming the longest row and the first unknown item otherwise (users in first-seen order). Keys
+    ``user * n_items + item`` are looked up in the sorted set of (user, target) keys, :data:`KEYS_PER_CHECK` at a
+    time."""
+    n_items = max(len(item_ids), 1)
+    targets = np.unique(np.frombuffer(row_users, dtype=np.int64) * n_items + np.frombuffer(row_targets, np.int64))
+    pending: list[str] = []
+    keys = array("q")
+
+    def check() -> None:
+        if not keys:
+            return
+        wanted = np.frombuffer(keys, dtype=np.int64).copy()  # keys is cleared below: no view may remain
+        at = np.minimum(np.searchsorted(targets, wanted), len(targets) - 1)
+        missing = targets[at] != wanted
+        if missing.any():
+            key = int(wanted[np.argmax(missing)])
+            user = next(u for u in pending if user_ids[u] == key // n_items)
+            sequence, index, line = longest[user]
+            unknown = next(h for h in sequence[1:-1] if item_ids[h] == key % n_items)
+            raise DataFormatError(paths[index], f"user {user}: unknown item {unknown!r} in the history "
+                                  "(no row of this user has it as target)", line=line, field="history")
+        pending.clear()
+        del keys[:]
+
+    for user, (sequence, _, _) in longest.items():
+        base = user_ids[user] * n_items
+        keys.extend(base + item_ids[h] for h in sequence[1:-1])
+        pending.append(user)
+        if len(keys) >= KEYS_PER_CHECK:
+            check()
+    check()
+
+
+def read_splits(files: dict[str, Path]) -> InteractionSpool:
+    """Rebuild per-user sequences from last_out_w_his files and check every row against them.
+
+    Each user's sequence is the longest row's history plus its target (the first such row in file order); every
+    history item after the first must be some row's target of that user, and every row's history and target must
+    be the sequence's prefix and next item (DataFormatError naming the row otherwise). A position with no row of its
+    own (e.g. dropped empty-history rows) borrows the next known timestamp, which keeps the order under the stable
+    timestamp sort. The files are streamed twice (find each user's longest row; check every row and take its
+    timestamp) and the rows go to an :class:`InteractionSpool`: memory holds each user's sequence (references to one
+    string per item), its timestamps and a (user, target) key per row, some 32 bytes per interaction, not the rows,
+    whose histories repeat every earlier item (the files grow with the square of a user's length)."""
+    paths = [str(p) for p in files.values()]
+    item_ids: dict[str, int] = {}
+    item_names: list[str] = []
+
+    def canonical(item: str) -> str:  # one str object per item: sequences hold references (8 bytes each)
+        number = item_ids.get(item)
+        if number is None:
+            item_ids[item] = len(item_names)
+            item_names.append(item)
+            return item
+        return item_names[number]
+
+    # pass 1: each user's longest row and every row's (user, target) pair
+    longest: dict[str, tuple[list[str], int, int]] = {}  # user -> (sequence, file index, line), first seen first
+    user_ids: dict[str, int] = {}
+    row_users, row_targets = array("q"), array("q")
+    for index, _, line, user, target, history, _ in _split_rows(files):
+        row_users.append(user_ids.setdefault(user, len(user_ids)))
+        row_targets.append(item_ids[canonical(target)])
+        known = longest.get(user)
+        if known is None or len(history) + 1 > len(known[0]):
+            longest[user] = ([canonical(h) for h in history] + [item_names[row_targets[-1]]], index, line)
+    _check_history_items(longest, user_ids, item_ids, row_users, row_targets, paths)
+    del row_users, row_targets
+    # pass 2: every row agrees with its user's sequence; its timestamp goes to its position
+    times = {user: array("d", [math.nan]) * len(sequence) for user, (sequence, _, _) in longest.items()}
+    for _, path, line, user, target, history, stamp in _split_rows(files):
+        n = len(history)
+        if user not in longest or n >= len(longest[user][0]):
+            raise DataFormatError(path, f"user {user}: a row the first reading did not see (did the file change "
+                                  "while it was read?)", line=line)
+        sequence, index, first = longest[user]
+        if sequence[n] != target or history != sequence[:n]:
+            raise DataFormatError(path, f"user {user}: history and target disagree with the user's longest "
+                                  f"history ({paths[index]}:{first})", line=line, field="history")
+        times[user][n] = stamp
+    spool = InteractionSpool(paths[0])
+    try:
+        for user, (sequence, _, _) in longest.items():
+            stamps = times.pop(user)
+            known = [t for t in stamps if not math.isnan(t)]
+            for k in range(len(stamps) - 1, -1, -1):
+                if math.isnan(stamps[k]) and known:
+                    stamps[k] = stamps[k + 1] if k + 1 < len(stamps) else known[-1]
+            for item, stamp in zip(sequence, stamps):
+                spool.add(user, item, stamp)
+        return spool.finish()
+    except BaseException:
+        spool.cleanup()
+        raise
 
 
 def _literal(path: Path, line: int, field: str, value: str):
