@@ -183,6 +183,29 @@ def test_split_files_checked_in_pieces_find_the_same_first_unknown_item(tmp_path
         load_source(tmp_path)
 
 
+def test_split_files_read_by_pyarrow_and_line_by_line_give_the_same_interactions(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    header = "user_id,parent_asin,rating,timestamp,history\n"
+    write(tmp_path / "D.train.csv", header + "U,A,5,1,\nU,B,5,2,A\nV,C,4,1.5,\n\nW,A,3,1,\nW,C,5,2,A\n")
+    write(tmp_path / "D.valid.csv", header + "U,C,5,3,A B\nV,D,5,2,C\nW,D,5,3,A C\n")
+    write(tmp_path / "D.test.csv", header + "U,D,5,4,A B C\nV,A,5,3,C D\nW,B,5,4,A C D\n")
+    files = {s: tmp_path / f"D.{s}.csv" for s in ("train", "valid", "test")}
+    def read(reader, *args):
+        spool = reader(files, *args)  # the spool's folder lives as long as the spool
+        return pq.read_table(spool.path).to_pylist()
+
+    tables = [read(amazon2023._read_splits, rows) for rows in (amazon2023._split_rows_fast, amazon2023._split_rows)]
+    assert tables[0] == tables[1] and len(tables[0]) == 11 and tables[0][4]["timestamp"] == 1.0
+    used = []
+    monkeypatch.setattr(amazon2023, "_split_rows", lambda f: used.append(1) or amazon2023._split_rows_fast(f))
+    read(amazon2023.read_splits)
+    assert not used  # clean files never reach the line reader
+    write(tmp_path / "D.valid.csv", header + "U,C,5,3,A B\n V,D,5,2,C\nW,D,5,3,A C\n")  # a user id to strip
+    monkeypatch.undo()
+    assert read(amazon2023.read_splits) == tables[0]
+
+
 def test_items_without_metadata_are_dropped_and_counted(tmp_path):
     lcrec(tmp_path, items=json.dumps({str(i): {"title": f"t{i}"} for i in (0, 1, 2)}))
     ds = build_dataset(load_source(tmp_path))

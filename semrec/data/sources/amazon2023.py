@@ -167,6 +167,19 @@ def _split_rows(files: dict[str, Path]):
             yield index, path, line, user, target, history, stamp
 
 
+def _split_rows_fast(files: dict[str, Path]):
+    """:func:`_split_rows` for clean UTF-8 files with the exact header, parsed by pyarrow's CSV reader and checked
+    by its compute functions (line numbers are not known: 0); :class:`NotFastPath` when any value is not plainly
+    valid (the line reader then decides and names the line)."""
+    for index, path in enumerate(files.values()):
+        for batch in fast_csv_batches(path, SPLIT_HEADER):
+            users, targets = plain_ids(batch.column(0)).to_pylist(), plain_ids(batch.column(1)).to_pylist()
+            plain_numbers(batch.column(2))  # ratings are checked, not kept
+            stamps = np.trunc(plain_numbers(batch.column(3), timestamp=True)).tolist()  # a fraction is cut off
+            for user, target, history, stamp in zip(users, targets, batch.column(4).to_pylist(), stamps):
+                yield index, path, 0, user, target, history.split(), stamp
+
+
 def _check_history_items(longest: dict[str, tuple[list[str], int, int]], user_ids: dict[str, int],
                          item_ids: dict[str, int], row_users: array, row_targets: array, paths: list[str]) -> None:
     """Every item of a user's longest history after the first must be the target of one of that user's rows:
@@ -213,7 +226,17 @@ def read_splits(files: dict[str, Path]) -> InteractionSpool:
     timestamp sort. The files are streamed twice (find each user's longest row; check every row and take its
     timestamp) and the rows go to an :class:`InteractionSpool`: memory holds each user's sequence (references to one
     string per item), its timestamps and a (user, target) key per row, some 32 bytes per interaction, not the rows,
-    whose histories repeat every earlier item (the files grow with the square of a user's length)."""
+    whose histories repeat every earlier item (the files grow with the square of a user's length). Parsed by
+    pyarrow's CSV reader; a file that is not plainly valid UTF-8, or breaks a rule, is read again line by line, whose
+    error names the line at fault."""
+    try:
+        return _read_splits(files, _split_rows_fast)
+    except (NotFastPath, DataFormatError):
+        return _read_splits(files, _split_rows)
+
+
+def _read_splits(files: dict[str, Path], rows) -> InteractionSpool:
+    """:func:`read_splits` with ``rows`` (:func:`_split_rows_fast` or :func:`_split_rows`) reading the files."""
     paths = [str(p) for p in files.values()]
     item_ids: dict[str, int] = {}
     item_names: list[str] = []
@@ -230,7 +253,7 @@ def read_splits(files: dict[str, Path]) -> InteractionSpool:
     longest: dict[str, tuple[list[str], int, int]] = {}  # user -> (sequence, file index, line), first seen first
     user_ids: dict[str, int] = {}
     row_users, row_targets = array("q"), array("q")
-    for index, _, line, user, target, history, _ in _split_rows(files):
+    for index, _, line, user, target, history, _ in rows(files):
         row_users.append(user_ids.setdefault(user, len(user_ids)))
         row_targets.append(item_ids[canonical(target)])
         known = longest.get(user)
@@ -240,7 +263,7 @@ def read_splits(files: dict[str, Path]) -> InteractionSpool:
     del row_users, row_targets
     # pass 2: every row agrees with its user's sequence; its timestamp goes to its position
     times = {user: array("d", [math.nan]) * len(sequence) for user, (sequence, _, _) in longest.items()}
-    for _, path, line, user, target, history, stamp in _split_rows(files):
+    for _, path, line, user, target, history, stamp in rows(files):
         n = len(history)
         if user not in longest or n >= len(longest[user][0]):
             raise DataFormatError(path, f"user {user}: a row the first reading did not see (did the file change "
