@@ -194,7 +194,7 @@ void free_block(void* p) {
     if (it != c.blocks.end()) {
       if (c.stats.mapped_bytes <= c.limit()) {  // keep it for later requests
         keep_free(c, it);
-      } else {  // in-use blocks alone are over the limit: hand this one back
+      } else {  // over the limit (then nothing is free: make_room unmapped it all): hand this one back
         munmap(p, it->second.size);
         c.stats.mapped_bytes -= it->second.size;
         c.stats.evictions += 1;
